@@ -1,0 +1,20 @@
+# The two entry points of a fresh clone (see README.md):
+#   make demo   set everything up, then run the finetune flow end to end on the CPU demo config
+#   make test   set everything up, then run the test suite
+.PHONY: setup demo test bench stack-up stack-down
+
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DO_NOT_TRACK ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/finetune run configs/regulator-cpu.yaml
+
+test: setup
+	.venv/bin/python -m pytest -q
+
+bench: setup
+	.venv/bin/python -m bench

@@ -1,0 +1,269 @@
+"""The run config: one typed object for a run, loaded from YAML, validated before anything runs.
+
+Each section is a pydantic model whose field descriptions are the config reference (``finetune config-doc``
+prints them). :func:`load_config` applies ``--set key=value`` overrides, then reports *every* problem at once —
+schema errors and cross-field checks alike — in one :class:`~finetune.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from finetune.errors import ConfigError
+from finetune.hashing import hash_json
+
+ZeroStage = Literal["auto", 0, 1, 2, 3]
+Offload = Literal["auto", "none", "optimizer", "optimizer+params"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Section):
+    """Which model is fine-tuned."""
+
+    ref: str = Field("packaged", description="'packaged' (SmolLM2-135M-Instruct, provisioned offline) or a local HF folder.")
+    name: str = Field("SmolLM2-135M-Instruct", description="Human-readable model name for reports and the model card.")
+    max_seq_len: int = Field(1024, ge=64, le=131072, description="Token budget of one example (prompt + answer).")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: ~4x less activation memory, ~20% slower.")
+
+
+class HardwareConfig(_Section):
+    """The hardware the run is declared to use; the audit plans for it and infra_check verifies it."""
+
+    accelerator: Literal["cpu", "cuda"] = Field("cpu", description="Device type training runs on.")
+    gpus_per_node: int = Field(0, ge=0, le=64, description="GPUs per node (0 on CPU).")
+    gpu_memory_gb: float = Field(0.0, ge=0, description="Memory of one GPU in GB (0 on CPU).")
+    num_nodes: int = Field(1, ge=1, le=1024, description="Nodes in the launch; >1 needs a hostfile.")
+    cpu_ram_gb: float = Field(16.0, gt=0, description="CPU RAM per node in GB available to training (offload, CPU training).")
+    cpu_processes: int = Field(1, ge=1, le=64, description="Training processes on a CPU-only node (gloo ranks).")
+    peak_tflops: float = Field(312.0, gt=0, description="Peak bf16 TFLOP/s of one device, for the time estimate (A100: 312).")
+    assumed_mfu: float = Field(0.40, gt=0, le=1, description="Model FLOPs utilisation assumed by the time estimate.")
+    hostfile: Path | None = Field(None, description="DeepSpeed hostfile for multi-node launches.")
+    allow_fallback: bool = Field(False, description="If the declared hardware is absent, fall back to what is present instead of failing.")
+
+
+class DataConfig(_Section):
+    """Where the examples come from and the data contract's limits."""
+
+    source: str = Field("synthetic", description="'synthetic' (generated XBRL reports) or a JSONL/Parquet file or a folder of XBRL instances.")
+    n_examples: int = Field(400, ge=10, le=1_000_000, description="Examples to generate (synthetic source only).")
+    eu_fraction: float = Field(0.5, ge=0, le=1, description="Share of EU COREP reports among generated examples.")
+    seed: int = Field(1234, description="Seed of generation and of the split.")
+    split_fractions: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="Train / validation / test shares (grouped by bank).")
+    min_report_chars: int = Field(50, ge=1, description="Contract: shortest acceptable report text.")
+    max_report_chars: int = Field(4000, ge=1, description="Contract: longest acceptable report text.")
+    max_target_chars: int = Field(3000, ge=1, description="Contract: longest acceptable answer text.")
+    max_truncation_rate: float = Field(0.01, ge=0, le=1, description="Contract: largest share of examples cut to max_seq_len.")
+
+
+class TrainConfig(_Section):
+    """Full fine-tuning with DeepSpeed."""
+
+    epochs: float = Field(3.0, gt=0, description="Passes over the training split.")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps cap (overrides epochs when smaller).")
+    lr: float = Field(2e-5, gt=0, lt=1, description="Peak learning rate (full FT on a specialised set: 1e-5 to 5e-5).")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps with linear warmup.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decay ends at this fraction of the peak lr.")
+    micro_batch_size: int = Field(4, ge=1, description="Examples per process per forward pass.")
+    effective_batch_size: int = Field(64, ge=1, description="Examples per optimizer step = micro x accumulation x world size.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    grad_clip: float = Field(1.0, ge=0, description="Gradient-norm clipping (0 turns it off).")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="'auto' picks bf16 where the hardware supports it; fp32 master weights are kept either way.")
+    zero_stage: ZeroStage = Field("auto", description="DeepSpeed ZeRO stage; 'auto' picks the cheapest that fits.")
+    offload: Offload = Field("auto", description="ZeRO offload to CPU; 'auto' picks the cheapest that fits.")
+    checkpoint_every_steps: int = Field(50, ge=1, description="DeepSpeed checkpoint interval (resume point of a retry).")
+    keep_last_checkpoints: int = Field(2, ge=1, description="Complete checkpoints kept.")
+    replay_fraction: float = Field(0.0, ge=0, lt=1, description="Share of general-domain rehearsal examples mixed in (forgetting mitigation).")
+    replay_file: Path | None = Field(None, description="JSONL of {prompt, answer} general examples; default: the base model's own answers.")
+    launcher: Literal["torchrun", "deepspeed"] = Field("torchrun", description="Launcher of the training subprocess.")
+    seed: int = Field(42, description="Training seed.")
+
+
+class LoraConfig(_Section):
+    """The LoRA baseline, trained on the same data and token budget."""
+
+    enabled: bool = Field(True, description="Train the LoRA baseline (needed for the margin criterion).")
+    r: int = Field(64, ge=1, le=1024, description="LoRA rank.")
+    alpha: int = Field(128, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
+    target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="Modules to adapt.")
+    lr: float = Field(2e-4, gt=0, lt=1, description="Peak lr; LoRA updates a low-rank delta from zero and needs ~10x the full-FT lr.")
+
+
+class EvalConfig(_Section):
+    """Evaluation on the held-out test split."""
+
+    max_new_tokens: int = Field(256, ge=1, description="Generation bound per answer.")
+    batch_size: int = Field(16, ge=1, description="Prompts per generation batch.")
+    max_examples: int | None = Field(None, ge=1, description="Cap on test examples (None: the whole test split).")
+    bootstrap_samples: int = Field(1000, ge=0, description="Bootstrap resamples for 95% confidence intervals.")
+    forgetting_prompts: int | None = Field(None, ge=1, description="Cap on general prompts for the forgetting measure.")
+
+
+class GateConfig(_Section):
+    """Deployment-gate thresholds: every one must hold for the full-FT model to be promoted."""
+
+    f1_floor: float = Field(0.8, ge=0, le=1, description="Minimum violation F1 (micro).")
+    rouge_floor: float = Field(0.5, ge=0, le=1, description="Minimum directive ROUGE-L.")
+    min_margin_over_lora: float = Field(0.0, ge=-1, le=1, description="Minimum F1 margin of full FT over LoRA.")
+    use_ci_lower_bound: bool = Field(True, description="Apply the margin to the lower end of the bootstrap 95% CI of the difference.")
+    forgetting_ceiling: float = Field(0.5, ge=0, description="Largest relative NLL increase on general prompts.")
+    dry_run: bool = Field(False, description="Report the decision without promoting.")
+    registry_dir: Path | None = Field(None, description="Model registry folder (default: <project>/registry).")
+
+
+class AuditConfig(_Section):
+    """Inputs of the audit's verdict on whether full FT is justified."""
+
+    min_examples_for_full_ft: int = Field(1000, ge=1, description="Below this many examples full FT is flagged as data-starved.")
+    notation_ratio_threshold: float = Field(1.15, gt=0, description="Domain tokens/word over general tokens/word above which the domain counts as new notation.")
+    known_lora_gap: float | None = Field(None, description="F1 gap full FT - LoRA from an earlier run; default: read from the registry.")
+
+
+class RunConfig(_Section):
+    """One fine-tuning run."""
+
+    name: str = Field("regulator", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="Run name (folder prefix).")
+    model: ModelConfig = ModelConfig()
+    hardware: HardwareConfig = HardwareConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    lora: LoraConfig = LoraConfig()
+    eval: EvalConfig = EvalConfig()
+    gate: GateConfig = GateConfig()
+    audit: AuditConfig = AuditConfig()
+
+    def world_size(self) -> int:
+        """Training processes across all nodes."""
+        per_node = self.hardware.gpus_per_node if self.hardware.accelerator == "cuda" else self.hardware.cpu_processes
+        return per_node * self.hardware.num_nodes
+
+    def grad_accum_steps(self) -> int:
+        """Gradient accumulation steps that make up the effective batch."""
+        return max(1, self.train.effective_batch_size // (self.train.micro_batch_size * self.world_size()))
+
+    def section_hash(self, *sections: str) -> str:
+        """Content hash of the named sections (part of the cache keys of the stages that read them)."""
+        dumped = self.model_dump(mode="json")
+        return hash_json({s: dumped[s] for s in sections})
+
+
+def cross_field_problems(cfg: RunConfig) -> list[str]:
+    """Return every problem that involves more than one field (empty when the config is consistent)."""
+    problems: list[str] = []
+    hw, tr = cfg.hardware, cfg.train
+    if not math.isclose(sum(cfg.data.split_fractions), 1.0, abs_tol=1e-6):
+        problems.append(f"data.split_fractions: must sum to 1, got {sum(cfg.data.split_fractions):.3f}")
+    if any(f <= 0 for f in cfg.data.split_fractions):
+        problems.append("data.split_fractions: every split needs a positive share")
+    if hw.accelerator == "cuda" and (hw.gpus_per_node < 1 or hw.gpu_memory_gb <= 0):
+        problems.append("hardware: accelerator 'cuda' needs gpus_per_node >= 1 and gpu_memory_gb > 0")
+    if hw.accelerator == "cpu" and hw.gpus_per_node:
+        problems.append("hardware.gpus_per_node: must be 0 when accelerator is 'cpu'")
+    if hw.num_nodes > 1 and hw.hostfile is None:
+        problems.append("hardware.hostfile: a multi-node run (num_nodes > 1) needs a hostfile")
+    per_step = tr.micro_batch_size * cfg.world_size()
+    if tr.effective_batch_size % per_step:
+        problems.append(
+            f"train.effective_batch_size: {tr.effective_batch_size} is not a multiple of micro_batch_size x world size "
+            f"= {tr.micro_batch_size} x {cfg.world_size()} = {per_step}"
+        )
+    if tr.zero_stage == 0 and tr.offload not in ("auto", "none"):
+        problems.append("train.offload: offload needs ZeRO stage >= 1 (optimizer) or 3 (params)")
+    if tr.offload == "optimizer+params" and tr.zero_stage not in ("auto", 3):
+        problems.append("train.offload: 'optimizer+params' needs zero_stage 3")
+    if tr.replay_file is not None and not Path(tr.replay_file).is_file():
+        problems.append(f"train.replay_file: {tr.replay_file} does not exist")
+    if cfg.lora.enabled and cfg.lora.lr <= tr.lr:
+        problems.append(f"lora.lr: {cfg.lora.lr} should be above train.lr {tr.lr} (LoRA needs a higher learning rate)")
+    if cfg.data.source != "synthetic" and not Path(cfg.data.source).exists():
+        problems.append(f"data.source: {cfg.data.source} is neither 'synthetic' nor an existing file or folder")
+    if cfg.model.ref != "packaged" and not (Path(cfg.model.ref) / "config.json").is_file():
+        problems.append(f"model.ref: {cfg.model.ref} is neither 'packaged' nor a folder with a config.json")
+    return problems
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
+    """Return a copy of ``raw`` with dotted-key overrides applied (``{"train.lr": 1e-4}`` or ``["train.lr=1e-4"]``).
+
+    String values are parsed as YAML scalars, so ``train.zero_stage=3`` gives an int and ``gate.dry_run=true`` a bool.
+    """
+    out: dict[str, Any] = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    items: list[tuple[str, Any]]
+    if overrides is None:
+        items = []
+    elif isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        items = []
+        for text in overrides:
+            if "=" not in text:
+                raise ConfigError([f"override {text!r}: expected key=value, e.g. train.lr=1e-4"], "overrides")
+            key, value = text.split("=", 1)
+            items.append((key.strip(), yaml.safe_load(value)))
+    for key, value in items:
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError([f"override {key!r}: {part!r} is not a section"], "overrides")
+        node[leaf] = value
+    return out
+
+
+def _format_validation_error(err: ValidationError) -> list[str]:
+    """Turn pydantic's errors into 'section.field: message (got value)' lines."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"].replace("Extra inputs are not permitted", "unknown field (check the spelling)")
+        got = f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else ""
+        lines.append(f"{loc}: {msg}{got}")
+    return lines
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    """Validate a raw mapping into a RunConfig, raising one ConfigError that lists every problem."""
+    try:
+        cfg = RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err), source) from None
+    problems = cross_field_problems(cfg)
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> RunConfig:
+    """Load a YAML run config, apply overrides and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"{path}: no such config file"], str(path))
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError([f"not valid YAML: {err}"], str(path)) from None
+    if not isinstance(raw, dict):
+        raise ConfigError([f"top level must be a mapping of sections, got {type(raw).__name__}"], str(path))
+    return validate_config(apply_overrides(raw, overrides), str(path))
+
+
+def config_reference() -> str:
+    """Markdown reference of every config field: section, name, type, default, description."""
+    lines = ["| field | default | description |", "|---|---|---|"]
+    for section_name, field in RunConfig.model_fields.items():
+        model = field.annotation
+        if isinstance(model, type) and issubclass(model, _Section):
+            for name, f in model.model_fields.items():
+                lines.append(f"| `{section_name}.{name}` | `{f.default!r}` | {f.description} |")
+        else:
+            lines.append(f"| `{section_name}` | `{field.default!r}` | {field.description} |")
+    return "\n".join(lines)

@@ -1,0 +1,74 @@
+"""Typed errors of the pipeline, one class per way a stage can refuse to go on.
+
+Each message is written for a person: what was wrong, where, and what to do. Stages raise these so that a
+data-contract failure, a memory-plan failure and a gate rejection are different, catchable errors.
+"""
+
+from __future__ import annotations
+
+
+class FinetuneError(Exception):
+    """Base class of every error the pipeline raises on purpose."""
+
+
+class ConfigError(FinetuneError):
+    """The run config is invalid; ``problems`` lists every problem found (field path and message)."""
+
+    def __init__(self, problems: list[str], source: str = "config") -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{source} has {len(self.problems)} problem(s):\n{lines}")
+
+
+class ModelProvisioningError(FinetuneError):
+    """The base model could not be found, converted or verified."""
+
+
+class MemoryPlanError(FinetuneError):
+    """No ZeRO stage / offload choice fits the declared hardware."""
+
+
+class InfraError(FinetuneError):
+    """The declared hardware or software is not what is really present."""
+
+
+class DataError(FinetuneError):
+    """Input data could not be read (a file that is not what it claims to be, a missing column, ...)."""
+
+
+class XBRLError(DataError):
+    """An XBRL instance is malformed, hostile or of an unsupported taxonomy."""
+
+
+class DataContractError(DataError):
+    """The data failed its Great Expectations contract; ``failures`` names each failed expectation."""
+
+    def __init__(self, message: str, failures: list[dict] | None = None, report_markdown: str = "") -> None:
+        self.failures = list(failures or [])
+        self.report_markdown = report_markdown
+        super().__init__(message)
+
+
+class TrainingError(FinetuneError):
+    """Training failed: the launcher exited non-zero, the loss went NaN, or the saved model does not load."""
+
+
+class CheckpointError(TrainingError):
+    """A checkpoint is incomplete or corrupt."""
+
+
+class EvaluationError(FinetuneError):
+    """Evaluation could not produce the metrics it promised."""
+
+
+class GateRejected(FinetuneError):
+    """The deployment gate rejected the model; ``failures`` lists every failed criterion with its figure."""
+
+    def __init__(self, failures: list[str]) -> None:
+        self.failures = list(failures)
+        lines = "\n".join(f"  - {f}" for f in self.failures)
+        super().__init__(f"deployment gate rejected the model ({len(self.failures)} failed criteria):\n{lines}")
+
+
+class RegistryError(FinetuneError):
+    """The model registry is inconsistent or a promotion could not be completed."""

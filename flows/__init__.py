@@ -1,0 +1,1 @@
+"""Prefect flows: ``finetune`` wires the stages."""

@@ -1,0 +1,103 @@
+"""What every stage task shares: cache keys from content hashes, output folders that prove they are complete,
+retries, and manifests.
+
+A stage's output lives in ``.cache/stages/<stage>/<key>/`` where ``key`` hashes what the stage reads (config
+sections, upstream content hashes) plus the task's source. The Prefect cache key is the same key (combined with
+``TASK_SOURCE``), so a cached result always names the folder of its own key. Before a stage is called its folder is
+verified (completion marker present, content hash unchanged); a missing or corrupted folder makes the call refresh
+the cache and rebuild, so a cached run never returns dangling paths.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from prefect import Task
+from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy
+
+from finetune.hashing import hash_bytes, hash_json, hash_path, short
+from finetune.paths import COMPLETE_MARKER, building, is_complete, mark_complete, read_marker, stage_dir
+
+RETRIES = 2
+RETRY_DELAY_S = 5
+FAULTS_ENV = "FINETUNE_INJECT_FAULTS"
+FAULT_DIR_ENV = "FINETUNE_FAULT_DIR"
+
+
+class InjectedFault(RuntimeError):
+    """A transient failure injected on purpose to exercise retries (see ``maybe_inject_fault``)."""
+
+
+def task_source_hash(task: Task) -> str:
+    """Hash of the task function's source: part of every key, so a changed stage never reuses old outputs."""
+    return hash_bytes(inspect.getsource(task.fn).encode())
+
+
+def stage_key(task: Task, inputs: dict[str, Any]) -> str:
+    """The cache key of one stage call: content hashes of its inputs plus the task's source."""
+    return short(hash_json({"stage": task.name, "source": task_source_hash(task), "inputs": inputs}), 20)
+
+
+def output_valid(folder: Path) -> bool:
+    """True when ``folder`` is complete and its content still hashes to what the marker recorded."""
+    if not is_complete(folder):
+        return False
+    try:
+        recorded = read_marker(folder).get("content_hash")
+        return recorded == hash_path(folder, exclude=frozenset({COMPLETE_MARKER}))
+    except (OSError, ValueError):
+        return False
+
+
+def finish_stage(folder: Path, stage: str, key: str, figures: dict[str, Any]) -> dict[str, Any]:
+    """Seal a built folder (content hash + completion marker) and return the stage's manifest."""
+    content_hash = hash_path(folder, exclude=frozenset({COMPLETE_MARKER}))
+    manifest = {"stage": stage, "key": key, "content_hash": content_hash, "figures": figures}
+    mark_complete(folder, manifest)
+    return manifest
+
+
+def run_stage(task: Task, *, stage: str, inputs: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Call a stage task with its content-hash cache key; rebuild when its output folder is gone or corrupted.
+
+    The task receives ``out_dir`` (the folder named by the key) and ``key``; it must build into a temporary
+    folder (``building``) and seal it with ``finish_stage``. Returns the task's manifest, with ``out_dir`` added.
+    """
+    key = stage_key(task, inputs)
+    out_dir = stage_dir(stage, key)
+    fresh = not output_valid(out_dir)
+    if fresh and out_dir.exists():
+        shutil.rmtree(out_dir)
+    policy = CacheKeyFnPolicy(cache_key_fn=lambda _ctx, _params: f"{stage}-{key}") + TASK_SOURCE
+    configured = task.with_options(cache_policy=policy, refresh_cache=fresh, task_run_name=f"{stage}-{key[:8]}")
+    manifest = configured(out_dir=str(out_dir), key=key, **kwargs)
+    return {**manifest, "out_dir": str(out_dir)}
+
+
+def maybe_inject_fault(stage: str) -> None:
+    """Fail once for each stage named in ``$FINETUNE_INJECT_FAULTS`` (comma-separated), to test retries.
+
+    The first failure leaves a marker in ``$FINETUNE_FAULT_DIR`` so the retry goes through. Unset: no effect.
+    """
+    wanted = {s.strip() for s in os.environ.get(FAULTS_ENV, "").split(",") if s.strip()}
+    if stage not in wanted and "all" not in wanted:
+        return
+    marker = Path(os.environ.get(FAULT_DIR_ENV, ".")) / f"fault-{stage}"
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("injected once\n")
+    raise InjectedFault(f"injected transient fault in stage {stage!r} (retry expected)")
+
+
+def build_stage(out_dir: str, builder: Callable[[Path], dict[str, Any]], *, stage: str, key: str) -> dict[str, Any]:
+    """Build a stage folder atomically: ``builder(tmp)`` writes into a temp folder and returns figures."""
+    final = Path(out_dir)
+    with building(final) as tmp:
+        figures = builder(tmp)
+        manifest = finish_stage(tmp, stage, key, figures)
+    return manifest

@@ -1,0 +1,52 @@
+"""Shared fixtures: an isolated project home and Prefect home per test session, the real tokenizer, a tiny model.
+
+The provisioned base model (built by the setup script) is shared read-only; every other output of the tests goes
+to a temporary project home so tests never touch the user's runs, caches or registry.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from finetune.models import base_model_dir, build_tiny_model, provision_base_model
+from finetune.paths import models_dir
+
+_SESSION_TMP: Path | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Isolate FINETUNE_HOME and PREFECT_HOME before any test module imports Prefect."""
+    global _SESSION_TMP
+    import tempfile
+
+    os.environ.setdefault("FINETUNE_MODEL_CACHE", str(models_dir()))
+    _SESSION_TMP = Path(tempfile.mkdtemp(prefix="finetune-tests-"))
+    os.environ["FINETUNE_HOME"] = str(_SESSION_TMP / "home")
+    os.environ["PREFECT_HOME"] = str(_SESSION_TMP / "prefect")
+    os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(_SESSION_TMP / "prefect" / "storage")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def base_model() -> Path:
+    """The provisioned SmolLM2-135M-Instruct folder (converted once at setup; provisioned here if missing)."""
+    return provision_base_model()
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(base_model: Path) -> Path:
+    """A folder with the SmolLM2 tokenizer and chat template (the base model folder)."""
+    return base_model_dir()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> Path:
+    """A tiny randomly initialised Llama (2 layers, hidden 64) saved with the SmolLM2 tokenizer."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), tokenizer_dir)

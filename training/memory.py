@@ -1,0 +1,199 @@
+"""Memory planning for full fine-tuning: model states per ZeRO stage and offload choice, activations, time.
+
+The model-state accounting follows DeepSpeed's own (``estimate_zero2/3_model_states_mem_needs``): in mixed
+precision every parameter costs 2 bytes of 16-bit weights, 2 of 16-bit gradients, 4 of fp32 gradients, 4 of fp32
+master weights and 8 of Adam moments — 20 bytes before partitioning, not the 12 of the rule of thumb.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+GiB = 1024**3
+OFFLOADS = ("none", "optimizer", "optimizer+params")
+CPU_BUFFER_FACTOR = 1.5  # DeepSpeed's allowance for pinned buffers when model states live in CPU RAM
+DEVICE_HEADROOM = 0.9  # keep 10% of device memory for the allocator, kernels' workspaces and fragmentation
+RUNTIME_OVERHEAD_GIB = 1.0  # torch/DeepSpeed/Python resident memory of one training process
+
+Offload = Literal["none", "optimizer", "optimizer+params"]
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the planner needs to know about a decoder-only transformer (read from its config, no weights)."""
+
+    n_params: int
+    largest_layer_params: int
+    n_layers: int
+    hidden: int
+    intermediate: int
+    kv_hidden: int
+    vocab: int
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Bytes per device and per node CPU RAM for one ZeRO stage / offload / device-count choice."""
+
+    zero_stage: int
+    offload: str
+    total_devices: int
+    weights: float
+    gradients: float
+    master_weights: float
+    optimizer_moments: float
+    fp32_gradients: float
+    activations: float
+    activations_checkpointed: float
+    device_total: float
+    cpu_per_node: float
+    fits: bool
+    reason: str
+
+    def as_dict(self) -> dict:
+        """Return the plan as a JSON-able dict (GiB figures rounded for reports)."""
+        return asdict(self)
+
+
+def model_shape(model_dir: str | Path) -> ModelShape:
+    """Count parameters of a Hugging Face model folder on the meta device: no weights are loaded."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_dir)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    unique = {id(p): p for p in model.parameters()}  # tied embeddings count once
+    largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", heads) or heads
+    return ModelShape(
+        n_params=sum(p.numel() for p in unique.values()),
+        largest_layer_params=largest,
+        n_layers=config.num_hidden_layers,
+        hidden=config.hidden_size,
+        intermediate=getattr(config, "intermediate_size", 4 * config.hidden_size),
+        kv_hidden=config.hidden_size * kv_heads // heads,
+        vocab=config.vocab_size,
+    )
+
+
+def activation_bytes(
+    shape: ModelShape, *, micro_batch: int, seq_len: int, bf16: bool, checkpointing: bool
+) -> float:
+    """Activation memory of one micro-batch (memory-efficient attention: no seq x seq score matrix kept).
+
+    Per layer and token a Llama block keeps its norm inputs/outputs, q/k/v, attention output, and the MLP's gate,
+    up, activation and product for backward: about 5h + 2h_kv + 4I values. With checkpointing only the block
+    input is kept, plus one block recomputed at a time. Logits and their gradient are fp32 (2 x vocab values).
+    """
+    elem = 2 if bf16 else 4
+    tokens = micro_batch * seq_len
+    per_layer = tokens * (5 * shape.hidden + 2 * shape.kv_hidden + 4 * shape.intermediate) * elem
+    logits = tokens * shape.vocab * 4 * 2
+    if checkpointing:
+        return shape.n_layers * tokens * shape.hidden * elem + per_layer + logits
+    return shape.n_layers * per_layer + logits
+
+
+def plan_memory(
+    shape: ModelShape,
+    *,
+    zero_stage: int,
+    offload: Offload,
+    gpus_per_node: int,
+    num_nodes: int,
+    device_memory_gib: float,
+    cpu_ram_gib: float,
+    micro_batch: int,
+    seq_len: int,
+    bf16: bool,
+    checkpointing: bool,
+    on_cpu: bool = False,
+) -> MemoryPlan:
+    """Plan the memory of one configuration; ``fits`` says whether it fits the declared hardware.
+
+    On a CPU-only node the "device" is CPU RAM: model states and activations of every process share it.
+    """
+    n = shape.n_params
+    g = max(1, gpus_per_node * num_nodes)
+    if zero_stage not in (0, 1, 2, 3) or offload not in OFFLOADS:
+        raise ValueError(f"unknown ZeRO stage {zero_stage!r} or offload {offload!r}")
+    if offload == "optimizer+params" and zero_stage != 3:
+        raise ValueError("parameter offload needs ZeRO stage 3")
+    if offload != "none" and zero_stage == 0:
+        raise ValueError("optimizer offload needs ZeRO stage >= 1")
+    w_bytes = 2 if bf16 else 4
+    weights = float(w_bytes * n)
+    grads = float(w_bytes * n)
+    master = 4.0 * n if bf16 else 0.0
+    moments = 8.0 * n
+    grads32 = 4.0 * n if bf16 else 0.0
+    shard = 1.0 / g
+    if zero_stage >= 1:
+        master, moments, grads32 = master * shard, moments * shard, grads32 * shard
+    if zero_stage == 2:
+        grads *= shard
+    if zero_stage == 3:
+        # Stage 3 reduce-scatters gradients straight into the fp32 partition (DeepSpeed's estimator counts no
+        # separate 16-bit gradient partition); the gathered largest layer is the working buffer.
+        grads = 0.0
+    if zero_stage == 3:
+        weights = weights * shard + 4.0 * shape.largest_layer_params
+    optimizer_states = master + moments + grads32
+    cpu = 0.0
+    if offload in ("optimizer", "optimizer+params"):
+        cpu += optimizer_states * min(gpus_per_node, g) * CPU_BUFFER_FACTOR
+        master = moments = grads32 = 0.0
+    if offload == "optimizer+params":
+        cpu += w_bytes * n / num_nodes * CPU_BUFFER_FACTOR
+        weights = 4.0 * shape.largest_layer_params
+    acts = activation_bytes(shape, micro_batch=micro_batch, seq_len=seq_len, bf16=bf16, checkpointing=False)
+    acts_ckpt = activation_bytes(shape, micro_batch=micro_batch, seq_len=seq_len, bf16=bf16, checkpointing=True)
+    used_acts = acts_ckpt if checkpointing else acts
+    device = weights + grads + master + moments + grads32 + used_acts
+    procs = gpus_per_node if not on_cpu else max(1, gpus_per_node)
+    if on_cpu:
+        cpu_total = (device + RUNTIME_OVERHEAD_GIB * GiB) * procs + cpu
+        fits = cpu_total <= cpu_ram_gib * GiB
+        reason = f"needs {cpu_total / GiB:.1f} GiB of {cpu_ram_gib:.0f} GiB CPU RAM"
+        return MemoryPlan(zero_stage, offload, g, weights, grads, master, moments, grads32, acts, acts_ckpt,
+                          device, cpu_total, fits, reason)
+    cpu_total = cpu + RUNTIME_OVERHEAD_GIB * GiB * gpus_per_node
+    budget = device_memory_gib * GiB * DEVICE_HEADROOM
+    fits_dev, fits_cpu = device <= budget, cpu_total <= cpu_ram_gib * GiB
+    reason = (
+        f"{device / GiB:.1f} GiB per GPU of {budget / GiB:.1f} usable; "
+        f"{cpu_total / GiB:.1f} GiB CPU RAM per node of {cpu_ram_gib:.0f}"
+    )
+    return MemoryPlan(zero_stage, offload, g, weights, grads, master, moments, grads32, acts, acts_ckpt,
+                      device, cpu_total, fits_dev and fits_cpu, reason)
+
+
+def candidate_choices(on_cpu: bool) -> list[tuple[int, Offload]]:
+    """ZeRO stage / offload pairs in order of cost: least communication and host traffic first."""
+    if on_cpu:
+        return [(0, "none"), (1, "none"), (2, "none"), (3, "none")]
+    return [(0, "none"), (1, "none"), (2, "none"), (3, "none"), (2, "optimizer"), (3, "optimizer"),
+            (3, "optimizer+params")]
+
+
+def training_flops(n_params: int, tokens: float) -> float:
+    """Training FLOPs of a dense transformer: 6 N per token (forward 2N, backward 4N)."""
+    return 6.0 * n_params * tokens
+
+
+def training_hours(n_params: int, tokens: float, *, devices: int, peak_tflops: float, mfu: float) -> float:
+    """Wall hours to train ``tokens`` at ``mfu`` of ``peak_tflops`` per device on ``devices`` devices."""
+    return training_flops(n_params, tokens) / (devices * peak_tflops * 1e12 * mfu) / 3600.0
+
+
+# The reference infrastructure table (3 epochs over ~5k examples), for comparing the time model against.
+REFERENCE_TABLE = [
+    {"model": "7B", "params": 7e9, "gpus": 4, "gpu": "A100 40GB", "peak_tflops": 312, "quoted_hours": (4, 8)},
+    {"model": "13B", "params": 13e9, "gpus": 8, "gpu": "A100 40GB", "peak_tflops": 312, "quoted_hours": (8, 16)},
+    {"model": "70B", "params": 70e9, "gpus": 8, "gpu": "A100 80GB", "peak_tflops": 312, "quoted_hours": (24, 48)},
+    {"model": "70B", "params": 70e9, "gpus": 16, "gpu": "H100 80GB", "peak_tflops": 989, "quoted_hours": (12, 24)},
+]
