@@ -247,3 +247,14 @@ def general_sample_texts() -> list[str]:
     path = Path(__file__).resolve().parents[1] / "evaluation" / "general_prompts.json"
     data = json.loads(path.read_text())
     return [p if isinstance(p, str) else p.get("prompt", "") for key in data for p in data[key]]
+
+
+def known_lora_gap(registry_dir: Path) -> float | None:
+    """The full-FT minus LoRA F1 margin recorded by the production model's card, if there is one."""
+    from finetune.registry import production_version, read_card
+
+    version = production_version(registry_dir) if Path(registry_dir).exists() else None
+    if version is None:
+        return None
+    margin = read_card(registry_dir, version).get("metrics", {}).get("f1_margin_over_lora")
+    return float(margin) if margin is not None else None

@@ -68,13 +68,13 @@ def finetune(
         return stage == stop_after
 
     if record("audit", run_stage(
-        audit, stage="audit",
+        audit, stage="audit", code=("finetune", "training/memory.py"),
         inputs={"cfg": cfg.section_hash("model", "hardware", "data", "train", "audit"), "model": model_hash},
         cfg=cfg_dict, model_dir=str(model_dir), registry_dir=str(registry),
     )):
         return _summary(run_dir, done)
     if record("infra_check", run_stage(
-        infra_check, stage="infra_check",
+        infra_check, stage="infra_check", code=("finetune", "training/infra.py", "training/deepspeed_config.py"),
         inputs={"cfg": cfg.section_hash("model", "hardware", "train"), "model": model_hash,
                 "host": _host_fingerprint()},
         cfg=cfg_dict, model_dir=str(model_dir),

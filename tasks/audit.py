@@ -9,9 +9,8 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from finetune.audit import general_sample_texts, render_markdown, run_audit
+from finetune.audit import general_sample_texts, known_lora_gap, render_markdown, run_audit
 from finetune.config import RunConfig
-from finetune.registry import known_lora_gap
 from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault
 from training.memory import model_shape
 
@@ -20,14 +19,15 @@ DOMAIN_SAMPLE = 24
 
 def domain_sample(cfg: RunConfig) -> list[str]:
     """A few domain texts (report + answer) for the notation measure: generated, or read from the data source."""
-    from data_contracts.prepare import load_raw
-    from regulator.generator import generate_dataset
-
     if cfg.data.source == "synthetic":
+        from regulator.generator import generate_dataset
+
         with tempfile.TemporaryDirectory() as tmp:
             df = generate_dataset(n_examples=DOMAIN_SAMPLE, seed=cfg.data.seed, out_dir=Path(tmp),
                                   eu_fraction=cfg.data.eu_fraction)
     else:
+        from data_contracts.prepare import load_raw
+
         df = load_raw(cfg.data.source).head(DOMAIN_SAMPLE)
     return [f"{r.report_text}\n{r.target}" for r in df.itertuples()]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import os
 import shutil
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,9 +38,20 @@ def task_source_hash(task: Task) -> str:
     return hash_bytes(inspect.getsource(task.fn).encode())
 
 
-def stage_key(task: Task, inputs: dict[str, Any]) -> str:
-    """The cache key of one stage call: content hashes of its inputs plus the task's source."""
-    return short(hash_json({"stage": task.name, "source": task_source_hash(task), "inputs": inputs}), 20)
+@lru_cache(maxsize=None)
+def code_hash(packages: tuple[str, ...]) -> str:
+    """Hash of the sources of the project packages or modules a stage runs (paths relative to the project root),
+    so a change to the code a stage runs invalidates its cache."""
+    root = Path(__file__).resolve().parents[1]
+    paths = [root / pkg for pkg in packages]
+    files = sorted(f for p in paths for f in ([p] if p.is_file() else p.rglob("*.py")))
+    return hash_json({str(p.relative_to(root)): hash_bytes(p.read_bytes()) for p in files})
+
+
+def stage_key(task: Task, inputs: dict[str, Any], code: tuple[str, ...] = ()) -> str:
+    """The cache key of one stage call: content hashes of its inputs, the task's source and the library code."""
+    return short(hash_json({"stage": task.name, "source": task_source_hash(task), "code": code_hash(code),
+                            "inputs": inputs}), 20)
 
 
 def output_valid(folder: Path) -> bool:
@@ -61,13 +73,14 @@ def finish_stage(folder: Path, stage: str, key: str, figures: dict[str, Any]) ->
     return manifest
 
 
-def run_stage(task: Task, *, stage: str, inputs: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+def run_stage(task: Task, *, stage: str, inputs: dict[str, Any], code: tuple[str, ...] = (), **kwargs: Any
+              ) -> dict[str, Any]:
     """Call a stage task with its content-hash cache key; rebuild when its output folder is gone or corrupted.
 
-    The task receives ``out_dir`` (the folder named by the key) and ``key``; it must build into a temporary
+    ``code`` names the project packages the stage runs (their sources join the key). The task receives ``out_dir`` (the folder named by the key) and ``key``; it must build into a temporary
     folder (``building``) and seal it with ``finish_stage``. Returns the task's manifest, with ``out_dir`` added.
     """
-    key = stage_key(task, inputs)
+    key = stage_key(task, inputs, code)
     out_dir = stage_dir(stage, key)
     fresh = not output_valid(out_dir)
     if fresh and out_dir.exists():

@@ -94,8 +94,8 @@ def activation_bytes(
     per_layer = tokens * (5 * shape.hidden + 2 * shape.kv_hidden + 4 * shape.intermediate) * elem
     logits = tokens * shape.vocab * 4 * 2
     if checkpointing:
-        return shape.n_layers * tokens * shape.hidden * elem + per_layer + logits
-    return shape.n_layers * per_layer + logits
+        return float(shape.n_layers * tokens * shape.hidden * elem + per_layer + logits)
+    return float(shape.n_layers * per_layer + logits)
 
 
 def plan_memory(

@@ -1,0 +1,77 @@
+"""The flow spine on a real (temporary) Prefect server: caching across runs, rebuilds, retries, run folders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.finetune import finetune
+from finetune.paths import COMPLETE_MARKER
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "configs" / "regulator-cpu.yaml")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_server():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+async def _task_states(flow_run_id) -> dict[str, str]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async with get_client() as client:
+        runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
+
+
+def _run(**kwargs):
+    state = finetune(config_path=CONFIG, stop_after="infra_check", return_state=True, **kwargs)
+    return state, state.result()
+
+
+def test_second_run_is_cached_and_a_deleted_output_rebuilds(tmp_path: Path) -> None:
+    import asyncio
+
+    overrides = {"name": "spine-cache"}
+    first_state, first = _run(overrides=overrides)
+    assert set(first["stages"]) == {"audit", "infra_check"}
+    assert asyncio.run(_task_states(first_state.state_details.flow_run_id)) == {"audit": "Completed", "infra_check": "Completed"}
+
+    second_state, second = _run(overrides=overrides)
+    assert asyncio.run(_task_states(second_state.state_details.flow_run_id)) == {"audit": "Cached", "infra_check": "Cached"}
+    assert second["run_dir"] != first["run_dir"]
+    for stage in ("audit", "infra_check"):
+        assert second["stages"][stage]["out_dir"] == first["stages"][stage]["out_dir"]
+        assert (Path(second["run_dir"]) / stage / COMPLETE_MARKER).is_file()
+
+    shutil.rmtree(first["stages"]["infra_check"]["out_dir"])
+    (Path(first["stages"]["audit"]["out_dir"]) / "audit.md").write_text("corrupted")
+    third_state, third = _run(overrides=overrides)
+    assert asyncio.run(_task_states(third_state.state_details.flow_run_id)) == {"audit": "Completed", "infra_check": "Completed"}
+    ds_config = Path(third["stages"]["infra_check"]["out_dir"]) / "ds_config.json"
+    assert json.loads(ds_config.read_text())["train_batch_size"] == 8
+    assert "Audit" in (Path(third["stages"]["audit"]["out_dir"]) / "audit.md").read_text()
+
+
+def test_a_stage_that_fails_once_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FINETUNE_INJECT_FAULTS", "audit,infra_check")
+    monkeypatch.setenv("FINETUNE_FAULT_DIR", str(tmp_path))
+    monkeypatch.setattr("tasks.stage.RETRY_DELAY_S", 0)
+    state, result = _run(overrides={"name": "spine-retry", "train.seed": 7})
+    assert state.is_completed()
+    assert (tmp_path / "fault-audit").is_file() and (tmp_path / "fault-infra_check").is_file()
+    assert set(result["stages"]) == {"audit", "infra_check"}
+
+
+def test_bad_config_fails_the_flow_with_the_field_named() -> None:
+    state = finetune(config_path=CONFIG, overrides={"train.lr": -1}, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="train.lr"):
+        state.result()
