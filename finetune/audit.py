@@ -241,12 +241,10 @@ def run_audit(
 
 
 def general_sample_texts() -> list[str]:
-    """General-domain texts for the notation measure: the shipped general prompts (evaluation/general_prompts.json)."""
-    import json
+    """General-domain texts for the notation measure: the shipped general prompts (both lists)."""
+    from evaluation.forgetting import load_general_prompts
 
-    path = Path(__file__).resolve().parents[1] / "evaluation" / "general_prompts.json"
-    data = json.loads(path.read_text())
-    return [p if isinstance(p, str) else p.get("prompt", "") for key in data for p in data[key]]
+    return load_general_prompts("heldout") + load_general_prompts("replay")
 
 
 def known_lora_gap(registry_dir: Path) -> float | None:

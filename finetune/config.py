@@ -66,7 +66,7 @@ class DataConfig(_Section):
 class TrainConfig(_Section):
     """Full fine-tuning with DeepSpeed."""
 
-    epochs: float = Field(3.0, gt=0, description="Passes over the training split.")
+    epochs: int = Field(3, ge=1, description="Passes over the training split.")
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps cap (overrides epochs when smaller).")
     lr: float = Field(2e-5, gt=0, lt=1, description="Peak learning rate (full FT on a specialised set: 1e-5 to 5e-5).")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps with linear warmup.")

@@ -23,9 +23,15 @@ from prefect import flow, get_run_logger
 from finetune.config import RunConfig, load_config
 from finetune.models import model_fingerprint, resolve_model
 from finetune.paths import new_run_dir, project_home, record_stage, write_json_atomic
+from finetune.hashing import hash_path
 from tasks.audit import audit
+from tasks.deployment_gate import deployment_gate
+from tasks.evaluate import evaluate
 from tasks.infra_check import infra_check
+from tasks.prepare_data import prepare_data
 from tasks.stage import run_stage
+from tasks.train_full import train_full
+from tasks.train_lora import train_lora
 
 Stage = Literal["audit", "infra_check", "prepare_data", "train_full", "train_lora", "evaluate", "deployment_gate"]
 
@@ -35,7 +41,7 @@ def registry_dir(cfg: RunConfig) -> Path:
     return Path(cfg.gate.registry_dir) if cfg.gate.registry_dir else project_home() / "registry"
 
 
-@flow(name="finetune", log_prints=True)
+@flow(name="finetune")  # not log_prints: dill captures stdout through print, which log_prints reroutes
 def finetune(
     config_path: str = "configs/regulator-cpu.yaml",
     overrides: dict[str, Any] | None = None,
@@ -80,7 +86,52 @@ def finetune(
         cfg=cfg_dict, model_dir=str(model_dir),
     )):
         return _summary(run_dir, done)
+    infra_dir = done["infra_check"]["out_dir"]
+    if record("prepare_data", run_stage(
+        prepare_data, stage="prepare_data", code=("finetune", "regulator", "data_contracts"),
+        inputs={"cfg": cfg.section_hash("data"), "max_seq_len": cfg.model.max_seq_len, "model": model_hash,
+                "source": _source_hash(cfg)},
+        cfg=cfg_dict, model_dir=str(model_dir),
+    )):
+        return _summary(run_dir, done)
+    data_hash = done["prepare_data"]["content_hash"]
+    dataset_dir = str(Path(done["prepare_data"]["out_dir"]) / "dataset")
+    train_inputs = {"cfg": cfg.section_hash("model", "train"), "model": model_hash, "data": data_hash,
+                    "infra": done["infra_check"]["content_hash"]}
+    common = {"cfg": cfg_dict, "model_dir": str(model_dir), "model_hash": model_hash, "dataset_dir": dataset_dir,
+              "infra_dir": infra_dir}
+    if record("train_full", run_stage(train_full, stage="train_full", code=("finetune", "training"),
+                                      inputs=train_inputs, **common)):
+        return _summary(run_dir, done)
+    if cfg.lora.enabled and record("train_lora", run_stage(
+        train_lora, stage="train_lora", code=("finetune", "training"),
+        inputs={**train_inputs, "lora": cfg.section_hash("lora")}, **common,
+    )):
+        return _summary(run_dir, done)
+    full_dir = done["train_full"]["out_dir"]
+    lora_dir = done["train_lora"]["out_dir"] if "train_lora" in done else None
+    if record("evaluate", run_stage(
+        evaluate, stage="evaluate", code=("finetune", "evaluation", "regulator"),
+        inputs={"cfg": cfg.section_hash("eval"), "model": model_hash, "data": data_hash,
+                "full": done["train_full"]["content_hash"],
+                "lora": done["train_lora"]["content_hash"] if lora_dir else None},
+        cfg=cfg_dict, model_dir=str(model_dir), model_hash=model_hash, dataset_dir=dataset_dir,
+        full_dir=full_dir, lora_dir=lora_dir,
+    )):
+        return _summary(run_dir, done)
+    record("deployment_gate", run_stage(
+        deployment_gate, stage="deployment_gate", code=("finetune", "evaluation"),
+        inputs={"cfg": cfg.section_hash("gate"), "eval": done["evaluate"]["content_hash"],
+                "registry": str(registry)},
+        cfg=cfg_dict, eval_dir=done["evaluate"]["out_dir"], full_dir=full_dir, data_hash=data_hash,
+        registry_dir=str(registry),
+    ))
     return _summary(run_dir, done)
+
+
+def _source_hash(cfg: RunConfig) -> str:
+    """Content hash of a file or folder data source ('synthetic' is described by the config alone)."""
+    return "synthetic" if cfg.data.source == "synthetic" else hash_path(Path(cfg.data.source))
 
 
 def _host_fingerprint() -> dict[str, Any]:
@@ -95,7 +146,16 @@ def _host_fingerprint() -> dict[str, Any]:
 
 
 def _summary(run_dir: Path, done: dict[str, Any]) -> dict[str, Any]:
-    """Write and return the run summary."""
-    summary = {"run_dir": str(run_dir), "stages": done}
+    """Write and return the run summary: the run folder, where the report and the registry entry are, manifests."""
+    result: dict[str, Any] = {}
+    if "evaluate" in done:
+        result["report"] = str(Path(done["evaluate"]["out_dir"]) / "report.md")
+        result["f1_micro"] = done["evaluate"]["figures"]["f1_micro"]
+        result["rouge_l"] = done["evaluate"]["figures"]["rouge_l"]
+    if "deployment_gate" in done:
+        gate = done["deployment_gate"]["figures"]
+        result.update({"gate_passed": gate["passed"], "promoted_version": gate["version"],
+                       "registry": gate["registry_dir"]})
+    summary = {"run_dir": str(run_dir), "result": result, "stages": done}
     write_json_atomic(run_dir / "summary.json", summary)
     return summary

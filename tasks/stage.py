@@ -29,6 +29,15 @@ FAULTS_ENV = "FINETUNE_INJECT_FAULTS"
 FAULT_DIR_ENV = "FINETUNE_FAULT_DIR"
 
 
+def transient_only(task: Task, task_run: Any, state: Any) -> bool:
+    """Retry condition: retry everything except the pipeline's deliberate refusals (bad data, bad config,
+    a plan that cannot fit, a gate rejection), which would fail the same way again."""
+    from finetune.errors import FinetuneError, TrainingError
+
+    err = state.result(raise_on_failure=False)
+    return not isinstance(err, FinetuneError) or isinstance(err, TrainingError)
+
+
 class InjectedFault(RuntimeError):
     """A transient failure injected on purpose to exercise retries (see ``maybe_inject_fault``)."""
 

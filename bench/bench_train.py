@@ -1,0 +1,170 @@
+"""Training throughput and MFU: our DeepSpeed path vs a plain PyTorch AdamW loop, same model and batch, one run.
+
+    python -m bench.bench_train [--model PATH] [--micro-batch 4] [--seq-len 256] [--steps 10] [--warmup 3]
+
+Measures this CPU's matmul peak (fp32 and bf16) first, then for each precision trains the plain loop (fused AdamW,
+autocast for bf16) and the DeepSpeed engine (ZeRO-2, torch AdamW, autocast for bf16) on the same fixed batch,
+timing each step after a few warm-up steps. Prints a table; ``run()`` returns the figures. Ratios, not assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+
+def matmul_peak(dtype: torch.dtype, *, n: int = 2048, reps: int = 8) -> float:
+    """Return the best measured dense matmul rate in FLOP/s for ``dtype`` (n x n x n, ``reps`` timed runs)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def flops_per_token(config: Any, n_params: int, seq_len: int) -> float:
+    """Training FLOPs per token: 6N for the weights plus the attention scores (nanoGPT/PaLM estimate)."""
+    layers, hidden = config.num_hidden_layers, config.hidden_size
+    return 6 * n_params + 12 * layers * hidden * seq_len
+
+
+def _time_steps(step: Callable[[], None], *, warmup: int, steps: int) -> list[float]:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def _load(model_path: Path) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    model.config.use_cache = False
+    return model.train()
+
+
+def plain_loop(model_path: Path, batch: dict[str, torch.Tensor], *, bf16: bool, warmup: int, steps: int) -> list[float]:
+    """Step times of a plain fp32-master loop: autocast forward, backward, clip 1.0, fused AdamW."""
+    model = _load(model_path)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    times = _time_steps(step, warmup=warmup, steps=steps)
+    del model, opt
+    gc.collect()
+    return times
+
+
+def deepspeed_loop(model_path: Path, batch: dict[str, torch.Tensor], *, bf16: bool, zero_stage: int, warmup: int,
+                   steps: int) -> list[float]:
+    """Step times of our DeepSpeed path (training.full_ft.build_engine + train_step), same batch."""
+    from training.deepspeed_config import build_deepspeed_config
+    from training.full_ft import build_engine, train_step
+
+    micro = batch["input_ids"].shape[0]
+    cfg = build_deepspeed_config(micro_batch_size=micro, grad_accum_steps=1, world_size=1, zero_stage=zero_stage,
+                                 bf16=bf16, lr=1e-5, grad_clip=1.0, on_cpu=True)
+    engine, _ = build_engine(_load(model_path), cfg, total_steps=10**6, warmup_ratio=0.0, min_lr_ratio=1.0)
+    times = _time_steps(lambda: train_step(engine, [batch]), warmup=warmup, steps=steps)
+    engine.destroy()
+    del engine
+    gc.collect()
+    return times
+
+
+def run(*, model: Path, micro_batch: int = 4, seq_len: int = 256, warmup: int = 3, steps: int = 10,
+        threads: int = 2, zero_stage: int = 2, precisions: tuple[str, ...] = ("fp32", "bf16")) -> dict[str, Any]:
+    """Run the benchmark and return ``{"peak": ..., "rows": [...]}`` (tokens/s, MFU and ratio per setup)."""
+    from training.full_ft import prepare_process_env
+
+    torch.set_num_threads(threads)
+    prepare_process_env()
+    import deepspeed
+
+    deepspeed.init_distributed()
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model)
+    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, config.vocab_size, (micro_batch, seq_len), generator=gen)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+    n_params = sum(p.numel() for p in _load(model).parameters())
+    fpt = flops_per_token(config, n_params, seq_len)
+    tokens = micro_batch * seq_len
+    rows = []
+    for precision in precisions:
+        bf16 = precision == "bf16"
+        plain = plain_loop(model, batch, bf16=bf16, warmup=warmup, steps=steps)
+        ds = deepspeed_loop(model, batch, bf16=bf16, zero_stage=zero_stage, warmup=warmup, steps=steps)
+        base_tps = tokens / statistics.median(plain)
+        for name, times in ((f"plain torch AdamW ({precision})", plain), (f"DeepSpeed ZeRO-{zero_stage} ({precision})", ds)):
+            tps = tokens / statistics.median(times)
+            rows.append({"setup": name, "precision": precision, "tokens_per_s": tps,
+                         "step_s_median": statistics.median(times), "step_s_min": min(times),
+                         "mfu": tps * fpt / peak[precision], "vs_plain": tps / base_tps})
+    return {"model": str(model), "n_params": n_params, "batch": [micro_batch, seq_len], "threads": threads,
+            "peak_tflops": {k: v / 1e12 for k, v in peak.items()}, "flops_per_token": fpt, "rows": rows}
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    peak = result["peak_tflops"]
+    print(f"model {result['model']} ({result['n_params'] / 1e6:.1f}M params), batch {result['batch']}, "
+          f"{result['threads']} threads; matmul peak fp32 {peak['fp32']:.2f} TFLOP/s, bf16 {peak['bf16']:.2f} TFLOP/s")
+    print(f"{'setup':<32} {'tok/s':>8} {'step s':>8} {'MFU':>7} {'vs plain':>9}")
+    for r in result["rows"]:
+        print(f"{r['setup']:<32} {r['tokens_per_s']:>8.0f} {r['step_s_median']:>8.2f} {r['mfu']:>7.1%} "
+              f"{r['vs_plain']:>8.2f}x")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None, help="HF model folder (default: the packaged SmolLM2)")
+    parser.add_argument("--micro-batch", type=int, default=4)
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--zero-stage", type=int, default=2)
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    if args.model is None:
+        from finetune.models import base_model_dir
+
+        args.model = base_model_dir()
+    result = run(model=args.model, micro_batch=args.micro_batch, seq_len=args.seq_len, warmup=args.warmup,
+                 steps=args.steps, threads=args.threads, zero_stage=args.zero_stage,
+                 precisions=tuple(args.precisions.split(",")))
+    _print_table(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""Data preparation guarded by the contracts: load, split by bank, tokenise, validate, save with a content hash.
+
+``prepare_dataset`` is the whole stage; the other functions are its steps, usable on their own.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from data_contracts.contracts import ContractLimits, validate_raw, validate_splits
+from finetune.errors import DataError
+from finetune.hashing import hash_path
+from regulator.generator import RAW_COLUMNS, load_xbrl_folder
+from regulator.prompts import render_prompt
+
+SPLITS = ("train", "validation", "test")
+IGNORE_INDEX = -100
+
+
+def load_raw(source: Path | str) -> pd.DataFrame:
+    """Load the raw example table from JSONL, Parquet or a folder of XBRL instances; ``DataError`` if unusable."""
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder; give a .jsonl, a .parquet or a folder of XBRL instances")
+    if path.is_dir():
+        return _normalise(load_xbrl_folder(path), path)
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty; expected one example per row")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        df = _read_jsonl(path)
+    elif suffix == ".parquet":
+        try:
+            df = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several unrelated types for a corrupt file
+            raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})") from exc
+    else:
+        raise DataError(f"{path}: unsupported format {suffix or '(no suffix)'!r}; use .jsonl, .parquet or a folder")
+    if df.empty:
+        raise DataError(f"{path}: holds no rows; expected one example per row")
+    return _normalise(df, path)
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: not UTF-8 (undecodable byte 0x{data[exc.start]:02x} at line {line}, byte offset {exc.start}); "
+            "re-export the file as UTF-8"
+        ) from exc
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: line {number} is not valid JSON ({exc.msg} at column {exc.colno})") from exc
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: line {number} is a JSON {type(row).__name__}, expected an object per line")
+        rows.append(row)
+    if not rows:
+        raise DataError(f"{path}: file has no JSON lines; expected one example per line")
+    return pd.DataFrame(rows)
+
+
+def _normalise(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    missing = [c for c in RAW_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing required column(s) {missing}; expected columns {list(RAW_COLUMNS)}")
+    out = df[list(RAW_COLUMNS)].copy()
+    out["violations"] = [list(v) if isinstance(v, (list, tuple, np.ndarray)) else v for v in out["violations"]]
+    out["source_file"] = out["source_file"].fillna("").astype(str)
+    return out.reset_index(drop=True)
+
+
+def held_out_families(df: pd.DataFrame, seed: int) -> list[str]:
+    """The template families kept for the test split only (one, chosen by ``seed``; none if fewer than two)."""
+    families = sorted(df["template_family"].astype(str).unique())
+    return [random.Random(seed).choice(families)] if len(families) >= 2 else []
+
+
+def split_by_bank(
+    df: pd.DataFrame, seed: int, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+) -> dict[str, pd.DataFrame]:
+    """Deterministic train/validation/test split grouped by ``bank_id``; no bank is in two splits.
+
+    Every row of a held-out template family (and every bank with such a row) goes to test; test is then topped up
+    to its fraction with other banks (plus, if needed, a bank for each violation class test still lacks), then
+    validation is filled, and the remaining banks are train.
+    """
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise DataError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+    banks = df["bank_id"].astype(str)
+    held = held_out_families(df, seed)
+    test_banks = set(banks[df["template_family"].isin(held)])
+    rows_per_bank = banks.value_counts()
+    codes_per_bank = {b: {c for v in vs for c in v} for b, vs in df.groupby(banks)["violations"]}
+    # Test must show every violation class the data has; small demo sets need a bank picked for a rare class.
+    missing_in_test = set().union(*codes_per_bank.values()) - set().union(*(codes_per_bank[b] for b in test_banks))
+    others = sorted(set(rows_per_bank.index) - test_banks)
+    random.Random(seed).shuffle(others)
+    n = len(df)
+    n_test = int(rows_per_bank[list(test_banks)].sum()) if test_banks else 0
+    val_banks: set[str] = set()
+    n_val = 0
+    for bank in others:
+        if n_test < fractions[2] * n or missing_in_test & codes_per_bank[bank]:
+            test_banks.add(bank)
+            n_test += int(rows_per_bank[bank])
+            missing_in_test -= codes_per_bank[bank]
+        elif n_val < fractions[1] * n:
+            val_banks.add(bank)
+            n_val += int(rows_per_bank[bank])
+    assignment = np.where(banks.isin(test_banks), "test", np.where(banks.isin(val_banks), "validation", "train"))
+    return {name: df[assignment == name].reset_index(drop=True) for name in SPLITS}
+
+
+def tokenise(df: pd.DataFrame, tokenizer: Any, max_seq_len: int) -> pd.DataFrame:
+    """Add ``prompt_text``, ``input_ids`` (prompt + target + eos), ``labels`` (-100 over the prompt), ``n_tokens``
+    and ``truncated``. A sequence over ``max_seq_len`` is cut at the end and marked truncated; the prompt is never
+    cut, so a truncated example loses the end of its target (the contract bounds how often that happens).
+    """
+    if tokenizer.eos_token_id is None:
+        raise DataError("the tokenizer has no eos token; targets must end with one so the model learns to stop")
+    prompts = [render_prompt(tokenizer, text) for text in df["report_text"]]
+    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"] if prompts else []
+    target_ids = tokenizer(list(df["target"]), add_special_tokens=False)["input_ids"] if prompts else []
+    input_ids, labels, n_tokens, truncated = [], [], [], []
+    for p, t in zip(prompt_ids, target_ids):
+        ids = [*p, *t, tokenizer.eos_token_id]
+        lab = [IGNORE_INDEX] * len(p) + [*t, tokenizer.eos_token_id]
+        truncated.append(len(ids) > max_seq_len)
+        input_ids.append(ids[:max_seq_len])
+        labels.append(lab[:max_seq_len])
+        n_tokens.append(len(ids))
+    out = df.copy()
+    out["prompt_text"] = prompts
+    out["input_ids"] = input_ids
+    out["labels"] = labels
+    out["n_tokens"] = n_tokens  # before truncation, so the statistics show how long examples really are
+    out["truncated"] = truncated
+    return out
+
+
+def split_stats(splits: dict[str, pd.DataFrame], held: list[str]) -> dict:
+    """Class balance, violation counts, token-length statistics and truncation rate per split."""
+    stats: dict[str, Any] = {"held_out_families": held, "splits": {}}
+    for name, df in splits.items():
+        lengths = np.asarray(df["n_tokens"], dtype=float) if len(df) else np.zeros(1)
+        codes = pd.Series([c for v in df["violations"] for c in v], dtype=object).value_counts()
+        stats["splits"][name] = {
+            "rows": int(len(df)),
+            "banks": int(df["bank_id"].nunique()),
+            "case_kind": {k: int(v) for k, v in df["case_kind"].value_counts().sort_index().items()},
+            "violations": {k: int(v) for k, v in codes.sort_index().items()},
+            "jurisdiction": {k: int(v) for k, v in df["jurisdiction"].value_counts().sort_index().items()},
+            "template_families": sorted(df["template_family"].unique().tolist()),
+            "tokens": {
+                "min": int(lengths.min()),
+                "mean": round(float(lengths.mean()), 1),
+                "p95": int(np.percentile(lengths, 95)),
+                "max": int(lengths.max()),
+            },
+            "truncation_rate": round(float(np.mean(df["truncated"])) if len(df) else 0.0, 4),
+        }
+    stats["rows"] = sum(s["rows"] for s in stats["splits"].values())
+    return stats
+
+
+def prepare_dataset(
+    *,
+    raw: pd.DataFrame,
+    tokenizer: Any,
+    out_dir: Path,
+    seed: int,
+    max_seq_len: int,
+    limits: ContractLimits,
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+) -> dict:
+    """Validate, split, tokenise, validate again, then save ``out_dir/dataset`` (HF DatasetDict) and ``stats.json``.
+
+    Nothing is written under ``out_dir/dataset`` unless both contracts pass (``DataContractError`` otherwise).
+    Returns a manifest: paths, the dataset's ``content_hash``, the held-out families and the statistics.
+    """
+    from datasets import Dataset, DatasetDict, Features, Sequence, Value
+
+    validate_raw(raw, limits)
+    splits = split_by_bank(raw, seed, split_fractions)
+    tokenised = {name: tokenise(df, tokenizer, max_seq_len) for name, df in splits.items()}
+    validate_splits(tokenised, limits)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    features = Features(
+        {
+            **{c: Value("string") for c in RAW_COLUMNS if c != "violations"},
+            "violations": Sequence(Value("string")),
+            "prompt_text": Value("string"),
+            "input_ids": Sequence(Value("int32")),
+            "labels": Sequence(Value("int32")),
+            "n_tokens": Value("int32"),
+            "truncated": Value("bool"),
+        }
+    )
+    dataset = DatasetDict(
+        {name: Dataset.from_pandas(df[list(features)], features=features, preserve_index=False)
+         for name, df in tokenised.items()}
+    )
+    final = out_dir / "dataset"
+    staging = out_dir / ".dataset.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    dataset.save_to_disk(str(staging))
+    shutil.rmtree(final, ignore_errors=True)
+    staging.rename(final)  # the finished folder appears at once; a crash leaves only the staging folder
+    held = held_out_families(raw, seed)
+    stats = split_stats(tokenised, held)
+    stats["max_seq_len"] = max_seq_len
+    stats_path = out_dir / "stats.json"
+    stats_path.write_text(json.dumps(stats, indent=2, sort_keys=True))
+    return {
+        "dataset_dir": str(final),
+        "stats_path": str(stats_path),
+        # state.json holds a random per-process fingerprint; the content is the arrow data and its schema.
+        "content_hash": hash_path(final, exclude=frozenset({"state.json"})),
+        "held_out_families": held,
+        "rows": {name: int(len(df)) for name, df in tokenised.items()},
+        "stats": stats,
+    }

@@ -1,0 +1,1 @@
+"""Evaluation: batched generation, answer parsing, metrics, forgetting, report tables and plots, gate criteria."""

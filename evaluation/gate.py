@@ -1,0 +1,141 @@
+"""Deployment-gate criteria: every configured threshold must hold, and a missing or undefined figure fails.
+
+The gate reads one flat dict of figures (build it with :func:`gate_metrics` from the evaluation results):
+
+- ``f1_micro``: violation F1 (micro) of the candidate (full fine-tune) on the test split;
+- ``rouge_l``: its directive ROUGE-L;
+- ``f1_margin_over_lora``: candidate F1 minus LoRA F1 (point estimate of the paired bootstrap);
+- ``f1_margin_over_lora_ci_low``: the lower end of the paired bootstrap 95% CI of that difference;
+- ``forgetting_increase``: relative increase of the general-domain NLL over the base model.
+
+The lead raises :class:`finetune.errors.GateRejected` from a failed decision (``decision.raise_if_rejected()``),
+so a rejected model fails the run instead of completing quietly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+from finetune.errors import ConfigError, GateRejected
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """Thresholds of the deployment gate.
+
+    Attributes:
+        f1_floor: minimum violation F1 (micro) of the candidate.
+        rouge_floor: minimum directive ROUGE-L of the candidate.
+        min_margin_over_lora: minimum F1 advantage of the candidate over the LoRA baseline (0 = at least as good).
+        use_ci_lower_bound: judge the margin by the lower end of its paired bootstrap CI instead of the point
+            estimate, so a margin that could be noise does not pass.
+        forgetting_ceiling: maximum relative increase of the general-domain NLL (0.10 = at most 10% worse).
+    """
+
+    f1_floor: float
+    rouge_floor: float
+    min_margin_over_lora: float
+    use_ci_lower_bound: bool
+    forgetting_ceiling: float
+
+    def __post_init__(self) -> None:
+        bad = [
+            f"gate.{name} = {value!r} is not a finite number"
+            for name, value in vars(self).items()
+            if name != "use_ci_lower_bound" and (not isinstance(value, (int, float)) or not math.isfinite(value))
+        ]
+        if bad:
+            raise ConfigError(bad, source="gate thresholds")
+
+
+class GateCriterion(NamedTuple):
+    """One criterion's outcome: the figure it judged, its threshold, and a sentence for the report."""
+
+    name: str
+    figure: float | None
+    threshold: float
+    passed: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The gate's verdict with every criterion, passed or not."""
+
+    passed: bool
+    criteria: list[GateCriterion]
+
+    @property
+    def failures(self) -> list[str]:
+        """Messages of the failed criteria."""
+        return [c.message for c in self.criteria if not c.passed]
+
+    def raise_if_rejected(self) -> None:
+        """Raise :class:`GateRejected` listing every failed criterion when the gate did not pass."""
+        if not self.passed:
+            raise GateRejected(self.failures)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able form (for the model card and run manifest)."""
+        return {"passed": self.passed, "criteria": [c._asdict() for c in self.criteria]}
+
+
+def gate_metrics(full_scores: dict[str, Any], paired: dict[str, Any], forgetting_increase: float | None) -> dict:
+    """Build the gate's input from ``score_predictions`` of the candidate, ``paired_bootstrap(full, lora)`` and
+    the candidate's forgetting increase. Absent figures become None (the gate then fails them by name)."""
+    margin = paired.get("f1_micro", {})
+    return {
+        "f1_micro": full_scores.get("f1_micro"),
+        "rouge_l": full_scores.get("rouge_l"),
+        "f1_margin_over_lora": margin.get("difference"),
+        "f1_margin_over_lora_ci_low": margin.get("ci_low"),
+        "forgetting_increase": forgetting_increase,
+    }
+
+
+def _figure(metrics: dict[str, Any], key: str) -> tuple[float | None, str | None]:
+    """Return (figure, None) for a finite number, else (None, why it is unusable)."""
+    if key not in metrics or metrics[key] is None:
+        return None, f"metric {key!r} is missing"
+    value = metrics[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, f"metric {key!r} is not a number ({value!r})"
+    if not math.isfinite(value):
+        return None, f"metric {key!r} is {value} (not finite)"
+    return float(value), None
+
+
+def _criterion(
+    name: str,
+    metrics: dict[str, Any],
+    key: str,
+    threshold: float,
+    ok: Callable[[float, float], bool],
+    relation: str,
+) -> GateCriterion:
+    figure, problem = _figure(metrics, key)
+    if problem is not None:
+        return GateCriterion(name, None, threshold, False, f"{name}: {problem}; the gate cannot pass without it")
+    passed = ok(figure, threshold)
+    verdict = "ok" if passed else "FAILED"
+    return GateCriterion(name, figure, threshold, passed, f"{name}: {key} = {figure:.4f}, required {relation} "
+                         f"{threshold:.4f}: {verdict}")
+
+
+def check_gate(metrics: dict[str, Any], thresholds: GateThresholds) -> GateDecision:
+    """Judge every criterion (all are evaluated, so a rejection lists every reason at once)."""
+    margin_key = "f1_margin_over_lora_ci_low" if thresholds.use_ci_lower_bound else "f1_margin_over_lora"
+    criteria = [
+        _criterion("f1_floor", metrics, "f1_micro", thresholds.f1_floor, lambda f, t: f >= t, ">="),
+        _criterion("rouge_floor", metrics, "rouge_l", thresholds.rouge_floor, lambda f, t: f >= t, ">="),
+        _criterion(
+            "margin_over_lora", metrics, margin_key, thresholds.min_margin_over_lora, lambda f, t: f >= t, ">="
+        ),
+        _criterion(
+            "forgetting_ceiling", metrics, "forgetting_increase", thresholds.forgetting_ceiling,
+            lambda f, t: f <= t, "<=",
+        ),
+    ]
+    return GateDecision(passed=all(c.passed for c in criteria), criteria=criteria)

@@ -1,0 +1,177 @@
+"""Batched greedy generation for evaluation, model loading, and a JSONL record of predictions.
+
+Prompts arrive already chat-templated (``regulator.prompts.render_prompt``), so they are tokenized without adding
+special tokens a second time. Batches are left-padded (a decoder continues from the last position of every row)
+and built from prompts sorted by length so little compute goes to padding; answers come back in the input order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from finetune.errors import EvaluationError
+
+STOP_TOKENS = ("<|im_end|>",)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def stop_token_ids(tokenizer: Any) -> list[int]:
+    """Return the ids that end an answer: the tokenizer's eos plus ``<|im_end|>`` when the vocabulary has it."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    for token in STOP_TOKENS:
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            ids.add(token_id)
+    if not ids:
+        raise EvaluationError("the tokenizer has no eos token and no <|im_end|>: generation would never stop early")
+    return sorted(ids)
+
+
+def _left_padded_batch(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        attention[i, width - len(row) :] = 1
+    return input_ids, attention
+
+
+def _cut_at_stop(ids: list[int], stops: set[int]) -> list[int]:
+    for i, token in enumerate(ids):
+        if token in stops:
+            return ids[:i]
+    return ids
+
+
+@torch.inference_mode()
+def generate_token_ids(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[list[int]]:
+    """Greedy-generate for each prompt and return the new token ids, cut before the first stop token.
+
+    Args:
+        progress: called as ``progress(done, total)`` after each batch.
+    """
+    if batch_size < 1 or max_new_tokens < 1:
+        raise EvaluationError(f"batch_size and max_new_tokens must be >= 1, got {batch_size} and {max_new_tokens}")
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    empty = [i for i, ids in enumerate(encoded) if not ids]
+    if empty:
+        raise EvaluationError(f"prompts at indexes {empty[:5]} tokenize to nothing: check the prompt rendering")
+    stops = stop_token_ids(tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    device = next(model.parameters()).device
+    # Longest first: the first batch shows at once whether the largest one fits in memory.
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
+    results: list[list[int]] = [[] for _ in prompts]
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        input_ids, attention = _left_padded_batch([encoded[i] for i in chunk], pad_id)
+        out = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            use_cache=True,
+            eos_token_id=stops,
+            pad_token_id=pad_id,
+            # The checkpoint's generation_config may carry sampling knobs; greedy ignores them.
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
+        for row, i in enumerate(chunk):
+            results[i] = _cut_at_stop(out[row, input_ids.shape[1] :].tolist(), set(stops))
+        if progress is not None:
+            progress(min(start + batch_size, len(order)), len(order))
+    return results
+
+
+def generate_answers(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[str]:
+    """Greedy-generate an answer for each chat-templated prompt (batched, KV cache); answers in input order."""
+    ids = generate_token_ids(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress
+    )
+    return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
+
+
+def load_model_for_eval(
+    path: Path, *, adapter: Path | None = None, dtype: str = "float32", device: str | None = None
+) -> tuple[Any, Any]:
+    """Load an HF model folder (optionally with a peft adapter merged in) in eval mode, plus its tokenizer.
+
+    Remote code is never trusted. Returns ``(model, tokenizer)``.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise EvaluationError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise EvaluationError(f"{path} is not a Hugging Face model folder (no config.json)")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], trust_remote_code=False)
+    if adapter is not None:
+        from peft import PeftModel
+
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise EvaluationError(f"{adapter} is not a peft adapter folder (no adapter_config.json)")
+        # Merged weights generate as fast as the base model; the adapter folder itself is left untouched.
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    if device is not None:
+        model = model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def write_predictions(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write prediction rows (e.g. ``id``, ``prompt``, ``reference``, ``prediction``) as JSONL, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_predictions(path: Path) -> list[dict[str, Any]]:
+    """Read prediction rows written by :func:`write_predictions`."""
+    rows = []
+    with Path(path).open(encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise EvaluationError(f"{path}:{n} is not valid JSON ({e}); regenerate the predictions") from e
+    return rows

@@ -1,0 +1,469 @@
+"""Deterministic synthetic supervisory reports, written as real XBRL instances and labelled by the rule engine.
+
+The generator only decides balance-sheet figures (aiming at a class mix); every label comes from parsing the written
+instance with ``regulator.xbrl`` and evaluating it with ``regulator.rules``, exactly as for a real filing.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import pandas as pd
+
+from finetune.errors import XBRLError
+from regulator.render import TEMPLATE_FAMILIES, family_for_bank, render_directive, render_target
+from regulator.rules import evaluate_rules
+from regulator.taxonomy import (
+    EU_DATAPOINTS,
+    EU_NAME_DATAPOINT,
+    EU_SCHEMA_REF,
+    LEI_SCHEME,
+    NS,
+    RATIO,
+    RSSD_SCHEME,
+    US_DATAPOINTS,
+    US_SCHEMA_REF,
+    Datapoint,
+)
+from regulator.xbrl import ParsedReport, parse_xbrl_file, render_report
+
+RAW_COLUMNS: tuple[str, ...] = (
+    "id",
+    "bank_id",
+    "bank_name",
+    "jurisdiction",
+    "report_date",
+    "template_family",
+    "case_kind",
+    "report_text",
+    "target",
+    "violations",
+    "directive",
+    "source_file",
+)
+# Intended mix (domain doc): 35/15/30/20 over compliant/near/single/multi, with ~10% data-quality cases carved out.
+INTENT_WEIGHTS: dict[str, float] = {
+    "compliant": 0.315,
+    "near_miss": 0.135,
+    "single_breach": 0.27,
+    "multi_breach": 0.18,
+    "data_quality": 0.10,
+}
+REPORTS_PER_BANK = 8
+_FIRST_QUARTER = date(2022, 3, 31)
+_N_QUARTERS = 16
+# Institution-specific countercyclical buffer rates (bp) by home country, roughly as set in 2024.
+_CCYB_BP = {"DE": 75, "FR": 100, "NL": 200, "SE": 200, "IT": 0, "ES": 0, "IE": 150, "BE": 100, "DK": 250, "AT": 0}
+_EU_STEMS = ("Nordhafen", "Valdoria", "Lindenberg", "Rivabella", "Kastelholm", "Montclair", "Brenner", "Corvara",
+             "Dunavia", "Elbmark", "Fjordvik", "Garonne", "Helvig", "Isarland", "Jadrana", "Loreto", "Maasdal",
+             "Oderwald", "Pyrenea", "Rhonal", "Saarbrück", "Tejovia", "Umbria", "Vesterby", "Wachau", "Zeeland")
+_EU_FORMS = ("Bank AG", "Sparkasse", "Banca S.p.A.", "Banque SA", "Bank N.V.", "Kreditbank", "Caja Rural",
+             "Landesbank", "Bank A/S", "Hypothekenbank", "Banco S.A.", "Bank plc")
+_US_STEMS = ("Prairie", "Granite", "Harbor", "Cedar", "Liberty", "Summit", "Magnolia", "Bluestem", "Cascade",
+             "Keystone", "Lakeshore", "Mesa", "Pioneer", "Red River", "Sawtooth", "Tidewater", "Bayou", "Chisholm",
+             "Frontier", "Heartland", "Ozark", "Piedmont", "Sierra", "Yellowstone")
+_US_FORMS = ("National Bank", "Savings Bank", "Bank & Trust", "Community Bank", "State Bank", "Bank, N.A.")
+# Single breaches are drawn only from rules that can break alone (a CET1 breach always breaks the buffer too).
+_ALONE = {"EU": ("COMBINED_BUFFER", "LEVERAGE", "LCR", "NSFR", "LARGE_EXPOSURE"), "US": ("COMBINED_BUFFER", "LEVERAGE")}
+_ANY = {
+    "EU": ("CET1_RATIO", "T1_RATIO", "TOTAL_CAPITAL_RATIO", "COMBINED_BUFFER", "LEVERAGE", "LCR", "NSFR",
+           "LARGE_EXPOSURE"),
+    "US": ("CET1_RATIO", "T1_RATIO", "TOTAL_CAPITAL_RATIO", "COMBINED_BUFFER", "LEVERAGE"),
+}
+_NEAR = {"EU": ("COMBINED_BUFFER", "LEVERAGE", "LCR", "NSFR", "LARGE_EXPOSURE"), "US": ("COMBINED_BUFFER", "LEVERAGE")}
+
+
+@dataclass(frozen=True)
+class Bank:
+    """A synthetic bank: identity, home jurisdiction, its supervisor's template family and its size."""
+
+    bank_id: str
+    name: str
+    jurisdiction: str
+    family: str
+    country: str
+    rwa_units: int  # total risk exposure in units of 10 million (keeps amounts exact multiples of 1,000)
+    first_quarter: int
+
+
+def generate_dataset(n_examples: int, seed: int, out_dir: Path, eu_fraction: float = 0.5) -> pd.DataFrame:
+    """Write ``n_examples`` XBRL instances under ``out_dir/xbrl/`` and return the labelled raw table.
+
+    Deterministic for a given ``seed``; each instance is parsed back and labelled by the rule engine.
+    """
+    if n_examples < 1:
+        raise ValueError(f"n_examples must be >= 1, got {n_examples}")
+    rng = random.Random(seed)
+    xbrl_dir = Path(out_dir) / "xbrl"
+    xbrl_dir.mkdir(parents=True, exist_ok=True)
+    banks = _make_banks(rng, math.ceil(n_examples / REPORTS_PER_BANK), eu_fraction)
+    intents = _intents(rng, n_examples)
+    rows = []
+    for i, intent in enumerate(intents):
+        bank = banks[i // REPORTS_PER_BANK]
+        quarter = bank.first_quarter + i % REPORTS_PER_BANK
+        report_date = _quarter_end(quarter)
+        xml = build_instance(bank, report_date, intent, rng)
+        path = xbrl_dir / f"{bank.jurisdiction}_{bank.bank_id}_{report_date.isoformat()}.xml"
+        path.write_text(xml, encoding="utf-8")
+        rows.append(label_instance(parse_xbrl_file(path), family=bank.family, rng=rng, bank_name=bank.name))
+    return pd.DataFrame(rows, columns=list(RAW_COLUMNS))
+
+
+def label_instance(parsed: ParsedReport, *, family: str, rng: random.Random, bank_name: str = "") -> dict:
+    """One raw-table row for a parsed instance: rendering, rule-engine labels, directive and target."""
+    result = evaluate_rules(parsed)
+    directive = render_directive(parsed, result, family, rng)
+    return {
+        "id": f"{parsed.jurisdiction}-{parsed.entity_id}-{parsed.report_date}",
+        "bank_id": parsed.entity_id,
+        "bank_name": bank_name or parsed.entity_name,
+        "jurisdiction": parsed.jurisdiction,
+        "report_date": parsed.report_date,
+        "template_family": family,
+        "case_kind": result.case_kind,
+        "report_text": render_report(parsed),
+        "target": render_target(result, directive),
+        "violations": list(result.violations),
+        "directive": directive,
+        "source_file": parsed.source,
+    }
+
+
+def load_xbrl_folder(folder: Path, *, on_error: str = "raise", seed: int = 0) -> pd.DataFrame:
+    """Parse and label every ``*.xml``/``*.xbrl`` instance in ``folder`` (sorted, recursive).
+
+    ``on_error="raise"`` raises one ``XBRLError`` listing every file that failed; ``"skip"`` returns the good rows
+    and lists the failures in ``df.attrs["errors"]``. Directive wording uses each bank's stable template family.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise XBRLError(f"{folder}: not a folder of XBRL instances")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".xml", ".xbrl") and p.is_file())
+    if not files:
+        raise XBRLError(f"{folder}: no *.xml or *.xbrl files found")
+    rng = random.Random(seed)
+    rows, errors = [], []
+    for path in files:
+        try:
+            parsed = parse_xbrl_file(path)
+        except XBRLError as exc:
+            errors.append(str(exc))
+            continue
+        rows.append(label_instance(parsed, family=family_for_bank(parsed.entity_id), rng=rng))
+    if errors and on_error == "raise":
+        listed = "\n".join(f"  - {e}" for e in errors)
+        raise XBRLError(f"{len(errors)} of {len(files)} XBRL files in {folder} could not be used:\n{listed}")
+    df = pd.DataFrame(rows, columns=list(RAW_COLUMNS))
+    df.attrs["errors"] = errors
+    return df
+
+
+def _intents(rng: random.Random, n: int) -> list[str]:
+    # Exact proportions (largest remainder), then shuffled: small demo sets still contain every case kind.
+    counts = {k: int(w * n) for k, w in INTENT_WEIGHTS.items()}
+    rest = sorted(INTENT_WEIGHTS, key=lambda k: INTENT_WEIGHTS[k] * n - counts[k], reverse=True)
+    for k in rest[: n - sum(counts.values())]:
+        counts[k] += 1
+    intents = [k for k, c in counts.items() for _ in range(c)]
+    rng.shuffle(intents)
+    return intents
+
+
+def _make_banks(rng: random.Random, n_banks: int, eu_fraction: float) -> list[Bank]:
+    families = sorted(TEMPLATE_FAMILIES)
+    n_eu = round(n_banks * eu_fraction)
+    banks, names, ids = [], set(), set()
+    for i in range(n_banks):
+        jur = "EU" if i < n_eu else "US"
+        while True:
+            bank_id = _lei(rng) if jur == "EU" else str(rng.randint(100000, 3999999))
+            stems, forms = (_EU_STEMS, _EU_FORMS) if jur == "EU" else (_US_STEMS, _US_FORMS)
+            name = f"{rng.choice(stems)} {rng.choice(forms)}"
+            if jur == "US" and rng.random() < 0.3:
+                name = f"First {name}"
+            if bank_id not in ids and name not in names:
+                break
+        ids.add(bank_id)
+        names.add(name)
+        banks.append(
+            Bank(
+                bank_id=bank_id,
+                name=name,
+                jurisdiction=jur,
+                family=families[i % len(families)],
+                country=rng.choice(sorted(_CCYB_BP)) if jur == "EU" else "US",
+                rwa_units=int(math.exp(rng.uniform(math.log(10), math.log(50_000)))),
+                first_quarter=rng.randint(0, _N_QUARTERS - REPORTS_PER_BANK),
+            )
+        )
+    rng.shuffle(banks)
+    return banks
+
+
+def _lei(rng: random.Random) -> str:
+    """A format-valid LEI (ISO 17442): 18 characters then two ISO 7064 mod 97-10 check digits."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    base = "5299" + "00" + "".join(rng.choice(alphabet) for _ in range(12))
+    number = int("".join(str(int(c, 36)) for c in base + "00"))
+    return f"{base}{98 - number % 97:02d}"
+
+
+def _quarter_end(index: int) -> date:
+    year = _FIRST_QUARTER.year + index // 4
+    month = 3 * (index % 4) + 3
+    return date(year, month, 30 if month in (6, 9) else 31)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Figures
+
+
+def _margin(rng: random.Random, state: str, healthy_max: int = 900) -> int:
+    """A margin in bp over a threshold for a rule in ``state`` (healthy, near miss, breach)."""
+    if state == "near":
+        return rng.randint(0, 49)
+    if state == "breach":
+        return -rng.choice((rng.randint(1, 60), rng.randint(1, 300)))
+    return rng.randint(60, healthy_max)
+
+
+def _spread(rng: random.Random, margin: int) -> int:
+    """Widen a healthy margin for ratios that banks hold far above 100% (LCR, NSFR) or far below a limit."""
+    return margin * rng.choice((1, 3, 6)) if margin >= 60 else margin
+
+
+def _states(rng: random.Random, jur: str, intent: str) -> dict[str, str]:
+    states = {code: "ok" for code in _ANY[jur]}
+    if intent == "data_quality":
+        intent = rng.choice(("compliant", "compliant", "near_miss", "single_breach", "multi_breach"))
+    if intent == "near_miss":
+        for code in rng.sample(_NEAR[jur], rng.choice((1, 1, 2))):
+            states[code] = "near"
+    elif intent == "single_breach":
+        states[rng.choice(_ALONE[jur])] = "breach"
+    elif intent == "multi_breach":
+        for code in rng.sample(_ANY[jur], rng.choice((2, 2, 3))):
+            states[code] = "breach"
+    return states
+
+
+def _capital_bp(rng: random.Random, states: dict[str, str], cbr: int) -> tuple[int, int, int]:
+    """CET1, T1 and total capital ratios in bp, consistent (CET1 <= T1 <= total) with the intended states.
+
+    ``cbr`` is the buffer (bp) a healthy bank holds on top of each minimum; a buffer shortfall alone keeps every
+    ratio at or above its minimum.
+    """
+    buffer_state = states["COMBINED_BUFFER"]
+    shortfall = -rng.randint(1, cbr) if buffer_state == "breach" else _margin(rng, buffer_state)
+    # Only the binding ratio sits at the buffer margin; the others keep a healthy one unless the buffer is short.
+    other = shortfall if buffer_state != "ok" else _margin(rng, "ok")
+    cet1 = 450 + cbr + shortfall
+    t1 = max(cet1 + rng.randint(50, 200), 600 + cbr + other)
+    total = max(t1 + rng.randint(100, 350), 800 + cbr + other)
+    if states["CET1_RATIO"] == "breach":
+        cet1 = 450 + _margin(rng, "breach")
+    if states["T1_RATIO"] == "breach":
+        t1 = 600 + _margin(rng, "breach")
+        cet1 = min(cet1, t1 - rng.randint(0, 100))
+    if states["TOTAL_CAPITAL_RATIO"] == "breach":
+        total = 800 + _margin(rng, "breach")
+        t1 = min(t1, total - rng.randint(0, 150))
+        cet1 = min(cet1, t1 - rng.randint(0, 100))
+    return max(cet1, 50), max(t1, 60), max(total, 70)
+
+
+def _figures_eu(rng: random.Random, bank: Bank, states: dict[str, str]) -> dict[str, float]:
+    cbr = 250 + _CCYB_BP[bank.country] + (rng.choice((0, 0, 50, 100, 150)) if bank.rwa_units > 5000 else 0)
+    req = 450 + cbr
+    cet1, t1, total = _capital_bp(rng, states, cbr)
+    rwa = bank.rwa_units * 10_000_000 * rng.uniform(0.95, 1.05) // 10_000_000 * 10_000_000
+    t1_amt = t1 * rwa / 10_000
+    lev = 300 + _margin(rng, states["LEVERAGE"], healthy_max=500)
+    lev_exposure = _round(t1_amt * 10_000 / lev, 1000)
+    outflow = _round(rwa * rng.uniform(0.05, 0.2), 1000)
+    lcr = 10_000 + _spread(rng, _margin(rng, states["LCR"]))
+    buffer = _round(outflow * lcr / 10_000, 1000)
+    le_pct = 2500 - min(_spread(rng, _margin(rng, states["LARGE_EXPOSURE"])), 2200)
+    le_amt = _round(t1_amt * le_pct / 10_000, 1000)
+    return {
+        "C 01.00 r0010 c0010": total * rwa / 10_000,
+        "C 01.00 r0015 c0010": t1_amt,
+        "C 01.00 r0020 c0010": cet1 * rwa / 10_000,
+        "C 02.00 r0010 c0010": rwa,
+        "C 03.00 r0010 c0010": cet1 / 10_000,
+        "C 03.00 r0030 c0010": t1 / 10_000,
+        "C 03.00 r0050 c0010": total / 10_000,
+        "C 03.00 r0170 c0010": req / 10_000,
+        "C 47.00 r0310 c0010": lev_exposure,
+        "C 47.00 r0330 c0010": round(t1_amt / lev_exposure, 4),
+        "C 76.00 r0010 c0010": buffer,
+        "C 76.00 r0020 c0010": outflow,
+        "C 76.00 r0030 c0010": round(buffer / outflow, 4),
+        "C 84.00 r0220 c0010": (10_000 + _spread(rng, _margin(rng, states["NSFR"]))) / 10_000,
+        "C 28.00 r0010 c0322": le_amt,
+        "C 28.00 r0010 c0350": round(le_amt / t1_amt, 4),
+    }
+
+
+def _figures_us(rng: random.Random, bank: Bank, states: dict[str, str]) -> dict[str, float]:
+    cet1, t1, total = _capital_bp(rng, states, 250)
+    rwa = bank.rwa_units * 10_000_000 * rng.uniform(0.95, 1.05) // 10_000_000 * 10_000_000
+    t1_amt = t1 * rwa / 10_000
+    lev = 400 + _margin(rng, states["LEVERAGE"], healthy_max=500)
+    lev_assets = _round(t1_amt * 10_000 / lev, 1000)
+    buffer = min(cet1 - 450, t1 - 600, total - 800)
+    return {
+        "RCOAP859": cet1 * rwa / 10_000,
+        "RCOA8274": t1_amt,
+        "RCOA3792": total * rwa / 10_000,
+        "RCOAA223": rwa,
+        "RCOAA224": lev_assets,
+        "RCON2170": _round(lev_assets * rng.uniform(0.98, 1.03), 1000),
+        "RCOAP793": cet1 / 10_000,
+        "RCOA7206": t1 / 10_000,
+        "RCOA7205": total / 10_000,
+        "RCOA7204": round(t1_amt / lev_assets, 4),
+        "RCOAH311": buffer / 10_000,
+    }
+
+
+def _round(value: float, step: int) -> float:
+    return float(round(value / step) * step)
+
+
+def _inject_data_quality(rng: random.Random, figures: dict, jur: str) -> dict[str, float | None | str]:
+    """Break the report the way real filings break: wrong ratio, scale error, missing or nil fact."""
+    ratios = ["C 03.00 r0010 c0010", "C 03.00 r0030 c0010", "C 03.00 r0050 c0010", "C 47.00 r0330 c0010",
+              "C 76.00 r0030 c0010"] if jur == "EU" else ["RCOAP793", "RCOA7206", "RCOA7205", "RCOA7204"]
+    amounts = ["C 01.00 r0020 c0010", "C 01.00 r0010 c0010", "C 02.00 r0010 c0010"] if jur == "EU" else \
+        ["RCOAP859", "RCOA3792", "RCOAA223", "RCOAA224"]
+    out: dict[str, float | None | str] = dict(figures)
+    kind = rng.choice(("mismatch", "ratio_scale", "amount_scale", "missing", "nil"))
+    if kind == "mismatch":
+        code = rng.choice(ratios)
+        out[code] = round(figures[code] + rng.choice((-1, 1)) * rng.randint(100, 600) / 10_000, 4)
+    elif kind == "ratio_scale":
+        code = rng.choice(ratios)
+        out[code] = round(figures[code] * rng.choice((10, 100)), 4)
+    elif kind == "amount_scale":
+        code = rng.choice(amounts)
+        out[code] = _round(figures[code] / 1000, 1000) or 1000.0
+    elif kind == "missing":
+        del out[rng.choice(amounts)]
+    else:
+        out[rng.choice(amounts)] = None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# XBRL writing
+
+
+def build_instance(bank: Bank, report_date: date, intent: str, rng: random.Random) -> str:
+    """The XBRL instance text of one synthetic report (EBA COREP for EU banks, FFIEC Call Report for US banks)."""
+    states = _states(rng, bank.jurisdiction, intent)
+    figures = _figures_eu(rng, bank, states) if bank.jurisdiction == "EU" else _figures_us(rng, bank, states)
+    if intent == "data_quality":
+        figures = _inject_data_quality(rng, figures, bank.jurisdiction)
+    if bank.jurisdiction == "EU":
+        return eu_instance(bank.bank_id, bank.name, report_date.isoformat(), figures)
+    return us_instance(bank.bank_id, bank.name, report_date, figures, rng)
+
+
+def _fact_xml(prefix: str, local: str, ctx: str, dp_kind: str, unit: str, value: float | None) -> str:
+    if value is None:
+        return f'<{prefix}:{local} contextRef="{ctx}" unitRef="{unit}" decimals="INF" xsi:nil="true"/>'
+    if dp_kind == RATIO:
+        return f'<{prefix}:{local} contextRef="{ctx}" unitRef="{unit}" decimals="4">{value:.4f}</{prefix}:{local}>'
+    return f'<{prefix}:{local} contextRef="{ctx}" unitRef="{unit}" decimals="-3">{value:.0f}</{prefix}:{local}>'
+
+
+def eu_instance(lei: str, name: str, report_date: str, figures: dict[str, float | None]) -> str:
+    """EBA xBRL-XML instance: one context per dimension combination, EUR and pure units, filing indicators."""
+    contexts, facts = [], []
+    datapoints: list[Datapoint] = [*EU_DATAPOINTS, EU_NAME_DATAPOINT]
+    for i, dp in enumerate(datapoints):
+        members = "".join(
+            f'<xbrldi:explicitMember dimension="{dim}">{member}</xbrldi:explicitMember>' for dim, member in dp.dims
+        )
+        contexts.append(
+            f'<xbrli:context id="c{i}"><xbrli:entity><xbrli:identifier scheme="{LEI_SCHEME}">{lei}.CON'
+            f"</xbrli:identifier></xbrli:entity><xbrli:period><xbrli:instant>{report_date}</xbrli:instant>"
+            f"</xbrli:period><xbrli:scenario>{members}</xbrli:scenario></xbrli:context>"
+        )
+        if dp is EU_NAME_DATAPOINT:
+            facts.append(f'<eba_met:{dp.metric} contextRef="c{i}">{escape(name)}</eba_met:{dp.metric}>')
+        elif dp.code in figures:
+            unit = "uPURE" if dp.kind == RATIO else "uEUR"
+            facts.append(_fact_xml("eba_met", dp.metric, f"c{i}", dp.kind, unit, figures[dp.code]))
+    templates = sorted({dp.code[:7].replace(" ", "_") for dp in EU_DATAPOINTS})
+    indicators = "".join(f'<find:filingIndicator contextRef="c0">{t}</find:filingIndicator>' for t in templates)
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        f'<xbrli:xbrl xmlns:xbrli="{NS["xbrli"]}" xmlns:link="{NS["link"]}" xmlns:xlink="{NS["xlink"]}" '
+        f'xmlns:xbrldi="{NS["xbrldi"]}" xmlns:iso4217="{NS["iso4217"]}" xmlns:xsi="{NS["xsi"]}" '
+        f'xmlns:find="{NS["find"]}" xmlns:eba_met="{NS["eba_met"]}" xmlns:eba_dim="{NS["eba_dim"]}" '
+        f'xmlns:eba_MC="{NS["eba_MC"]}">\n'
+        f'<link:schemaRef xlink:type="simple" xlink:href="{EU_SCHEMA_REF}"/>\n'
+        '<xbrli:unit id="uEUR"><xbrli:measure>iso4217:EUR</xbrli:measure></xbrli:unit>\n'
+        '<xbrli:unit id="uPURE"><xbrli:measure>xbrli:pure</xbrli:measure></xbrli:unit>\n'
+        + "\n".join(contexts)
+        + f"\n<find:fIndicators>{indicators}</find:fIndicators>\n"
+        + "\n".join(facts)
+        + "\n</xbrli:xbrl>\n"
+    )
+
+
+def us_instance(rssd: str, name: str, report_date: date, figures: dict[str, float | None], rng: random.Random) -> str:
+    """FFIEC Call Report instance: flat cc: MDRM facts, instant/duration contexts, USD/PURE/NON-MONETARY units.
+
+    Like a real filing it also carries facts the rules do not need (balance sheet, income, a prior-quarter value).
+    """
+    d = report_date.isoformat()
+    prior = date(report_date.year, report_date.month - 2, 1) - timedelta(days=1)  # previous quarter end
+    year_start = date(report_date.year, 1, 1).isoformat()
+    ci, cd, cp = f"CI_{rssd}_{d}", f"CD_{rssd}_{d}", f"CI_{rssd}_{prior.isoformat()}"
+    entity = f'<xbrli:entity><xbrli:identifier scheme="{RSSD_SCHEME}">{rssd}</xbrli:identifier></xbrli:entity>'
+    contexts = (
+        f'<xbrli:context id="{ci}">{entity}<xbrli:period><xbrli:instant>{d}</xbrli:instant></xbrli:period>'
+        f'</xbrli:context>\n<xbrli:context id="{cd}">{entity}<xbrli:period><xbrli:startDate>{year_start}'
+        f"</xbrli:startDate><xbrli:endDate>{d}</xbrli:endDate></xbrli:period></xbrli:context>\n"
+        f'<xbrli:context id="{cp}">{entity}<xbrli:period><xbrli:instant>{prior.isoformat()}</xbrli:instant>'
+        f"</xbrli:period></xbrli:context>"
+    )
+    facts = [f'<cc:RSSD9017 contextRef="{ci}">{escape(name)}</cc:RSSD9017>',
+             f'<cc:RCON9999 contextRef="{ci}">{d}</cc:RCON9999>']
+    for dp in US_DATAPOINTS:
+        if dp.code in figures:
+            unit = "PURE" if dp.kind == RATIO else "USD"
+            facts.append(_fact_xml("cc", dp.code, ci, dp.kind, unit, figures[dp.code]))
+    assets = figures.get("RCON2170") or figures.get("RCOAA224") or 1e9
+    irrelevant = {"RCON2200": 0.78, "RCON2122": 0.62, "RCON2948": 0.9, "RCON3210": 0.1, "RCON0010": 0.04,
+                  "RCONB987": 0.01, "RCON1773": 0.12}
+    for concept, share in irrelevant.items():
+        facts.append(_fact_xml("cc", concept, ci, "", "USD", _round(assets * share * rng.uniform(0.8, 1.2), 1000)))
+    for concept, share in {"RIAD4340": 0.008, "RIAD4074": 0.025, "RIAD4230": 0.002}.items():
+        facts.append(_fact_xml("cc", concept, cd, "", "USD", _round(assets * share * rng.uniform(0.5, 1.5), 1000)))
+    facts.append(f'<cc:RIAD4150 contextRef="{cd}" unitRef="NON-MONETARY" decimals="0">'
+                 f"{max(5, int(assets / 8e6))}</cc:RIAD4150>")
+    facts.append(_fact_xml("cc", "RCON2170", cp, "", "USD", _round(assets * rng.uniform(0.95, 1.02), 1000)))
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        f'<xbrli:xbrl xmlns:xbrli="{NS["xbrli"]}" xmlns:link="{NS["link"]}" xmlns:xlink="{NS["xlink"]}" '
+        f'xmlns:iso4217="{NS["iso4217"]}" xmlns:xsi="{NS["xsi"]}" xmlns:cc="{NS["cc"]}">\n'
+        f'<link:schemaRef xlink:type="simple" xlink:href="{US_SCHEMA_REF}"/>\n'
+        f"{contexts}\n"
+        '<xbrli:unit id="USD"><xbrli:measure>iso4217:USD</xbrli:measure></xbrli:unit>\n'
+        '<xbrli:unit id="PURE"><xbrli:measure>xbrli:pure</xbrli:measure></xbrli:unit>\n'
+        '<xbrli:unit id="NON-MONETARY"><xbrli:measure>xbrli:pure</xbrli:measure></xbrli:unit>\n'
+        + "\n".join(facts)
+        + "\n</xbrli:xbrl>\n"
+    )

@@ -1,0 +1,20 @@
+"""The instruction the model gets, and the chat-templated prompt built from a report's text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SYSTEM_PROMPT = (
+    "You are a banking supervisor. Check the report against the prudential rules. Answer with ANALYSIS (one line "
+    "per rule: figure vs threshold: OK, BREACH or DATA_QUALITY), VIOLATIONS (codes or NONE) and DIRECTIVE."
+)
+
+
+def build_messages(report_text: str) -> list[dict[str, str]]:
+    """Chat messages for one report: the short system instruction, then the report as the user turn."""
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": report_text}]
+
+
+def render_prompt(tokenizer: Any, report_text: str) -> str:
+    """The prompt string the model is trained and evaluated on (chat template, generation prompt included)."""
+    return tokenizer.apply_chat_template(build_messages(report_text), tokenize=False, add_generation_prompt=True)

@@ -1,0 +1,260 @@
+"""The prudential rule engine: thresholds as dated data, and the label oracle ``evaluate_rules``.
+
+Each rule compares one figure the report states with a threshold (a constant, or a bank-specific requirement the
+report also states), so an answer can quote both figures without arithmetic. Arithmetic belongs here: the
+data-quality checks recompute every ratio from its components and flag disagreements, scale errors and missing facts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from regulator.taxonomy import BY_CODE
+from regulator.xbrl import ParsedReport, render_value
+
+RULE_CODES: tuple[str, ...] = (
+    "CET1_RATIO",
+    "T1_RATIO",
+    "TOTAL_CAPITAL_RATIO",
+    "COMBINED_BUFFER",
+    "LEVERAGE",
+    "LCR",
+    "NSFR",
+    "LARGE_EXPOSURE",
+    "DATA_QUALITY",
+)
+CASE_KINDS: tuple[str, ...] = ("compliant", "near_miss", "single_breach", "multi_breach", "data_quality")
+OK, BREACH, DATA_QUALITY = "OK", "BREACH", "DATA_QUALITY"
+NEAR_MISS_MARGIN = 0.005  # 50 bp
+# A reported ratio may differ from numerator/denominator by rounding; beyond this it is a data-quality finding.
+RATIO_TOLERANCE_ABS = 0.001
+RATIO_TOLERANCE_REL = 0.005
+_SCALE_FACTORS = (10.0, 100.0, 1000.0, 0.1, 0.01, 0.001)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One prudential rule: ``figure`` (a datapoint code) must satisfy ``comparison`` against the threshold.
+
+    ``threshold`` is a constant, or ``None`` when the bank-specific requirement is the reported ``threshold_fact``.
+    ``numerator``/``denominator`` name the components the figure must agree with (data-quality check).
+    """
+
+    code: str
+    jurisdiction: str
+    description: str
+    figure: str
+    threshold: float | None
+    comparison: str
+    legal_reference: str
+    effective_from: str
+    threshold_label: str = "minimum"
+    threshold_fact: str = ""
+    numerator: str = ""
+    denominator: str = ""
+
+
+def _r(code, jur, desc, figure, threshold, legal, since, *, cmp=">=", label="minimum", fact="", num="", den=""):
+    return Rule(code, jur, desc, figure, threshold, cmp, legal, since, label, fact, num, den)
+
+
+_EU_RWA = "C 02.00 r0010 c0010"
+_US_RWA = "RCOAA223"
+RULES: tuple[Rule, ...] = (
+    _r("CET1_RATIO", "EU", "CET1 ratio", "C 03.00 r0010 c0010", 0.045, "CRR Art 92(1)(a)", "2014-01-01",
+       num="C 01.00 r0020 c0010", den=_EU_RWA),
+    _r("T1_RATIO", "EU", "T1 ratio", "C 03.00 r0030 c0010", 0.06, "CRR Art 92(1)(b)", "2014-01-01",
+       num="C 01.00 r0015 c0010", den=_EU_RWA),
+    _r("TOTAL_CAPITAL_RATIO", "EU", "Total capital ratio", "C 03.00 r0050 c0010", 0.08, "CRR Art 92(1)(c)",
+       "2014-01-01", num="C 01.00 r0010 c0010", den=_EU_RWA),
+    _r("COMBINED_BUFFER", "EU", "CET1 ratio", "C 03.00 r0010 c0010", None, "CRD Art 141", "2016-01-01",
+       label="buffer requirement", fact="C 03.00 r0170 c0010"),
+    _r("LEVERAGE", "EU", "Leverage ratio", "C 47.00 r0330 c0010", 0.03, "CRR Art 92(1)(d)", "2021-06-28",
+       num="C 01.00 r0015 c0010", den="C 47.00 r0310 c0010"),
+    # LCR phase-in under Delegated Regulation 2015/61 Art 38: 60% -> 70% -> 80% -> 100%.
+    _r("LCR", "EU", "LCR", "C 76.00 r0030 c0010", 0.60, "CRR Art 412(1)", "2015-10-01",
+       num="C 76.00 r0010 c0010", den="C 76.00 r0020 c0010"),
+    _r("LCR", "EU", "LCR", "C 76.00 r0030 c0010", 0.70, "CRR Art 412(1)", "2016-01-01",
+       num="C 76.00 r0010 c0010", den="C 76.00 r0020 c0010"),
+    _r("LCR", "EU", "LCR", "C 76.00 r0030 c0010", 0.80, "CRR Art 412(1)", "2017-01-01",
+       num="C 76.00 r0010 c0010", den="C 76.00 r0020 c0010"),
+    _r("LCR", "EU", "LCR", "C 76.00 r0030 c0010", 1.00, "CRR Art 412(1)", "2018-01-01",
+       num="C 76.00 r0010 c0010", den="C 76.00 r0020 c0010"),
+    _r("NSFR", "EU", "NSFR", "C 84.00 r0220 c0010", 1.00, "CRR Art 428b", "2021-06-28"),
+    _r("LARGE_EXPOSURE", "EU", "Large exposure % of Tier 1", "C 28.00 r0010 c0350", 0.25, "CRR Art 395(1)",
+       "2014-01-01", cmp="<=", label="limit", num="C 28.00 r0010 c0322", den="C 01.00 r0015 c0010"),
+    _r("CET1_RATIO", "US", "CET1 ratio", "RCOAP793", 0.045, "12 CFR 324.10(a)(1)(i)", "2015-01-01",
+       num="RCOAP859", den=_US_RWA),
+    _r("T1_RATIO", "US", "T1 ratio", "RCOA7206", 0.06, "12 CFR 324.10(a)(1)(ii)", "2015-01-01",
+       num="RCOA8274", den=_US_RWA),
+    _r("TOTAL_CAPITAL_RATIO", "US", "Total capital ratio", "RCOA7205", 0.08, "12 CFR 324.10(a)(1)(iii)",
+       "2015-01-01", num="RCOA3792", den=_US_RWA),
+    _r("LEVERAGE", "US", "Leverage ratio", "RCOA7204", 0.04, "12 CFR 324.10(a)(1)(iv)", "2015-01-01",
+       num="RCOA8274", den="RCOAA224"),
+    # Capital conservation buffer phase-in (12 CFR 324.300): 0.625% a year from 2016, fully 2.5% from 2019.
+    _r("COMBINED_BUFFER", "US", "Conservation buffer", "RCOAH311", 0.00625, "12 CFR 324.11", "2016-01-01"),
+    _r("COMBINED_BUFFER", "US", "Conservation buffer", "RCOAH311", 0.0125, "12 CFR 324.11", "2017-01-01"),
+    _r("COMBINED_BUFFER", "US", "Conservation buffer", "RCOAH311", 0.01875, "12 CFR 324.11", "2018-01-01"),
+    _r("COMBINED_BUFFER", "US", "Conservation buffer", "RCOAH311", 0.025, "12 CFR 324.11", "2019-01-01"),
+)
+
+PCA_REFERENCE = "12 CFR 324.403"
+PCA_CATEGORIES: tuple[str, ...] = (
+    "well_capitalized",
+    "adequately_capitalized",
+    "undercapitalized",
+    "significantly_undercapitalized",
+    "critically_undercapitalized",
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the analysis: a rule (or a data-quality finding) with the reported figure and its outcome.
+
+    ``margin`` is the headroom in ratio units (positive = compliant side; 0.0001 = 1 bp); ``None`` when unknown.
+    """
+
+    code: str
+    description: str
+    figure: float | None
+    threshold: float | None
+    outcome: str
+    margin: float | None
+    severity: str
+    legal_reference: str = ""
+
+    def line(self) -> str:
+        """The check line of the answer format, without the leading ``- ``."""
+        return f"{self.code}: {self.description}: {self.outcome}"
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """All checks of one report, the violation codes (fixed order) and, for US banks, the PCA category."""
+
+    checks: tuple[Check, ...]
+    violations: tuple[str, ...]
+    pca_category: str | None
+
+    @property
+    def case_kind(self) -> str:
+        """Classify the report for the class mix: data quality first, then breaches, then near misses."""
+        if DATA_QUALITY in self.violations:
+            return "data_quality"
+        if len(self.violations) >= 2:
+            return "multi_breach"
+        if len(self.violations) == 1:
+            return "single_breach"
+        near = any(c.margin is not None and c.margin < NEAR_MISS_MARGIN for c in self.checks)
+        return "near_miss" if near else "compliant"
+
+
+def applicable_rules(jurisdiction: str, report_date: str) -> list[Rule]:
+    """The rules in force at ``report_date`` for ``jurisdiction``: per code, the latest version not after the date."""
+    current: dict[str, Rule] = {}
+    for rule in RULES:
+        if rule.jurisdiction == jurisdiction and rule.effective_from <= report_date:
+            if rule.code not in current or rule.effective_from > current[rule.code].effective_from:
+                current[rule.code] = rule
+    return sorted(current.values(), key=lambda r: RULE_CODES.index(r.code))
+
+
+def meets(value: float, threshold: float, comparison: str) -> bool:
+    """True when ``value`` satisfies the rule; exactly at the threshold satisfies it (both >= and <=)."""
+    diff = round(value - threshold, 10)  # reported decimals like 0.045 must compare equal to the constant
+    return diff >= 0 if comparison == ">=" else diff <= 0
+
+
+def evaluate_rules(parsed: ParsedReport) -> RuleResult:
+    """Evaluate every applicable rule on the reported figures, then the data-quality checks; return the result."""
+    rules = applicable_rules(parsed.jurisdiction, parsed.report_date)
+    checks = [_check_rule(rule, parsed) for rule in rules]
+    checks.extend(_data_quality_checks(rules, parsed))
+    codes = {c.code for c in checks if c.outcome == BREACH}
+    if any(c.outcome == DATA_QUALITY for c in checks):
+        codes.add(DATA_QUALITY)
+    violations = tuple(code for code in RULE_CODES if code in codes)
+    pca = pca_category(parsed.facts) if parsed.jurisdiction == "US" else None
+    return RuleResult(tuple(checks), violations, pca)
+
+
+def _check_rule(rule: Rule, parsed: ParsedReport) -> Check:
+    facts = parsed.facts
+    figure = facts.get(rule.figure)
+    threshold = facts.get(rule.threshold_fact) if rule.threshold_fact else rule.threshold
+    fig_text = render_value(rule.figure, figure, rule.figure in facts)
+    if rule.threshold_fact:
+        thr_text = render_value(rule.threshold_fact, threshold, rule.threshold_fact in facts)
+    else:
+        thr_text = render_value(rule.figure, threshold, True)
+    text = f"{rule.description} {fig_text} vs {thr_text} {rule.threshold_label} ({rule.legal_reference})"
+    if figure is None or threshold is None:
+        return Check(rule.code, text, figure, threshold, DATA_QUALITY, None, "medium", rule.legal_reference)
+    margin = round(figure - threshold if rule.comparison == ">=" else threshold - figure, 10)
+    if meets(figure, threshold, rule.comparison):
+        severity = "watch" if margin < NEAR_MISS_MARGIN else "none"
+        return Check(rule.code, text, figure, threshold, OK, margin, severity, rule.legal_reference)
+    severity = "high" if margin >= -0.01 else "critical"
+    return Check(rule.code, text, figure, threshold, BREACH, margin, severity, rule.legal_reference)
+
+
+def _data_quality_checks(rules: list[Rule], parsed: ParsedReport) -> list[Check]:
+    facts = parsed.facts
+    out: list[Check] = []
+    missing: list[str] = []
+    for rule in rules:
+        for code in (rule.numerator, rule.denominator):
+            if code and facts.get(code) is None and code not in missing:
+                missing.append(code)
+    for code in missing:
+        state = "nil" if code in facts else "not reported"
+        text = f"Required fact {BY_CODE[code].label} ({code}) {state}"
+        out.append(Check(DATA_QUALITY, text, None, None, DATA_QUALITY, None, "medium"))
+    for rule in rules:
+        finding = _ratio_disagreement(rule, facts)
+        if finding:
+            out.append(Check(DATA_QUALITY, finding, facts.get(rule.figure), None, DATA_QUALITY, None, "medium"))
+    return out
+
+
+def _ratio_disagreement(rule: Rule, facts: dict[str, float | None]) -> str:
+    """Describe a reported ratio that disagrees with numerator/denominator, or return ``""``."""
+    if not (rule.numerator and rule.denominator):
+        return ""
+    reported, num, den = facts.get(rule.figure), facts.get(rule.numerator), facts.get(rule.denominator)
+    if reported is None or num is None or den is None:
+        return ""
+    label = rule.description
+    if den == 0:
+        return f"{label} denominator {BY_CODE[rule.denominator].label} is zero"
+    computed = num / den
+    if abs(reported - computed) <= RATIO_TOLERANCE_ABS + RATIO_TOLERANCE_REL * abs(computed):
+        return ""
+    text = f"Reported {label} {render_value(rule.figure, reported, True)} vs components " \
+           f"{render_value(rule.figure, round(computed, 4), True)}"
+    if computed:
+        for factor in _SCALE_FACTORS:
+            if abs(reported / computed / factor - 1) < 0.02:
+                return f"{text} (scale error x{factor:g})"
+    return text
+
+
+def pca_category(facts: dict[str, float | None]) -> str | None:
+    """US prompt-corrective-action category (12 CFR 324.403) from the reported ratios; ``None`` if any is missing.
+
+    Tangible equity is approximated by Tier 1 capital (RCOA8274) over total assets (RCON2170).
+    """
+    needed = ("RCOA7205", "RCOA7206", "RCOAP793", "RCOA7204", "RCOA8274", "RCON2170")
+    if any(facts.get(c) is None for c in needed) or not facts["RCON2170"]:
+        return None
+    total, t1, cet1, lev = (facts[c] for c in needed[:4])
+    if meets(0.02, facts["RCOA8274"] / facts["RCON2170"], ">="):
+        return "critically_undercapitalized"
+    if not (meets(total, 0.06, ">=") and meets(t1, 0.04, ">=") and meets(cet1, 0.03, ">=") and meets(lev, 0.03, ">=")):
+        return "significantly_undercapitalized"
+    if not (meets(total, 0.08, ">=") and meets(t1, 0.06, ">=") and meets(cet1, 0.045, ">=") and meets(lev, 0.04, ">=")):
+        return "undercapitalized"
+    if meets(total, 0.10, ">=") and meets(t1, 0.08, ">=") and meets(cet1, 0.065, ">=") and meets(lev, 0.05, ">="):
+        return "well_capitalized"
+    return "adequately_capitalized"

@@ -1,0 +1,73 @@
+"""Stage 7 — deployment_gate: promote the full-FT model only if every threshold holds; otherwise fail the run
+with a named error that lists every failed criterion. The decision is a markdown artifact either way."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from evaluation.gate import GateThresholds, check_gate, gate_metrics
+from finetune.config import RunConfig
+from finetune.registry import promote
+from tasks.evaluate import FULL
+from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault, transient_only
+
+
+def thresholds(cfg: RunConfig) -> GateThresholds:
+    """The gate's thresholds from the run config."""
+    g = cfg.gate
+    return GateThresholds(f1_floor=g.f1_floor, rouge_floor=g.rouge_floor, min_margin_over_lora=g.min_margin_over_lora,
+                          use_ci_lower_bound=g.use_ci_lower_bound, forgetting_ceiling=g.forgetting_ceiling)
+
+
+def decision_markdown(decision, *, version: str | None, dry_run: bool) -> str:
+    """The gate decision as markdown: the verdict, then every criterion with its figure and threshold."""
+    verdict = "PASSED" if decision.passed else "REJECTED"
+    outcome = (f"promoted as **{version}** (production)" if version else
+               "dry run: nothing promoted" if dry_run and decision.passed else "nothing promoted")
+    lines = [f"# Deployment gate: {verdict}", outcome, "", "| criterion | figure | threshold | pass |", "|---|---|---|---|"]
+    for c in decision.criteria:
+        lines.append(f"| {c.name} | {c.figure} | {c.threshold} | {'yes' if c.passed else '**no**'} |")
+    lines += ["", *[f"- {c.message}" for c in decision.criteria]]
+    return "\n".join(lines)
+
+
+@task(name="deployment_gate", retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, retry_condition_fn=transient_only,
+      persist_result=True)
+def deployment_gate(cfg: dict, eval_dir: str, full_dir: str, data_hash: str, registry_dir: str, out_dir: str,
+                    key: str) -> dict:
+    """Judge the full-FT model against the gate; promote it into the registry when it passes.
+
+    Raises:
+        GateRejected: a criterion failed (or a metric is missing/NaN); the run ends Failed.
+    """
+    maybe_inject_fault("deployment_gate")
+    run_cfg = RunConfig.model_validate(cfg)
+    metrics = json.loads((Path(eval_dir) / "metrics.json").read_text())
+    gate_input = gate_metrics(metrics["scores"].get(FULL, {}), metrics.get("paired_full_minus_lora", {}),
+                              metrics.get("forgetting", {}).get(FULL))
+    decision = check_gate(gate_input, thresholds(run_cfg))
+    version = None
+    if decision.passed and not run_cfg.gate.dry_run:
+        version = promote(
+            Path(registry_dir), Path(full_dir) / "model",
+            card={"metrics": gate_input, "decision": decision.to_dict(), "config": cfg, "data_hash": data_hash,
+                  "comparison": metrics.get("rows")},
+            files={"report.md": Path(eval_dir) / "report.md", "per_code_f1.png": Path(eval_dir) / "per_code_f1.png"},
+        )
+    markdown = decision_markdown(decision, version=version, dry_run=run_cfg.gate.dry_run)
+    create_markdown_artifact(key="gate-decision", markdown=markdown, description="Deployment gate decision")
+    get_run_logger().info("gate %s%s", "passed" if decision.passed else "rejected", f": promoted {version}" if version else "")
+    decision.raise_if_rejected()
+
+    def build(tmp: Path) -> dict:
+        (tmp / "decision.md").write_text(markdown)
+        (tmp / "decision.json").write_text(json.dumps({**decision.to_dict(), "version": version,
+                                                       "metrics": gate_input}, indent=2, default=str))
+        return {"passed": decision.passed, "version": version, "registry_dir": registry_dir,
+                "dry_run": run_cfg.gate.dry_run}
+
+    return build_stage(out_dir, build, stage="deployment_gate", key=key)

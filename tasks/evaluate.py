@@ -1,0 +1,106 @@
+"""Stage 6 — evaluate: batched generation on the held-out test split for the base model, LoRA and full FT;
+violation F1, directive ROUGE-L, bootstrap intervals, forgetting; comparison table, plots and examples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from evaluation.forgetting import answer_nll, forgetting_increase
+from evaluation.generate import generate_answers, load_model_for_eval, write_predictions
+from evaluation.metrics import paired_bootstrap, score_predictions
+from evaluation.report import (
+    comparison_rows,
+    plot_loss_curves,
+    plot_per_code_f1,
+    render_comparison_markdown,
+    render_examples_markdown,
+    select_examples,
+)
+from finetune.config import RunConfig
+from tasks.general_answers import general_answers_file
+from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault, transient_only
+
+BASE, LORA, FULL = "base", "LoRA", "full FT"
+
+
+def _test_split(dataset_dir: str, cap: int | None) -> tuple[list[str], list[str], list[str]]:
+    """Ids, prompts and reference answers of the test split (the first ``cap`` rows when capped)."""
+    from datasets import load_from_disk
+
+    test = load_from_disk(dataset_dir)["test"]
+    if cap is not None:
+        test = test.select(range(min(cap, len(test))))
+    return list(test["id"]), list(test["prompt_text"]), list(test["target"])
+
+
+def _training_figures(summary_dir: str) -> dict:
+    """Training time, throughput and trainable parameters from a stage's train_summary.json."""
+    summary = json.loads((Path(summary_dir) / "train_summary.json").read_text())
+    return {"trainable_params": summary.get("trainable_params"), "train_seconds": summary.get("wall_time_s"),
+            "tokens_per_second": summary.get("tokens_per_s")}
+
+
+@task(name="evaluate", retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, retry_condition_fn=transient_only,
+      persist_result=True)
+def evaluate(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, full_dir: str, lora_dir: str | None,
+             out_dir: str, key: str) -> dict:
+    """Generate, score and compare base / LoRA / full FT on the test split.
+
+    Returns:
+        The stage manifest: metrics of every system, the paired full-FT minus LoRA difference, forgetting.
+    """
+    maybe_inject_fault("evaluate")
+    run_cfg = RunConfig.model_validate(cfg)
+    ev, log = run_cfg.eval, get_run_logger()
+    ids, prompts, refs = _test_split(dataset_dir, ev.max_examples)
+    general = [json.loads(line) for line in general_answers_file(model_dir, model_hash, "heldout").read_text().splitlines()]
+    general = general[: ev.forgetting_prompts] if ev.forgetting_prompts else general
+    systems = {BASE: (Path(model_dir), None), FULL: (Path(full_dir) / "model", None)}
+    if lora_dir:
+        systems[LORA] = (Path(model_dir), Path(lora_dir) / "adapter")
+    predictions, nll = {}, {}
+    for name, (path, adapter) in systems.items():
+        model, tokenizer = load_model_for_eval(path, adapter=adapter)
+        predictions[name] = generate_answers(model, tokenizer, prompts, max_new_tokens=ev.max_new_tokens,
+                                             batch_size=ev.batch_size)
+        nll[name] = answer_nll(model, tokenizer, [g["prompt"] for g in general], [g["answer"] for g in general])
+        log.info("%s: %d answers generated; general NLL %.3f", name, len(prompts), nll[name]["mean_nll"])
+        del model
+    scores = {n: score_predictions(refs, p, n_bootstrap=ev.bootstrap_samples) for n, p in predictions.items()}
+    paired = paired_bootstrap(refs, predictions[FULL], predictions[LORA], n_bootstrap=ev.bootstrap_samples) \
+        if LORA in predictions else {}
+    forgetting = {n: forgetting_increase(nll[BASE]["mean_nll"], nll[n]["mean_nll"]) for n in predictions}
+    training = {FULL: _training_figures(full_dir), **({LORA: _training_figures(lora_dir)} if lora_dir else {})}
+    order = [n for n in (BASE, LORA, FULL) if n in predictions]
+    rows = comparison_rows({n: {"scores": scores[n], "forgetting": forgetting[n], "training": training.get(n)}
+                            for n in order})
+    create_table_artifact(key="comparison", table=rows, description="base vs LoRA vs full FT on the test split")
+
+    def build(tmp: Path) -> dict:
+        for name in order:
+            write_predictions(tmp / f"predictions-{name.replace(' ', '_')}.jsonl",
+                              [{"id": i, "prompt": p, "reference": r, "prediction": a}
+                               for i, p, r, a in zip(ids, prompts, refs, predictions[name])])
+        plot_per_code_f1({n: scores[n] for n in order}, tmp / "per_code_f1.png")
+        logs = {"full FT": Path(full_dir) / "metrics.jsonl", **({"LoRA": Path(lora_dir) / "metrics.jsonl"} if lora_dir else {})}
+        plot_loss_curves(logs, tmp / "loss_curves.png")
+        examples = render_examples_markdown(refs, {n: predictions[n] for n in order},
+                                            select_examples(refs, {n: predictions[n] for n in order}), ids=ids)
+        report = "\n\n".join([
+            f"# Evaluation on {len(refs)} held-out test examples", render_comparison_markdown(rows),
+            f"Full FT minus LoRA (paired bootstrap, 95% CI): {json.dumps(paired.get('f1_micro', {}))}",
+            f"Plots: `{out_dir}/per_code_f1.png`, `{out_dir}/loss_curves.png`", "## Examples", examples,
+        ])
+        (tmp / "report.md").write_text(report)
+        metrics = {"scores": scores, "paired_full_minus_lora": paired, "forgetting": forgetting, "nll": nll,
+                   "training": training, "rows": rows, "n_test": len(refs)}
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+        create_markdown_artifact(key="evaluation-report", markdown=report, description="Evaluation report")
+        return {"f1_micro": {n: scores[n].get("f1_micro") for n in order},
+                "rouge_l": {n: scores[n].get("rouge_l") for n in order}, "n_test": len(refs)}
+
+    return build_stage(out_dir, build, stage="evaluate", key=key)

@@ -1,0 +1,76 @@
+"""Stage 3 — prepare_data: build or load the examples, validate them against the data contract, split by bank,
+tokenise, save HF dataset splits with a content hash. A failed contract stops the flow before training."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+
+from data_contracts.contracts import ContractLimits
+from data_contracts.prepare import load_raw, prepare_dataset
+from finetune.config import RunConfig
+from finetune.errors import DataContractError
+from regulator.generator import generate_dataset
+from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault, transient_only
+
+
+def contract_limits(cfg: RunConfig) -> ContractLimits:
+    """The data contract's limits from the run config."""
+    d = cfg.data
+    return ContractLimits(min_report_chars=d.min_report_chars, max_report_chars=d.max_report_chars,
+                          max_target_chars=d.max_target_chars, max_tokens=cfg.model.max_seq_len,
+                          max_truncation_rate=d.max_truncation_rate)
+
+
+def stats_markdown(manifest: dict) -> str:
+    """Class balance, token lengths and truncation per split, as markdown."""
+    lines = ["# Prepared data", f"Held-out directive families (test only): {manifest['held_out_families']}", "",
+             "| split | rows | banks | tokens mean | p95 | max | truncated | cases |", "|---|---|---|---|---|---|---|---|"]
+    for name, s in manifest["stats"]["splits"].items():
+        tok = s.get("tokens", {})
+        lines.append(f"| {name} | {s.get('rows')} | {s.get('banks')} | {tok.get('mean', 0):.0f} | {tok.get('p95')} | "
+                     f"{tok.get('max')} | {s.get('truncation_rate', 0):.1%} | {s.get('case_kind')} |")
+    return "\n".join(lines)
+
+
+@task(name="prepare_data", retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, retry_condition_fn=transient_only,
+      persist_result=True)
+def prepare_data(cfg: dict, model_dir: str, out_dir: str, key: str) -> dict:
+    """Generate (or load), validate, split, tokenise and save the dataset.
+
+    Returns:
+        The stage manifest: dataset folder, content hash, rows per split, statistics.
+    Raises:
+        DataContractError: the data failed its contract; the report is a Prefect artifact. Not retried.
+    """
+    maybe_inject_fault("prepare_data")
+    run_cfg = RunConfig.model_validate(cfg)
+    d = run_cfg.data
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+
+    def build(tmp: Path) -> dict:
+        if d.source == "synthetic":
+            raw = generate_dataset(n_examples=d.n_examples, seed=d.seed, out_dir=tmp / "raw", eu_fraction=d.eu_fraction)
+            raw["source_file"] = [os.path.relpath(p, tmp) if p else "" for p in raw["source_file"]]
+        else:
+            raw = load_raw(d.source)
+        try:
+            manifest = prepare_dataset(raw=raw, tokenizer=tokenizer, out_dir=tmp, seed=d.seed,
+                                       max_seq_len=run_cfg.model.max_seq_len, limits=contract_limits(run_cfg),
+                                       split_fractions=tuple(d.split_fractions))
+        except DataContractError as err:
+            create_markdown_artifact(key="data-contract-failure", markdown=err.report_markdown or str(err),
+                                     description="Data contract failed: nothing downstream ran")
+            raise
+        markdown = stats_markdown(manifest)
+        (tmp / "data.md").write_text(markdown)
+        create_markdown_artifact(key="data-stats", markdown=markdown, description="Prepared data statistics")
+        return {"dataset_hash": manifest["content_hash"], "rows": manifest["rows"],
+                "held_out_families": manifest["held_out_families"]}
+
+    return build_stage(out_dir, build, stage="prepare_data", key=key)

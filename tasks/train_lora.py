@@ -1,0 +1,57 @@
+"""Stage 5 — train_lora: the LoRA baseline on the same data, token budget and schedule shape as full FT,
+with its own (higher) learning rate. Saved as a standard peft adapter."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+from evaluation.report import plot_loss_curves
+from finetune.config import RunConfig
+from tasks.progress import watch_training
+from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault, transient_only
+from tasks.train_full import full_spec, replay_file
+from training.lora import LoraSpec, train_lora as run_lora
+
+KEEP = ("train_summary.json", "metrics.jsonl")
+
+
+@task(name="train_lora", retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, retry_condition_fn=transient_only,
+      persist_result=True)
+def train_lora(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, infra_dir: str, out_dir: str,
+               key: str) -> dict:
+    """Train the LoRA adapter (rank, alpha, dropout, targets and lr from the ``lora`` config section).
+
+    Returns:
+        The stage manifest: the adapter folder (``adapter/``) and the training summary figures.
+    """
+    maybe_inject_fault("train_lora")
+    run_cfg = RunConfig.model_validate(json.loads((Path(infra_dir) / "effective_config.json").read_text()))
+    ds_config = json.loads((Path(infra_dir) / "ds_config.json").read_text())
+    work_dir = Path(out_dir).with_name(Path(out_dir).name + ".work")
+    if work_dir.exists():
+        shutil.rmtree(work_dir)  # the in-process LoRA loop does not checkpoint: a retry starts over
+    full = full_spec(run_cfg, model_dir=model_dir, dataset_dir=dataset_dir, work_dir=work_dir, ds_config=ds_config,
+                     replay=replay_file(run_cfg, model_dir, model_hash))
+    lo = run_cfg.lora
+    spec = LoraSpec.matching(full, output_dir=str(work_dir), world_size=run_cfg.world_size(), lr=lo.lr, r=lo.r,
+                             alpha=lo.alpha, dropout=lo.dropout, target_modules=lo.target_modules)
+    with watch_training(work_dir / "metrics.jsonl", label="train-lora"):
+        summary = run_lora(spec)
+    get_run_logger().info("LoRA done: %s steps, %.0f tok/s, final loss %s", summary.get("steps"),
+                          summary.get("tokens_per_s", 0), summary.get("final_loss"))
+
+    def build(tmp: Path) -> dict:
+        shutil.copytree(work_dir / "adapter", tmp / "adapter")
+        for name in KEEP:
+            if (work_dir / name).is_file():
+                shutil.copy2(work_dir / name, tmp / name)
+        plot_loss_curves({"LoRA": tmp / "metrics.jsonl"}, tmp / "loss.png")
+        shutil.rmtree(work_dir, ignore_errors=True)
+        return {k: summary.get(k) for k in ("steps", "tokens", "wall_time_s", "tokens_per_s", "final_loss",
+                                            "trainable_params")}
+
+    return build_stage(out_dir, build, stage="train_lora", key=key)

@@ -1,0 +1,270 @@
+"""Full fine-tuning through the real DeepSpeed engine, launched as a subprocess the way the pipeline does.
+
+DeepSpeed start-up costs 10-25 s per process here, so the engine scenarios are combined: one 1-rank ZeRO-2 run
+(loss falls, model exports), a 2-rank gloo run compared with it step by step, and a ZeRO-3 bf16 run killed with
+SIGKILL after its first checkpoints and resumed (with a corrupt newer checkpoint planted to be skipped). The
+data, replay and checkpoint bookkeeping are unit-tested without DeepSpeed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from finetune.errors import CheckpointError, ConfigError, DataError
+from training.checkpoints import MARKER, find_latest_complete, prune_checkpoints, read_complete, tag_for
+from training.data import IGNORE_INDEX, Example, MicroBatches, collate, plan_epoch
+from training.deepspeed_config import build_deepspeed_config
+from training.full_ft import TrainSpec
+from training.launcher import LOG_FILE, build_launch_command, launch_env, run_training
+from training.replay import mix_replay, read_replay_pairs, tokenize_pair
+
+STEPS = 6
+
+
+def make_token_dataset(out: Path, tokenizer_dir: Path, *, n_train: int = 48) -> Path:
+    """Save a small DatasetDict of chat-templated 'add two numbers' examples with prompt tokens masked."""
+    from datasets import Dataset, DatasetDict
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    rng = random.Random(0)
+
+    def row(i: int) -> dict:
+        a, b = rng.randint(0, 99), rng.randint(0, 99)
+        ex = tokenize_pair(tok, f"Add {a} and {b}." + " Show it." * (i % 4), f"The sum is {a + b}.")
+        return {"id": str(i), "input_ids": ex.input_ids, "labels": ex.labels, "n_tokens": len(ex.input_ids)}
+
+    splits = {"train": n_train, "validation": 8, "test": 8}
+    DatasetDict({s: Dataset.from_list([row(i) for i in range(n)]) for s, n in splits.items()}).save_to_disk(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> Path:
+    return make_token_dataset(tmp_path_factory.mktemp("data") / "dataset", tokenizer_dir)
+
+
+def _spec(tiny_model_dir: Path, dataset_dir: Path, out: Path, *, stage: int, accum: int, world: int = 1,
+          bf16: bool = False, **kw) -> TrainSpec:
+    cfg = build_deepspeed_config(micro_batch_size=4, grad_accum_steps=accum, world_size=world, zero_stage=stage,
+                                 bf16=bf16, lr=3e-3, on_cpu=True)
+    defaults = dict(epochs=1, max_steps=STEPS, lr=3e-3, warmup_ratio=0.3, seed=1)
+    return TrainSpec(model_dir=str(tiny_model_dir), dataset_dir=str(dataset_dir), output_dir=str(out),
+                     ds_config=cfg, **(defaults | kw))
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _assert_exported(out: Path, tiny_model_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(out / "model")
+    ref = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    for (name, p), (_, q) in zip(model.named_parameters(), ref.named_parameters()):
+        assert p.shape == q.shape and p.numel() > 0, name
+    assert not torch.equal(model.model.embed_tokens.weight, ref.model.embed_tokens.weight)  # it trained
+    assert (out / "model" / "tokenizer.json").is_file() and (out / "model" / "generation_config.json").is_file()
+
+
+# ---- DeepSpeed runs (subprocesses) ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def one_rank_run(tmp_path_factory, tiny_model_dir: Path, dataset_dir: Path) -> Path:
+    """1 rank, ZeRO-2 fp32, 2 accumulation steps."""
+    out = tmp_path_factory.mktemp("zero2-1rank")
+    lines: list[str] = []
+    summary = run_training(_spec(tiny_model_dir, dataset_dir, out, stage=2, accum=2), nproc=1, on_line=lines.append)
+    assert summary["steps"] == STEPS and summary["resumed_from"] is None
+    assert any("full FT" in line for line in lines)  # the output was streamed
+    return out
+
+
+def test_zero2_trains_and_exports(one_rank_run: Path, tiny_model_dir: Path) -> None:
+    records = _metrics(one_rank_run)
+    assert [r["step"] for r in records] == list(range(1, STEPS + 1))
+    assert records[-1]["loss"] < records[0]["loss"] - 0.3
+    assert all(r["total_steps"] == STEPS and r["tokens_per_s"] > 0 and r["grad_norm"] > 0 for r in records)
+    lrs = [r["lr"] for r in records]
+    assert lrs[0] < lrs[1] and lrs[-1] < lrs[1]  # warmup, then decay
+    summary = json.loads((one_rank_run / "train_summary.json").read_text())
+    assert summary["zero_stage"] == 2 and summary["tokens"] == records[-1]["tokens"]
+    assert summary["trainable_params"] == summary["exported_params"]
+    _assert_exported(one_rank_run, tiny_model_dir)
+
+
+def test_two_ranks_match_one_rank(one_rank_run: Path, tiny_model_dir: Path, dataset_dir: Path, tmp_path) -> None:
+    """2 gloo ranks x 1 micro-batch see the same data per step as 1 rank x 2 accumulated micro-batches."""
+    summary = run_training(_spec(tiny_model_dir, dataset_dir, tmp_path, stage=2, accum=1, world=2), nproc=2)
+    assert summary["world_size"] == 2
+    one, two = _metrics(one_rank_run), _metrics(tmp_path)
+    assert [r["tokens"] for r in one] == [r["tokens"] for r in two]
+    for a, b in zip(one, two):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4), (a["step"], a["loss"], b["loss"])
+
+
+def test_zero3_bf16_killed_then_resumed(tiny_model_dir: Path, dataset_dir: Path, tmp_path: Path) -> None:
+    """SIGKILL the launch after two checkpoints, plant a corrupt newer one, re-run: it resumes and finishes."""
+    spec = _spec(tiny_model_dir, dataset_dir, tmp_path, stage=3, accum=1, bf16=True, max_steps=10,
+                 checkpoint_every_steps=2, keep_last_checkpoints=2)
+    spec_path = spec.save(tmp_path / "train_spec.json")
+    cmd = build_launch_command(spec_path=spec_path, nproc=1)
+    with (tmp_path / "first.log").open("w") as log:
+        proc = subprocess.Popen(cmd, env=launch_env(nproc=1), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        deadline = time.time() + 240
+        while not (tmp_path / "checkpoints" / tag_for(4) / MARKER).is_file():
+            assert proc.poll() is None and time.time() < deadline, (tmp_path / "first.log").read_text()[-3000:]
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed_at = max(r["step"] for r in _metrics(tmp_path))
+    assert killed_at < 10 and not (tmp_path / "model").exists()
+    corrupt = tmp_path / "checkpoints" / tag_for(9)
+    corrupt.mkdir()
+    (corrupt / MARKER).write_text("{not json")
+
+    summary = run_training(spec, nproc=1)
+    last_complete = summary["resumed_from"]
+    assert last_complete is not None and int(last_complete.split("-")[1]) >= 4
+    assert summary["steps"] == 10 and summary["zero_stage"] == 3 and summary["bf16"]
+    assert "skipping checkpoint" in (tmp_path / LOG_FILE).read_text()
+    steps = [r["step"] for r in _metrics(tmp_path)]
+    resumed = int(last_complete.split("-")[1])
+    assert steps[-(10 - resumed):] == list(range(resumed + 1, 11))  # the counter continued after the checkpoint
+    assert len([p for p in (tmp_path / "checkpoints").glob("step-*") if (p / MARKER).is_file()]) == 2  # keep-last
+    _assert_exported(tmp_path, tiny_model_dir)
+
+
+# ---- no DeepSpeed: data, replay, checkpoint bookkeeping, launch commands ----------------------------------------
+
+
+def _examples(lengths: list[int]) -> list[Example]:
+    return [Example(list(range(1, n + 1)), [IGNORE_INDEX] * (n // 2) + list(range(n // 2 + 1, n + 1))) for n in lengths]
+
+
+def test_plan_is_deterministic_length_grouped_and_sharded() -> None:
+    lengths = [random.Random(i).randint(5, 300) for i in range(200)]
+    plan = plan_epoch(lengths, micro_batch_size=4, seed=3, epoch=0, group_size=4)
+    assert plan == plan_epoch(lengths, micro_batch_size=4, seed=3, epoch=0, group_size=4)
+    assert plan != plan_epoch(lengths, micro_batch_size=4, seed=3, epoch=1, group_size=4)
+    assert len(plan) % 4 == 0 and all(len(b) == 4 for b in plan)
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in plan) / len(plan)
+    assert spread < 40  # grouped: random batches would spread ~150 tokens
+
+    examples = _examples(lengths)
+    one = MicroBatches(examples, 4, 4, 1, 0, 3, 0)
+    ranks = [MicroBatches(examples, 4, 2, 2, r, 3, 0) for r in range(2)]
+    for (pos1, mb1), (pos_a, mb_a), (_, mb_b) in zip(one.iter_steps(0), ranks[0].iter_steps(0), ranks[1].iter_steps(0)):
+        assert pos1 == pos_a
+        ids1 = sorted(tuple(t.tolist()) for b in mb1 for t in b["input_ids"])
+        ids2 = sorted(tuple(t.tolist()) for b in mb_a + mb_b for t in b["input_ids"])
+        assert ids1 == ids2
+
+
+def test_resume_from_data_position() -> None:
+    stream = MicroBatches(_examples([10 + i for i in range(40)]), 2, 2, 1, 0, 0, 0)
+    full = list(stream.iter_steps(1))
+    position = full[2][0]
+    rest = list(stream.iter_steps(1, position))
+    assert [p for p, _ in rest] == [p for p, _ in full[3:]]
+    assert torch.equal(rest[0][1][0]["input_ids"], full[3][1][0]["input_ids"])
+    with pytest.raises(DataError, match="boundary"):
+        next(stream.iter_steps(1, 1))
+
+
+def test_collate_pads_and_masks() -> None:
+    batch = collate(_examples([4, 7]), pad_token_id=99)
+    assert batch["input_ids"].shape == (2, 7)
+    assert batch["input_ids"][0, 4:].tolist() == [99, 99, 99]
+    assert batch["labels"][0].tolist() == [-100, -100, 3, 4, -100, -100, -100]
+    assert batch["attention_mask"].sum().item() == 11
+
+
+def test_replay_tokenised_like_the_domain_and_mixed_by_tokens(tokenizer_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    jsonl = tmp_path / "replay.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"prompt": f"Name a colour #{i}.", "answer": "Blue."}) for i in range(5)))
+    (tmp_path / "general.json").write_text(json.dumps({"replay": [{"prompt": "Hi", "answer": "Hello."}]}))
+    assert len(read_replay_pairs(jsonl)) == 5 and len(read_replay_pairs(tmp_path / "general.json")) == 1
+    ex = tokenize_pair(tok, "Name a colour.", "Blue.")
+    answer = [t for t in ex.labels if t != IGNORE_INDEX]
+    assert tok.decode(answer) == "Blue." + tok.eos_token
+    assert ex.input_ids[-len(answer):] == answer and ex.labels[0] == IGNORE_INDEX
+    domain = _examples([40] * 30)  # 20 label tokens each
+    mixed, added = mix_replay(domain, [ex] * 3, fraction=0.2, seed=0)
+    replay_tokens = added * len(answer)
+    assert replay_tokens / (replay_tokens + 600) == pytest.approx(0.2, abs=0.02)
+    assert mix_replay(domain, [ex], fraction=0.0, seed=0) == (domain, 0)
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "x"}\n')
+    with pytest.raises(DataError, match="answer"):
+        read_replay_pairs(tmp_path / "bad.jsonl")
+
+
+def _fake_checkpoint(ckpt_dir: Path, step: int, *, complete: bool = True) -> Path:
+    folder = ckpt_dir / tag_for(step)
+    folder.mkdir(parents=True)
+    (folder / "mp_rank_00_model_states.pt").write_bytes(b"x" * 100)
+    if complete:
+        marker = {"step": step, "epoch": 0, "position": step, "world_size": 1, "rng": [""],
+                  "files": {"mp_rank_00_model_states.pt": 100}}
+        (folder / MARKER).write_text(json.dumps(marker))
+    return folder
+
+
+def test_latest_complete_skips_incomplete_and_corrupt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert find_latest_complete(tmp_path / "none") is None
+    _fake_checkpoint(tmp_path, 2)
+    good = _fake_checkpoint(tmp_path, 4)
+    _fake_checkpoint(tmp_path, 6, complete=False)
+    truncated = _fake_checkpoint(tmp_path, 8)
+    (truncated / "mp_rank_00_model_states.pt").write_bytes(b"x" * 10)
+    (tmp_path / ".tmp-step-00000010").mkdir()
+    with caplog.at_level(logging.WARNING, logger="training.checkpoints"):
+        folder, marker = find_latest_complete(tmp_path)
+    assert folder == good and marker["step"] == 4
+    assert "10 bytes" in caplog.text and "no COMPLETE.json" in caplog.text
+    with pytest.raises(CheckpointError):
+        read_complete(truncated)
+    prune_checkpoints(tmp_path, keep_last=1)
+    assert not (tmp_path / ".tmp-step-00000010").exists() and not (tmp_path / tag_for(2)).exists()
+    assert good.exists() and truncated.exists()  # only valid checkpoints count towards keep-last
+
+
+def test_launch_commands(tmp_path: Path) -> None:
+    spec = tmp_path / "s.json"
+    cmd = build_launch_command(spec_path=spec, nproc=1, python="py")
+    assert cmd == ["py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m",
+                   "training.full_ft", "--spec", str(spec)]
+    multi = build_launch_command(spec_path=spec, nproc=8, num_nodes=4, master_addr="10.0.0.1", python="py")
+    assert "--rdzv_endpoint" in multi and "10.0.0.1:29500" in multi and "--standalone" not in multi
+    ds = build_launch_command(spec_path=spec, nproc=8, launcher="deepspeed", hostfile=tmp_path / "hosts",
+                              num_nodes=2, master_addr="node1", python="/venv/bin/python")
+    assert ds[:3] == ["/venv/bin/deepspeed", "--num_gpus", "8"]
+    assert ds[ds.index("--hostfile") + 1] == str(tmp_path / "hosts") and ds[ds.index("--num_nodes") + 1] == "2"
+    assert ds[-4:] == ["--module", "training.full_ft", "--spec", str(spec)]
+    with pytest.raises(ConfigError):
+        build_launch_command(spec_path=spec, nproc=2, num_nodes=2)  # no master address
+    env = launch_env(nproc=2, extra={"X": "1"})
+    assert env["X"] == "1" and env["TORCH_EXTENSIONS_DIR"]
+
+
+def test_spec_json_round_trip(tmp_path: Path) -> None:
+    spec = TrainSpec(model_dir="m", dataset_dir="d", output_dir="o", ds_config={"a": 1}, max_steps=3)
+    assert TrainSpec.load(spec.save(tmp_path / "s.json")) == spec
+    with pytest.raises(ConfigError, match="bogus"):
+        TrainSpec.from_json(json.dumps({"model_dir": "m", "bogus": 1}))

@@ -1,0 +1,114 @@
+"""Synthetic generator: deterministic per seed, the intended class mix, labels from parsing + the rule engine."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from finetune.errors import XBRLError
+from regulator.generator import RAW_COLUMNS, generate_dataset, load_xbrl_folder
+from regulator.render import TEMPLATE_FAMILIES
+from regulator.rules import RULE_CODES, evaluate_rules
+from regulator.xbrl import parse_xbrl_file, render_report
+
+CHECK_LINE = re.compile(r"^- ([A-Z0-9_]+): .+: (OK|BREACH|DATA_QUALITY)$")
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, Path]:
+    out = tmp_path_factory.mktemp("gen")
+    return generate_dataset(400, seed=7, out_dir=out), out
+
+
+def test_columns_and_files(generated: tuple[pd.DataFrame, Path]) -> None:
+    df, out = generated
+    assert list(df.columns) == list(RAW_COLUMNS)
+    assert df["id"].is_unique and len(df) == 400
+    assert len(list((out / "xbrl").glob("*.xml"))) == 400
+    assert set(df["jurisdiction"]) == {"EU", "US"}
+    assert abs((df["jurisdiction"] == "EU").mean() - 0.5) < 0.05
+
+
+def test_deterministic_per_seed(tmp_path: Path, generated: tuple[pd.DataFrame, Path]) -> None:
+    a = generate_dataset(40, seed=3, out_dir=tmp_path / "a")
+    b = generate_dataset(40, seed=3, out_dir=tmp_path / "b")
+    c = generate_dataset(40, seed=4, out_dir=tmp_path / "c")
+    cols = [col for col in RAW_COLUMNS if col != "source_file"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    assert not a["report_text"].equals(c["report_text"])
+    first = sorted((tmp_path / "a" / "xbrl").iterdir())[0]
+    assert first.read_bytes() == (tmp_path / "b" / "xbrl" / first.name).read_bytes()
+
+
+def test_class_mix_roughly_as_specified(generated: tuple[pd.DataFrame, Path]) -> None:
+    df, _ = generated
+    mix = df["case_kind"].value_counts(normalize=True)
+    expected = {"compliant": 0.315, "near_miss": 0.135, "single_breach": 0.27, "multi_breach": 0.18,
+                "data_quality": 0.10}
+    for kind, share in expected.items():
+        assert abs(mix.get(kind, 0) - share) < 0.06, (kind, mix.to_dict())
+    codes = {c for v in df["violations"] for c in v}
+    assert codes == set(RULE_CODES)
+
+
+def test_labels_come_from_parsing_and_the_rule_engine(generated: tuple[pd.DataFrame, Path]) -> None:
+    df, _ = generated
+    for row in df.sample(60, random_state=0).itertuples():
+        parsed = parse_xbrl_file(Path(row.source_file))
+        result = evaluate_rules(parsed)
+        assert list(result.violations) == row.violations
+        assert result.case_kind == row.case_kind
+        assert render_report(parsed) == row.report_text
+
+
+def test_target_format(generated: tuple[pd.DataFrame, Path]) -> None:
+    df, _ = generated
+    for row in df.itertuples():
+        lines = row.target.split("\n")
+        assert lines[0] == "ANALYSIS:"
+        checks = [CHECK_LINE.match(line) for line in lines[1:-2]]
+        assert all(checks), row.target
+        breached = {m.group(1) for m in checks if m.group(2) == "BREACH"}
+        if any(m.group(2) == "DATA_QUALITY" for m in checks):
+            breached.add("DATA_QUALITY")
+        assert lines[-2] == f"VIOLATIONS: {', '.join(c for c in RULE_CODES if c in breached) or 'NONE'}"
+        assert lines[-1] == f"DIRECTIVE: {row.directive}"
+        sentences = len(re.findall(r"[0-9a-z)]\. [A-Z]", row.directive)) + 1
+        assert sentences <= 3 and row.directive.endswith(".") and row.bank_name in row.directive
+
+
+def test_families_are_per_bank_and_all_used(generated: tuple[pd.DataFrame, Path]) -> None:
+    df, _ = generated
+    assert len(TEMPLATE_FAMILIES) >= 6
+    assert set(df["template_family"]) == set(TEMPLATE_FAMILIES)
+    assert (df.groupby("bank_id")["template_family"].nunique() == 1).all()
+    # a held-out family must not take a violation class away from training
+    for family, part in df.groupby("template_family"):
+        assert len({c for v in part["violations"] for c in v}) >= 5, family
+
+
+def test_us_filings_carry_irrelevant_facts(generated: tuple[pd.DataFrame, Path]) -> None:
+    df, _ = generated
+    text = Path(df.loc[df["jurisdiction"] == "US", "source_file"].iloc[0]).read_text()
+    assert text.count("<cc:") > 20 and "RIAD4340" in text and 'unitRef="NON-MONETARY"' in text
+
+
+def test_load_xbrl_folder_labels_and_reports_bad_files(tmp_path: Path, generated: tuple[pd.DataFrame, Path]) -> None:
+    df, out = generated
+    folder = tmp_path / "filings"
+    folder.mkdir()
+    for src in sorted((out / "xbrl").iterdir())[:5]:
+        (folder / src.name).write_bytes(src.read_bytes())
+    loaded = load_xbrl_folder(folder)
+    assert len(loaded) == 5 and list(loaded.columns) == list(RAW_COLUMNS)
+    by_id = df.set_index("id")
+    for row in loaded.itertuples():
+        assert row.violations == by_id.loc[row.id, "violations"]
+    (folder / "broken.xml").write_text("<xbrli:xbrl")
+    with pytest.raises(XBRLError, match=r"(?s)1 of 6 XBRL files .*broken.xml: not well-formed"):
+        load_xbrl_folder(folder)
+    skipped = load_xbrl_folder(folder, on_error="skip")
+    assert len(skipped) == 5 and "broken.xml" in skipped.attrs["errors"][0]

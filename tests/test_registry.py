@@ -1,0 +1,152 @@
+"""Model registry: promotion, the production pointer, and atomicity when a promotion crashes midway."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM
+
+from finetune import registry
+from finetune.errors import RegistryError
+from finetune.registry import list_versions, production_version, promote, read_card, resolve_model, set_production
+
+CARD = {"metrics": {"f1_micro": 0.91, "rouge_l": 0.74}, "config": {"lr": 2e-5}, "data_hash": "abc123",
+        "decision": {"passed": True}}
+
+
+def _variant(tiny_model_dir: Path, dest: Path, scale: float) -> Path:
+    """A copy of the tiny model with different weights (so its content hash differs)."""
+    shutil.copytree(tiny_model_dir, dest)
+    weights = load_file(dest / "model.safetensors")
+    save_file({k: v * scale for k, v in weights.items()}, dest / "model.safetensors", metadata={"format": "pt"})
+    return dest
+
+
+def _visible(registry_dir: Path) -> list[str]:
+    return sorted(p.name for p in (registry_dir / "versions").iterdir())
+
+
+def test_promote_and_resolve(tiny_model_dir: Path, tmp_path: Path) -> None:
+    reg = tmp_path / "registry"
+    assert production_version(reg) is None and list_versions(reg) == []
+    report = tmp_path / "report.md"
+    report.write_text("# report")
+    v1 = promote(reg, tiny_model_dir, card=CARD, files={"report.md": report})
+    assert v1.startswith("v0001-") and production_version(reg) == v1
+    folder = resolve_model(reg, "production")
+    assert folder == resolve_model(reg, v1) == reg / "versions" / v1
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    assert all(p.numel() > 0 for p in model.parameters())
+    assert (folder / "tokenizer.json").is_file() and (folder / "extras" / "report.md").read_text() == "# report"
+    card = read_card(reg, v1)
+    assert card["metrics"]["f1_micro"] == 0.91 and card["data_hash"] == "abc123" and card["version"] == v1
+    assert "git_commit" in card["code_version"] and len(card["model_sha256"]) == 64
+    assert "f1_micro | 0.9100" in (folder / "MODEL_CARD.md").read_text()
+
+    v2 = promote(reg, _variant(tiny_model_dir, tmp_path / "m2", 0.5), card=CARD)
+    assert v2.startswith("v0002-") and production_version(reg) == v2 and list_versions(reg) == [v1, v2]
+    # Same content again: no new copy, production goes back to the version that holds it.
+    assert promote(reg, tiny_model_dir, card=CARD) == v1 and production_version(reg) == v1
+    set_production(reg, v2)  # rollback / roll forward
+    assert production_version(reg) == v2
+    history = [json.loads(line) for line in (reg / "history.jsonl").read_text().splitlines()]
+    assert [h["version"] for h in history] == [v1, v2, v1, v2]
+
+
+def test_crash_mid_copy_leaves_production_intact(tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    reg = tmp_path / "registry"
+    v1 = promote(reg, tiny_model_dir, card=CARD)
+    before = _visible(reg)
+    real_copy = registry._copy_file
+    calls = {"n": 0}
+
+    def crash_on_second_file(src: Path, dst: Path) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            real_copy(src, dst)
+            with open(dst, "r+b") as f:  # half a file on disk, like a copy cut off by a crash
+                f.truncate(max(1, dst.stat().st_size // 2))
+            raise OSError("simulated crash mid-copy")
+        real_copy(src, dst)
+
+    monkeypatch.setattr(registry, "_copy_file", crash_on_second_file)
+    with pytest.raises(OSError, match="simulated crash"):
+        promote(reg, _variant(tiny_model_dir, tmp_path / "m2", 2.0), card=CARD)
+    assert calls["n"] == 2
+    assert production_version(reg) == v1 and list_versions(reg) == [v1]
+    assert _visible(reg) == before  # the staging folder was removed
+    assert AutoModelForCausalLM.from_pretrained(resolve_model(reg, "production")) is not None
+
+
+def test_killed_promotion_leftovers_are_ignored_then_cleaned(tiny_model_dir: Path, tmp_path: Path) -> None:
+    reg = tmp_path / "registry"
+    v1 = promote(reg, tiny_model_dir, card=CARD)
+    # A process killed with SIGKILL runs no cleanup: its staging folder stays behind.
+    stale = reg / "versions" / ".tmp-v0002-deadbeef-xyz"
+    stale.mkdir()
+    (stale / "config.json").write_text("{")
+    assert list_versions(reg) == [v1] and production_version(reg) == v1
+    v2 = promote(reg, _variant(tiny_model_dir, tmp_path / "m2", 0.5), card=CARD)
+    assert not stale.exists() and list_versions(reg) == [v1, v2]
+
+
+def test_crash_while_switching_pointer(tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    reg = tmp_path / "registry"
+    v1 = promote(reg, tiny_model_dir, card=CARD)
+    real_replace = registry.os.replace
+
+    def failing_replace(src, dst) -> None:
+        if Path(dst).name == "production":
+            raise OSError("simulated crash before the pointer switch")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(registry.os, "replace", failing_replace)
+    model2 = _variant(tiny_model_dir, tmp_path / "m2", 0.5)
+    with pytest.raises(OSError, match="pointer switch"):
+        promote(reg, model2, card=CARD)
+    assert production_version(reg) == v1
+    assert len(list_versions(reg)) == 2  # the new version is complete, just not production yet
+    assert not [p for p in reg.iterdir() if p.name.startswith(".production")]  # no temp pointer left
+    monkeypatch.setattr(registry.os, "replace", real_replace)
+    # The retry reuses the complete version the crashed attempt registered instead of copying it again.
+    v2 = promote(reg, model2, card=CARD)
+    assert list_versions(reg) == [v1, v2] and v2.startswith("v0002-")
+    assert production_version(reg) == v2
+
+
+def test_bad_models_are_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    reg = tmp_path / "registry"
+    with pytest.raises(RegistryError, match="config.json"):
+        promote(reg, tmp_path, card=CARD)
+    # A ZeRO-3 style failed save: tensors with no elements.
+    broken = shutil.copytree(tiny_model_dir, tmp_path / "broken")
+    weights = load_file(broken / "model.safetensors")
+    save_file({k: torch.empty(0) for k in weights}, broken / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(RegistryError, match="nothing was promoted"):
+        promote(reg, broken, card=CARD)
+    assert list_versions(reg) == [] and production_version(reg) is None
+    assert not [p for p in (reg / "versions").iterdir()]
+    with pytest.raises(RegistryError, match="does not exist"):
+        promote(reg, tiny_model_dir, card=CARD, files={"x.md": tmp_path / "missing.md"})
+
+
+def test_inconsistencies_raise(tiny_model_dir: Path, tmp_path: Path) -> None:
+    reg = tmp_path / "registry"
+    with pytest.raises(RegistryError, match="nothing has been promoted"):
+        resolve_model(reg, "production")
+    v1 = promote(reg, tiny_model_dir, card=CARD)
+    with pytest.raises(RegistryError, match="known versions"):
+        resolve_model(reg, "v0009-00000000")
+    (reg / "production").write_text(json.dumps({"version": "v0007-aaaaaaaa"}))
+    with pytest.raises(RegistryError, match="v0007-aaaaaaaa"):
+        production_version(reg)
+    (reg / "production").write_text("not json")
+    with pytest.raises(RegistryError, match="not a valid production pointer"):
+        production_version(reg)
+    set_production(reg, v1)  # repairs a broken pointer
+    assert production_version(reg) == v1

@@ -1,0 +1,176 @@
+"""Launch :mod:`training.full_ft` under a standard launcher (torchrun or deepspeed) as a subprocess.
+
+One process (the CPU default), N processes on this machine, or many nodes (a DeepSpeed hostfile / node list, or a
+torchrun rendezvous that the caller starts on every node) all run the same entry point; only the command differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable, Literal, Sequence
+
+from finetune.errors import ConfigError, TrainingError
+from training.full_ft import SUMMARY_FILE, TrainSpec
+
+ENTRY_MODULE = "training.full_ft"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LOG_FILE = "train.log"
+SPEC_FILE = "train_spec.json"
+Launcher = Literal["torchrun", "deepspeed"]
+
+
+def build_launch_command(
+    *,
+    spec_path: Path,
+    nproc: int = 1,
+    launcher: Launcher = "torchrun",
+    num_nodes: int = 1,
+    hostfile: Path | None = None,
+    master_addr: str | None = None,
+    master_port: int = 29500,
+    rdzv_id: str = "finetune",
+    python: str = sys.executable,
+) -> list[str]:
+    """Return the argv that starts ``nproc`` ranks per node of ``training.full_ft --spec spec_path``.
+
+    - torchrun, one node: ``torchrun --standalone --nproc_per_node N -m training.full_ft --spec ...`` (a free port is
+      picked by torchrun, so concurrent runs do not collide).
+    - torchrun, ``num_nodes`` > 1: a c10d rendezvous at ``master_addr:master_port``; run the same command on every node.
+    - deepspeed: ``deepspeed --num_gpus N [--hostfile H --num_nodes M --master_addr A --master_port P] --module ...``;
+      with a hostfile the DeepSpeed runner starts the remote ranks itself (pdsh/ssh).
+    Raises ConfigError on inconsistent arguments.
+    """
+    problems = []
+    if nproc < 1:
+        problems.append(f"nproc: must be >= 1, got {nproc}")
+    if num_nodes < 1:
+        problems.append(f"num_nodes: must be >= 1, got {num_nodes}")
+    if num_nodes > 1 and not master_addr:
+        problems.append("master_addr: required for a multi-node launch (the rank-0 node's address)")
+    if hostfile is not None and launcher != "deepspeed":
+        problems.append("hostfile: only the deepspeed launcher reads a hostfile; use launcher='deepspeed'")
+    if launcher not in ("torchrun", "deepspeed"):
+        problems.append(f"launcher: must be 'torchrun' or 'deepspeed', got {launcher!r}")
+    if problems:
+        raise ConfigError(problems, source="launch")
+    entry = [ENTRY_MODULE, "--spec", str(spec_path)]
+    if launcher == "torchrun":
+        cmd = [python, "-m", "torch.distributed.run"]
+        if num_nodes == 1:
+            cmd += ["--standalone", "--nproc_per_node", str(nproc)]
+        else:
+            cmd += ["--nnodes", str(num_nodes), "--nproc_per_node", str(nproc), "--rdzv_backend", "c10d",
+                    "--rdzv_endpoint", f"{master_addr}:{master_port}", "--rdzv_id", rdzv_id]
+        return cmd + ["-m", *entry]
+    # Without --num_gpus the DeepSpeed runner starts a single rank on a CPU machine.
+    cmd = [str(Path(python).parent / "deepspeed"), "--num_gpus", str(nproc)]
+    if hostfile is not None:
+        cmd += ["--hostfile", str(hostfile), "--num_nodes", str(num_nodes)]
+    if master_addr:
+        cmd += ["--master_addr", master_addr, "--master_port", str(master_port)]
+    return cmd + ["--module", *entry]
+
+
+def write_hostfile(hosts: Sequence[str], *, slots: int, path: Path) -> Path:
+    """Write a DeepSpeed hostfile (``host slots=N`` per line) for a node list and return its path."""
+    path = Path(path)
+    path.write_text("".join(f"{h} slots={slots}\n" for h in hosts))
+    return path
+
+
+def torch_extensions_dir() -> Path:
+    """The folder torch builds JIT extensions into by default, named explicitly so every rank and run reuses it."""
+    import torch
+    from torch.utils.cpp_extension import get_default_build_root
+
+    accel = f"cu{torch.version.cuda.replace('.', '')}" if torch.version.cuda else "cpu"
+    return Path(get_default_build_root()) / f"py{sys.version_info.major}{sys.version_info.minor}_{accel}"
+
+
+def launch_env(*, nproc: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of the launch: the repository importable, a stable extension cache, threads split across ranks."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir()))
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(extra or {})
+    return env
+
+
+def _stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Terminate the launcher and every rank it started (they share its process group), then kill stragglers."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def run_training(
+    spec: TrainSpec,
+    *,
+    nproc: int = 1,
+    launcher: Launcher = "torchrun",
+    num_nodes: int = 1,
+    hostfile: Path | None = None,
+    hosts: Sequence[str] | None = None,
+    master_addr: str | None = None,
+    env: dict[str, str] | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> dict:
+    """Run full fine-tuning in a subprocess and return its ``train_summary.json``.
+
+    The spec is written to ``output_dir/train_spec.json``; the launcher's output (every rank) is appended to
+    ``output_dir/train.log`` and passed line by line to ``on_line``. Calling again with the same ``output_dir``
+    resumes from the last complete checkpoint. ``hosts`` is turned into a hostfile for the deepspeed launcher.
+    Raises TrainingError (with the log's tail) when the launch exits non-zero; an interrupt stops every rank.
+    """
+    out = Path(spec.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec_path = spec.save(out / SPEC_FILE)
+    if hosts:
+        hostfile = write_hostfile(hosts, slots=nproc, path=out / "hostfile")
+        launcher, num_nodes = "deepspeed", len(hosts)
+        master_addr = master_addr or hosts[0]
+    cmd = build_launch_command(spec_path=spec_path, nproc=nproc, launcher=launcher, num_nodes=num_nodes,
+                               hostfile=hostfile, master_addr=master_addr)
+    tail: deque[str] = deque(maxlen=60)
+    started = time.time()
+    with (out / LOG_FILE).open("a", encoding="utf-8") as log_file:
+        log_file.write(f"$ {' '.join(cmd)}\n")
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=launch_env(nproc=nproc, extra=env), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:  # text mode splits on \r too, so tqdm updates arrive as lines
+                line = line.rstrip("\n")
+                log_file.write(line + "\n")
+                log_file.flush()
+                tail.append(line)
+                if on_line is not None:
+                    on_line(line)
+            rc = proc.wait()
+        except BaseException:
+            _stop_group(proc)
+            raise
+    if rc != 0:
+        raise TrainingError(
+            f"training exited with code {rc} after {time.time() - started:.0f}s ({' '.join(cmd)}); full log: "
+            f"{out / LOG_FILE}; re-running resumes from the last complete checkpoint. Last lines:\n" + "\n".join(tail)
+        )
+    summary_path = out / SUMMARY_FILE
+    if not summary_path.is_file():
+        raise TrainingError(f"training exited 0 but wrote no {summary_path}; see {out / LOG_FILE}")
+    return json.loads(summary_path.read_text())
