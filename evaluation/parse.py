@@ -17,17 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-RULE_CODES: tuple[str, ...] = (
-    "CET1_RATIO",
-    "T1_RATIO",
-    "TOTAL_CAPITAL_RATIO",
-    "COMBINED_BUFFER",
-    "LEVERAGE",
-    "LCR",
-    "NSFR",
-    "LARGE_EXPOSURE",
-    "DATA_QUALITY",
-)
+from regulator.rules import RULE_CODES
+
 OUTCOMES: tuple[str, ...] = ("OK", "BREACH", "DATA_QUALITY")
 
 _KNOWN = frozenset(RULE_CODES)
