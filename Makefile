@@ -18,3 +18,10 @@ test: setup
 
 bench: setup
 	.venv/bin/python -m bench
+
+# The local Prefect server + worker with the deployments of prefect.yaml (UI: http://127.0.0.1:4200, or PREFECT_PORT).
+stack-up: setup
+	bash scripts/stack.sh up
+
+stack-down:
+	bash scripts/stack.sh down

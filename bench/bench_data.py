@@ -1,16 +1,13 @@
 """Benchmark the data stage at reference scale (6,800 examples): generation, XBRL parsing, contract validation.
 
-Prints rows/s per step and returns them as a dict. Run: ``python -m bench.bench_data`` (or ``python bench/bench_data.py``).
+Prints rows/s per step and returns them as a dict. Run: ``.venv/bin/python bench/bench_data.py``.
 """
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a script from anywhere
 
 N_EXAMPLES = 6_800
 

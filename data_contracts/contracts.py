@@ -47,8 +47,7 @@ class ContractResult:
     suite: str
     n_expectations: int
     n_rows: int
-    failures: list[dict] = field(default_factory=list)
-    report_markdown: str = ""
+    report_markdown: str
 
 
 @dataclass
@@ -110,7 +109,8 @@ def validate_splits(splits: dict[str, pd.DataFrame], limits: ContractLimits = Co
     for name in limits.coverage_splits:
         if name in splits and present:
             codes = pd.DataFrame({"code": [c for codes in splits[name]["violations"] for c in codes] or [""]})
-            suite.add(f"{name}_codes", codes, E.ExpectColumnDistinctValuesToContainSet(column="code", value_set=present))
+            expectation = E.ExpectColumnDistinctValuesToContainSet(column="code", value_set=present)
+            suite.add(f"{name}_codes", codes, expectation)
     pairs = pd.concat(
         [pd.DataFrame({"split": name, "bank_id": df["bank_id"].astype(str).to_numpy()}) for name, df in splits.items()]
     ).drop_duplicates()
@@ -206,10 +206,19 @@ def _scalar_view(df: pd.DataFrame) -> pd.DataFrame:
 
 def _run(suite: _Suite, *, n_rows: int) -> ContractResult:
     import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
 
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    # In memory only: no gx/ folder, no docs site, no analytics calls, no progress bars in the logs.
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False),
+    )
+    context = gx.get_context(mode="ephemeral", project_config=config)
     source = context.data_sources.add_pandas(suite.name)
     failures: list[dict] = []
     total = 0
@@ -235,7 +244,7 @@ def _run(suite: _Suite, *, n_rows: int) -> ContractResult:
             failures=failures,
             report_markdown=markdown,
         )
-    return ContractResult(suite.name, total, n_rows, [], markdown)
+    return ContractResult(suite.name, total, n_rows, markdown)
 
 
 def _failure(frame_name: str, result: Any, n_rows: int) -> dict:

@@ -67,6 +67,8 @@ _EU_FORMS = ("Bank AG", "Sparkasse", "Banca S.p.A.", "Banque SA", "Bank N.V.", "
 _US_STEMS = ("Prairie", "Granite", "Harbor", "Cedar", "Liberty", "Summit", "Magnolia", "Bluestem", "Cascade",
              "Keystone", "Lakeshore", "Mesa", "Pioneer", "Red River", "Sawtooth", "Tidewater", "Bayou", "Chisholm",
              "Frontier", "Heartland", "Ozark", "Piedmont", "Sierra", "Yellowstone")
+_EU_QUALIFIERS = ("", "", "", "Nord ", "Süd ", "West ", "Ost ", "Alta ", "Nova ", "Central ", "Union ")
+_US_QUALIFIERS = ("", "", "", "First ", "Citizens ", "Farmers ", "Peoples ", "Security ", "Union ", "Home ")
 _US_FORMS = ("National Bank", "Savings Bank", "Bank & Trust", "Community Bank", "State Bank", "Bank, N.A.")
 # Single breaches are drawn only from rules that can break alone (a CET1 breach always breaks the buffer too).
 _ALONE = {"EU": ("COMBINED_BUFFER", "LEVERAGE", "LCR", "NSFR", "LARGE_EXPOSURE"), "US": ("COMBINED_BUFFER", "LEVERAGE")}
@@ -96,8 +98,8 @@ def generate_dataset(n_examples: int, seed: int, out_dir: Path, eu_fraction: flo
 
     Deterministic for a given ``seed``; each instance is parsed back and labelled by the rule engine.
     """
-    if n_examples < 1:
-        raise ValueError(f"n_examples must be >= 1, got {n_examples}")
+    if n_examples < 1 or not 0.0 <= eu_fraction <= 1.0:
+        raise ValueError(f"need n_examples >= 1 and 0 <= eu_fraction <= 1, got {n_examples}, {eu_fraction}")
     rng = random.Random(seed)
     xbrl_dir = Path(out_dir) / "xbrl"
     xbrl_dir.mkdir(parents=True, exist_ok=True)
@@ -183,14 +185,16 @@ def _make_banks(rng: random.Random, n_banks: int, eu_fraction: float) -> list[Ba
     banks, names, ids = [], set(), set()
     for i in range(n_banks):
         jur = "EU" if i < n_eu else "US"
-        while True:
+        bank_id = _lei(rng) if jur == "EU" else str(rng.randint(100000, 3999999))
+        while bank_id in ids:
             bank_id = _lei(rng) if jur == "EU" else str(rng.randint(100000, 3999999))
-            stems, forms = (_EU_STEMS, _EU_FORMS) if jur == "EU" else (_US_STEMS, _US_FORMS)
-            name = f"{rng.choice(stems)} {rng.choice(forms)}"
-            if jur == "US" and rng.random() < 0.3:
-                name = f"First {name}"
-            if bank_id not in ids and name not in names:
+        name = _bank_name(rng, jur)
+        for _ in range(20):
+            if name not in names:
                 break
+            name = _bank_name(rng, jur)
+        else:
+            name = f"{name} ({bank_id[-4:]})"  # the name space is finite; a large run still gets unique names
         ids.add(bank_id)
         names.add(name)
         banks.append(
@@ -206,6 +210,12 @@ def _make_banks(rng: random.Random, n_banks: int, eu_fraction: float) -> list[Ba
         )
     rng.shuffle(banks)
     return banks
+
+
+def _bank_name(rng: random.Random, jur: str) -> str:
+    if jur == "EU":
+        return f"{rng.choice(_EU_QUALIFIERS)}{rng.choice(_EU_STEMS)} {rng.choice(_EU_FORMS)}"
+    return f"{rng.choice(_US_QUALIFIERS)}{rng.choice(_US_STEMS)} {rng.choice(_US_FORMS)}"
 
 
 def _lei(rng: random.Random) -> str:

@@ -20,7 +20,8 @@ TEMPLATE_FAMILIES: dict[str, tuple[str, str, str]] = {
     "formal_notice": (
         "The supervisor notifies {bank} that it must {action} ({legal}) by {deadline}.",
         "{bank} must also {action} ({legal}) by {deadline}.",
-        "The supervisor notifies {bank} that no measure is required; it must {action} ({legal}) until the next review on {deadline}.",
+        "The supervisor notifies {bank} that no measure is required; it must {action} ({legal}) until the next "
+        "review on {deadline}.",
     ),
     "directive_order": (
         "{bank} is directed to {action} under {legal} no later than {deadline}.",
@@ -40,12 +41,13 @@ TEMPLATE_FAMILIES: dict[str, tuple[str, str, str]] = {
     "supervisory_letter": (
         "Following our review of the {date} report, we require {bank} to {action} ({legal}) by {deadline}.",
         "We also require the bank to {action} ({legal}) by {deadline}.",
-        "Following our review of the {date} report, we require no measure from {bank}; it should {action} ({legal}) until {deadline}.",
+        "Following our review of the {date} report, we require no measure from {bank}; it should {action} "
+        "({legal}) until {deadline}.",
     ),
     "findings_based": (
-        "In view of the reported {finding}, {bank} must {action} under {legal} by {deadline}.",
+        "In view of the {finding}, {bank} must {action} under {legal} by {deadline}.",
         "In addition, {bank} must {action} under {legal} by {deadline}.",
-        "In view of the reported {finding}, no measure is required; {bank} must {action} under {legal} until {deadline}.",
+        "In view of the {finding}, no measure is required; {bank} must {action} under {legal} until {deadline}.",
     ),
     "escalation": (
         "Supervisory escalation for {bank}: {action} pursuant to {legal}, due {deadline}.",
@@ -189,11 +191,14 @@ def render_directive(parsed: ParsedReport, result: RuleResult, family: str, rng:
 
 
 def _finding(result: RuleResult) -> str:
+    """The main finding in a few words, for families that cite it: the first breach, else data quality, else CET1."""
     for outcome in (BREACH, DATA_QUALITY):
         for check in result.checks:
+            if check.outcome == outcome and check.code == DATA_QUALITY:
+                return f"data-quality finding ({check.description})"
             if check.outcome == outcome:
-                return check.description.split(" vs ")[0].replace("Reported ", "")
-    return result.checks[0].description.split(" vs ")[0] if result.checks else "figures"
+                return f"reported {check.description.split(' vs ')[0]}"
+    return f"reported {result.checks[0].description.split(' vs ')[0]}" if result.checks else "reported figures"
 
 
 def _fmt_date(d: date) -> str:

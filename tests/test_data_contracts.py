@@ -226,7 +226,7 @@ def test_violation_class_missing_from_test_is_named(tokenised_splits) -> None:
     splits = _splits(tokenised_splits)
     test = splits["test"]
     splits["test"] = test[[("NSFR" not in v) for v in test["violations"]]].reset_index(drop=True)
-    with pytest.raises(DataContractError, match=r"test_codes.code: missing \['NSFR'\]"):
+    with pytest.raises(DataContractError, match=r"test_codes.code: missing \[[^]]*'NSFR'"):
         validate_splits(splits, ContractLimits())
 
 

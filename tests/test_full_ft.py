@@ -21,7 +21,14 @@ import pytest
 import torch
 
 from finetune.errors import CheckpointError, ConfigError, DataError
-from training.checkpoints import MARKER, find_latest_complete, prune_checkpoints, read_complete, tag_for
+from training.checkpoints import (
+    MARKER,
+    find_latest_complete,
+    list_checkpoints,
+    prune_checkpoints,
+    read_complete,
+    tag_for,
+)
 from training.data import IGNORE_INDEX, Example, MicroBatches, collate, plan_epoch
 from training.deepspeed_config import build_deepspeed_config
 from training.full_ft import TrainSpec
@@ -144,7 +151,8 @@ def test_zero3_bf16_killed_then_resumed(tiny_model_dir: Path, dataset_dir: Path,
     steps = [r["step"] for r in _metrics(tmp_path)]
     resumed = int(last_complete.split("-")[1])
     assert steps[-(10 - resumed):] == list(range(resumed + 1, 11))  # the counter continued after the checkpoint
-    assert len([p for p in (tmp_path / "checkpoints").glob("step-*") if (p / MARKER).is_file()]) == 2  # keep-last
+    kept = [p.name for p in list_checkpoints(tmp_path / "checkpoints")]
+    assert kept == [tag_for(10), tag_for(9), tag_for(8)]  # keep-last 2 valid; the corrupt one is left for a person
     _assert_exported(tmp_path, tiny_model_dir)
 
 
