@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _analyze(args: argparse.Namespace) -> int:
     from finetune.errors import RegistryError
-    from regulator.analyze import (ERROR, analyze_filings, default_registry_dir, resolve_model_ref, summarize,
+    from finetune.paths import default_registry_dir
+    from regulator.analyze import (ERROR, analyze_filings, resolve_model_ref, summarize,
                                    write_results)
 
     model_dir = None

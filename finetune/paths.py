@@ -63,6 +63,11 @@ def new_run_dir(name: str | None = None) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=runs))
 
 
+def default_registry_dir() -> Path:
+    """The project's model registry (promoted versions and the production pointer)."""
+    return project_home() / "registry"
+
+
 def is_complete(folder: Path) -> bool:
     """Return True when ``folder`` holds a completion marker written by :func:`mark_complete`."""
     return (Path(folder) / COMPLETE_MARKER).is_file()

@@ -13,13 +13,12 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from finetune.paths import new_run_dir, project_home
+from finetune.paths import default_registry_dir, new_run_dir, project_home
 from regulator.analyze import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_NEW_TOKENS,
     ERROR,
     codes_text,
-    default_registry_dir,
     resolve_model_ref,
     summarize,
     write_results,

@@ -22,7 +22,7 @@ from prefect import flow, get_run_logger
 
 from finetune.config import RunConfig, load_config
 from finetune.models import model_fingerprint, resolve_model
-from finetune.paths import new_run_dir, project_home, record_stage, write_json_atomic
+from finetune.paths import default_registry_dir, new_run_dir, project_home, record_stage, write_json_atomic
 from finetune.hashing import hash_path
 from tasks.audit import audit
 from tasks.deployment_gate import deployment_gate
@@ -38,7 +38,7 @@ Stage = Literal["audit", "infra_check", "prepare_data", "train_full", "train_lor
 
 def registry_dir(cfg: RunConfig) -> Path:
     """The model registry folder of a run."""
-    return Path(cfg.gate.registry_dir) if cfg.gate.registry_dir else project_home() / "registry"
+    return Path(cfg.gate.registry_dir) if cfg.gate.registry_dir else default_registry_dir()
 
 
 @flow(name="finetune")  # not log_prints: dill captures stdout through print, which log_prints reroutes

@@ -496,8 +496,3 @@ def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
             os.unlink(tmp)
 
 
-def default_registry_dir() -> Path:
-    """The model registry of the project (``<project>/registry``, as the finetune flow's default)."""
-    from finetune.paths import project_home
-
-    return project_home() / "registry"
