@@ -100,7 +100,7 @@ class LoraConfig(_Section):
 class EvalConfig(_Section):
     """Evaluation on the held-out test split."""
 
-    max_new_tokens: int = Field(256, ge=1, description="Generation bound per answer.")
+    max_new_tokens: int = Field(512, ge=1, description="Generation bound per answer (reference answers reach ~490 tokens).")
     batch_size: int = Field(16, ge=1, description="Prompts per generation batch.")
     max_examples: int | None = Field(None, ge=1, description="Cap on test examples (None: the whole test split).")
     bootstrap_samples: int = Field(1000, ge=0, description="Bootstrap resamples for 95% confidence intervals.")

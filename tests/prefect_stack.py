@@ -125,6 +125,14 @@ class Stack:
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))))
         return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs if r.state}
 
+    def task_names(self, run_id: str) -> set[str]:
+        """Task run names of a flow run: ``<stage>-<first 8 characters of the stage's cache key>``."""
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+        runs = self.call(lambda c: c.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))))
+        return {r.name for r in runs}
+
     def artifacts(self, run_id: str) -> dict[str, Any]:
         """Artifact key -> latest artifact of a flow run."""
         from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.register_assert_rewrite("tests.prefect_stack")  # before its import: its asserts report their values
+
 from tests.prefect_stack import ROOT, STAGES, Stack
 
 pytest_plugins = ["tests.prefect_stack"]
