@@ -1,4 +1,5 @@
-"""Run benchmarks and print a table of their figures: ``python -m bench [flow] [data] [generate] [train]``."""
+"""Run benchmarks and print a table of their figures: ``python -m bench [flow] [data] [generate] [train] [memory]``
+(all of these by default); ``python -m bench gpu`` on a machine with a CUDA device."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import json
 import time
 from pathlib import Path
 
-BENCHES = ("flow", "data", "generate", "train")
+BENCHES = ("flow", "data", "generate", "train", "memory")
+GPU_ONLY = ("gpu",)  # run by name on a machine with a CUDA device
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _run_one(name: str) -> dict:
     module = importlib.import_module(f"bench.bench_{name}")
-    if name == "train":
+    if name in ("train", "memory"):
         from finetune.models import provision_base_model
 
         return module.run(model=provision_base_model())
@@ -34,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("names", nargs="*", help=f"any of {BENCHES} (default: all)")
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.names) - set(BENCHES))
+    unknown = sorted(set(args.names) - set(BENCHES) - set(GPU_ONLY))
     if unknown:
-        parser.error(f"unknown benchmark(s) {unknown}; choose from {BENCHES}")
+        parser.error(f"unknown benchmark(s) {unknown}; choose from {BENCHES + GPU_ONLY}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.names or BENCHES:

@@ -14,10 +14,11 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 COMPLETE_MARKER = "COMPLETE.json"
 
@@ -96,10 +97,11 @@ def write_json_atomic(path: Path, value: Any) -> None:
 
 
 @contextmanager
-def building(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder to build into; on success rename it to ``final``, on error remove it.
+def building(final: Path, keep_if: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+    """Yield a temporary sibling folder to build into; on success move it to ``final``, on error remove it.
 
-    An existing incomplete ``final`` (a crash of an earlier attempt) is replaced.
+    An existing ``final`` is replaced (moved aside first, so ``final`` is never half-present), except when
+    ``keep_if(final)`` holds: then a concurrent builder of the same content finished first and its folder is kept.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -107,12 +109,29 @@ def building(final: Path) -> Iterator[Path]:
     tmp.chmod(0o755)
     try:
         yield tmp
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        _install(tmp, final, keep_if)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _install(tmp: Path, final: Path, keep_if: Callable[[Path], bool] | None) -> None:
+    """Move the built ``tmp`` to ``final`` (see :func:`building`)."""
+    if keep_if is not None and keep_if(final):
+        return
+    old = final.with_name(f".{final.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.replace(final, old)
+    except FileNotFoundError:
+        old = None
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if keep_if is None or not keep_if(final):  # lost a race to another builder whose folder is not usable
+            raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def record_stage(run_dir: Path, stage: str, manifest: dict[str, Any]) -> None:

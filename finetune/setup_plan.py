@@ -50,11 +50,15 @@ def effective_config(cfg: RunConfig, infra: InfraReport) -> tuple[RunConfig, lis
                                        "num_nodes": 1, "hostfile": None, "cpu_processes": 1,
                                        "cpu_ram_gb": min(hw.cpu_ram_gb, infra.cpu_ram_gb)})
     fallback = cfg.model_copy(update={"hardware": new_hw})
+    notes = [f"fallback: {p}" for p in problems]
+    if infra.accelerator != "cuda" and cfg.train.torch_compile:
+        fallback = fallback.model_copy(update={"train": fallback.train.model_copy(update={"torch_compile": False})})
+        notes.append("fallback: train.torch_compile off on CPU (compiling costs more than it saves here)")
     per_step = cfg.train.micro_batch_size * fallback.world_size()
     if cfg.train.effective_batch_size % per_step:
-        fallback = fallback.model_copy(update={"train": cfg.train.model_copy(
+        fallback = fallback.model_copy(update={"train": fallback.train.model_copy(
             update={"micro_batch_size": min(cfg.train.micro_batch_size, cfg.train.effective_batch_size)})})
-    return fallback, [f"fallback: {p}" for p in problems]
+    return fallback, notes
 
 
 def choose_precision(cfg: RunConfig, infra: InfraReport) -> tuple[bool, str]:

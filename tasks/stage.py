@@ -10,12 +10,14 @@ the cache and rebuild, so a cached run never returns dangling paths.
 
 from __future__ import annotations
 
+import fcntl
 import inspect
 import os
 import shutil
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from prefect import Task
 from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy
@@ -117,9 +119,28 @@ def maybe_inject_fault(stage: str) -> None:
 
 
 def build_stage(out_dir: str, builder: Callable[[Path], dict[str, Any]], *, stage: str, key: str) -> dict[str, Any]:
-    """Build a stage folder atomically: ``builder(tmp)`` writes into a temp folder and returns figures."""
+    """Build a stage folder atomically: ``builder(tmp)`` writes into a temp folder and returns figures.
+
+    When a concurrent run of the same key sealed the folder first, that folder is kept and its manifest returned.
+    """
     final = Path(out_dir)
-    with building(final) as tmp:
+    with building(final, keep_if=output_valid) as tmp:
         figures = builder(tmp)
-        manifest = finish_stage(tmp, stage, key, figures)
-    return manifest
+        finish_stage(tmp, stage, key, figures)
+    return read_marker(final)
+
+
+@contextmanager
+def exclusive_stage(out_dir: str) -> Iterator[dict[str, Any] | None]:
+    """Hold an exclusive lock on one stage key while its task works (two runs never share a work folder).
+
+    Yields the manifest when another run built the output while this one waited for the lock, else None.
+    """
+    lock_path = Path(out_dir).with_name(Path(out_dir).name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield read_marker(Path(out_dir)) if output_valid(Path(out_dir)) else None
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -15,7 +15,7 @@ from prefect import get_run_logger, task
 from finetune.config import RunConfig
 from tasks.general_answers import general_answers_file
 from tasks.progress import watch_training
-from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault, transient_only
+from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, exclusive_stage, maybe_inject_fault, transient_only
 from training.full_ft import TrainSpec
 from training.launcher import run_training
 from evaluation.report import plot_loss_curves
@@ -50,7 +50,7 @@ def full_spec(cfg: RunConfig, *, model_dir: str, dataset_dir: str, work_dir: Pat
     return TrainSpec(
         model_dir=model_dir, dataset_dir=dataset_dir, output_dir=str(work_dir), ds_config=ds_config,
         epochs=t.epochs, max_steps=t.max_steps, lr=t.lr, warmup_ratio=t.warmup_ratio, min_lr_ratio=t.min_lr_ratio,
-        seed=t.seed, gradient_checkpointing=cfg.model.gradient_checkpointing,
+        seed=t.seed, gradient_checkpointing=cfg.model.gradient_checkpointing, torch_compile=t.torch_compile,
         checkpoint_every_steps=t.checkpoint_every_steps, keep_last_checkpoints=t.keep_last_checkpoints,
         replay_file=replay, replay_fraction=t.replay_fraction,
     )
@@ -66,6 +66,13 @@ def train_full(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, inf
         The stage manifest: the consolidated HF model folder (``model/``), the training summary figures.
     """
     maybe_inject_fault("train_full")
+    with exclusive_stage(out_dir) as built:  # a concurrent run of the same key: wait, then reuse its output
+        return built if built is not None else _full(cfg, model_dir, model_hash, dataset_dir, infra_dir, out_dir, key)
+
+
+def _full(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, infra_dir: str, out_dir: str,
+          key: str) -> dict:
+    """The body of ``train_full``, run while holding the stage lock."""
     run_cfg = RunConfig.model_validate(json.loads((Path(infra_dir) / "effective_config.json").read_text()))
     ds_config = json.loads((Path(infra_dir) / "ds_config.json").read_text())
     work_dir = Path(out_dir).with_name(Path(out_dir).name + ".work")

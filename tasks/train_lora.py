@@ -11,7 +11,7 @@ from prefect import get_run_logger, task
 
 from finetune.config import RunConfig
 from tasks.progress import watch_training
-from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault, transient_only
+from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, exclusive_stage, maybe_inject_fault, transient_only
 from tasks.train_full import full_spec, package_training, replay_file
 from training.lora import LoraSpec, train_lora as run_lora
 
@@ -26,6 +26,13 @@ def train_lora(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, inf
         The stage manifest: the adapter folder (``adapter/``) and the training summary figures.
     """
     maybe_inject_fault("train_lora")
+    with exclusive_stage(out_dir) as built:  # a concurrent run of the same key: wait, then reuse its output
+        return built if built is not None else _lora(cfg, model_dir, model_hash, dataset_dir, infra_dir, out_dir, key)
+
+
+def _lora(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, infra_dir: str, out_dir: str,
+          key: str) -> dict:
+    """The body of ``train_lora``, run while holding the stage lock."""
     run_cfg = RunConfig.model_validate(json.loads((Path(infra_dir) / "effective_config.json").read_text()))
     ds_config = json.loads((Path(infra_dir) / "ds_config.json").read_text())
     work_dir = Path(out_dir).with_name(Path(out_dir).name + ".work")

@@ -72,7 +72,7 @@ def _run_dir(stack: Stack, run_id: str) -> Path:
 
 
 def test_every_stage_fails_once_and_is_retried(stack: Stack, tiny_model_dir: Path, tmp_path: Path) -> None:
-    overrides = small_overrides(tiny_model_dir, **{"data.seed": 99})  # fresh cache keys: every stage really runs
+    overrides = small_overrides(tiny_model_dir, **{"data.seed": 99, "train.seed": 99})  # fresh keys: all stages run
     run_id = stack.run_deployment("finetune/regulator-cpu", overrides,
                                   env={"FINETUNE_INJECT_FAULTS": "all", "FINETUNE_FAULT_DIR": str(tmp_path)})
     run = stack.wait(run_id)
@@ -174,15 +174,24 @@ def test_a_server_restart_mid_run_does_not_lose_the_run(stack: Stack, tiny_model
 
 
 def test_concurrent_runs_keep_their_own_run_folders(stack: Stack, tiny_model_dir: Path) -> None:
-    overrides = small_overrides(tiny_model_dir, **{"name": "concurrent"})
-    ids = [stack.run_deployment("finetune/regulator-cpu", overrides, stop_after="infra_check") for _ in range(2)]
+    """Two runs of one config at once (fresh keys, so both really build audit..prepare_data): each has its own run
+    folder, and the shared stage folders they both build end up whole (the later builder keeps the first one)."""
+    overrides = small_overrides(tiny_model_dir, **{"name": "concurrent", "data.seed": 4242})
+    ids = [stack.run_deployment("finetune/regulator-cpu", overrides, stop_after="prepare_data") for _ in range(2)]
     runs = [stack.wait(i) for i in ids]
-    assert [r.state.type.value for r in runs] == ["COMPLETED", "COMPLETED"]
+    assert [r.state.type.value for r in runs] == ["COMPLETED", "COMPLETED"], stack.worker_log_tail()
     a, b = runs
     assert a.start_time < b.end_time and b.start_time < a.end_time, "the two runs did not overlap"
     folders = [_run_dir(stack, i) for i in ids]
     assert folders[0] != folders[1]
+    outputs = []
     for folder in folders:
         summary = json.loads((folder / "summary.json").read_text())
-        assert summary["run_dir"] == str(folder) and set(summary["stages"]) == {"audit", "infra_check"}
+        assert summary["run_dir"] == str(folder) and set(summary["stages"]) == {"audit", "infra_check", "prepare_data"}
         assert (folder / "config.yaml").is_file()
+        outputs.append(summary["stages"]["prepare_data"]["out_dir"])
+    assert outputs[0] == outputs[1]  # same key, one shared stage folder, sealed and intact
+    marker = json.loads((Path(outputs[0]) / "COMPLETE.json").read_text())
+    assert marker["stage"] == "prepare_data"
+    from tasks.stage import output_valid
+    assert output_valid(Path(outputs[0]))

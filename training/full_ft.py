@@ -58,6 +58,7 @@ class TrainSpec:
     min_lr_ratio: float = 0.1
     seed: int = 0
     gradient_checkpointing: bool = False
+    torch_compile: bool = False
     checkpoint_every_steps: int = 0
     keep_last_checkpoints: int = 2
     replay_file: str | None = None
@@ -251,6 +252,8 @@ def train(spec: TrainSpec, *, progress: Callable[[dict[str, Any]], None] | None 
     engine, scheduler = build_engine(
         model, ds_config, total_steps=total_steps, warmup_ratio=spec.warmup_ratio, min_lr_ratio=spec.min_lr_ratio
     )
+    if spec.torch_compile:
+        engine.compile(compile_kwargs={"dynamic": True})  # batches vary in length: no recompile per length
 
     step, epoch, position, tokens_before, resumed_from, loss_value = 0, 0, 0, 0, None, float("nan")
     found = [find_latest_complete(ckpt_dir) if rank == 0 else None]
