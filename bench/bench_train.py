@@ -1,9 +1,10 @@
-"""Training throughput and MFU: our DeepSpeed path vs a plain PyTorch AdamW loop, same model and batch, one run.
+"""Training throughput and MFU: our DeepSpeed path vs a plain PyTorch AdamW loop and the HF Trainer, one run.
 
     python -m bench.bench_train [--model PATH] [--micro-batch 4] [--seq-len 256] [--steps 10] [--warmup 3]
 
 Measures this CPU's matmul peak (fp32 and bf16) first, then for each precision trains the plain loop (fused AdamW,
-autocast for bf16) and the DeepSpeed engine (ZeRO-2, torch AdamW, autocast for bf16) on the same fixed batch,
+autocast for bf16), the DeepSpeed engine (ZeRO-2, torch AdamW, autocast for bf16) and transformers' Trainer
+given the same DeepSpeed config, on the same fixed batch,
 timing each step after a few warm-up steps. Prints a table; ``run()`` returns the figures. Ratios, not assertions.
 """
 
@@ -99,6 +100,47 @@ def deepspeed_loop(model_path: Path, batch: dict[str, torch.Tensor], *, bf16: bo
     return times
 
 
+def hf_trainer_loop(model_path: Path, batch: dict[str, torch.Tensor], *, bf16: bool, zero_stage: int, warmup: int,
+                    steps: int) -> list[float]:
+    """Step times of transformers' ``Trainer`` given the same DeepSpeed config as our path, same batch each step."""
+    import tempfile
+
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from training.deepspeed_config import build_deepspeed_config
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self._start = 0.0
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self._start = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.times.append(time.perf_counter() - self._start)
+
+    micro = batch["input_ids"].shape[0]
+    cfg = build_deepspeed_config(micro_batch_size=micro, grad_accum_steps=1, world_size=1, zero_stage=zero_stage,
+                                 bf16=bf16, lr=1e-5, grad_clip=1.0, on_cpu=True)
+    rows = [{k: v[i] for k, v in batch.items()} for i in range(micro)] * (warmup + steps)
+    timer = StepTimer()
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(output_dir=out, per_device_train_batch_size=micro, max_steps=warmup + steps,
+                                 learning_rate=1e-5, lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0,
+                                 adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, weight_decay=0.0,
+                                 deepspeed=cfg, use_cpu=True, report_to=[], save_strategy="no",
+                                 logging_strategy="no", dataloader_num_workers=0, remove_unused_columns=False,
+                                 seed=0)
+        trainer = Trainer(model=_load(model_path), args=args, train_dataset=rows, callbacks=[timer])
+        if not trainer.is_deepspeed_enabled:
+            raise RuntimeError("the Trainer did not take the DeepSpeed config")
+        trainer.train()
+        del trainer
+    gc.collect()
+    return timer.times[warmup:]
+
+
 def run(*, model: Path, micro_batch: int = 4, seq_len: int = 256, warmup: int = 3, steps: int = 10,
         threads: int = 2, zero_stage: int = 2, precisions: tuple[str, ...] = ("fp32", "bf16")) -> dict[str, Any]:
     """Run the benchmark and return ``{"peak": ..., "rows": [...]}`` (tokens/s, MFU and ratio per setup)."""
@@ -130,8 +172,14 @@ def run(*, model: Path, micro_batch: int = 4, seq_len: int = 256, warmup: int = 
             continue
         plain = plain_loop(model, batch, bf16=bf16, warmup=warmup, steps=steps)
         ds = deepspeed_loop(model, batch, bf16=bf16, zero_stage=zero_stage, warmup=warmup, steps=steps)
+        measured = [(f"plain torch AdamW ({precision})", plain), (f"ours: DeepSpeed ZeRO-{zero_stage} ({precision})", ds)]
+        try:
+            hf = hf_trainer_loop(model, batch, bf16=bf16, zero_stage=zero_stage, warmup=warmup, steps=steps)
+            measured.append((f"HF Trainer, same DS config ({precision})", hf))
+        except Exception as exc:  # report, keep the other rows
+            skipped.append(f"HF Trainer ({precision}): {type(exc).__name__}: {exc}"[:300])
         base_tps = tokens / statistics.median(plain)
-        for name, times in ((f"plain torch AdamW ({precision})", plain), (f"DeepSpeed ZeRO-{zero_stage} ({precision})", ds)):
+        for name, times in measured:
             tps = tokens / statistics.median(times)
             rows.append({"setup": name, "precision": precision, "tokens_per_s": tps,
                          "step_s_median": statistics.median(times), "step_s_min": min(times),
@@ -145,9 +193,9 @@ def _print_table(result: dict[str, Any]) -> None:
     peak = result["peak_tflops"]
     print(f"model {result['model']} ({result['n_params'] / 1e6:.1f}M params), batch {result['batch']}, "
           f"{result['threads']} threads; matmul peak fp32 {peak['fp32']:.3f} TFLOP/s, bf16 {peak['bf16']:.4f} TFLOP/s")
-    print(f"{'setup':<32} {'tok/s':>8} {'step s':>8} {'MFU':>7} {'vs plain':>9}")
+    print(f"{'setup':<40} {'tok/s':>8} {'step s':>8} {'MFU':>7} {'vs plain':>9}")
     for r in result["rows"]:
-        print(f"{r['setup']:<32} {r['tokens_per_s']:>8.0f} {r['step_s_median']:>8.2f} {r['mfu']:>7.1%} "
+        print(f"{r['setup']:<40} {r['tokens_per_s']:>8.0f} {r['step_s_median']:>8.2f} {r['mfu']:>7.1%} "
               f"{r['vs_plain']:>8.2f}x")
     for line in result["skipped"]:
         print(f"skipped {line}")

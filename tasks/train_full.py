@@ -43,6 +43,14 @@ def replay_file(cfg: RunConfig, model_dir: str, model_hash: str) -> str | None:
     return str(general_answers_file(model_dir, model_hash, "replay"))
 
 
+def training_inputs(infra_dir: str, out_dir: str) -> tuple[RunConfig, dict, Path]:
+    """What a training stage reads from infra_check (effective config, DeepSpeed config) and its work folder
+    (``<key>.work`` beside the output folder: checkpoints, logs)."""
+    run_cfg = RunConfig.model_validate(json.loads((Path(infra_dir) / "effective_config.json").read_text()))
+    ds_config = json.loads((Path(infra_dir) / "ds_config.json").read_text())
+    return run_cfg, ds_config, Path(out_dir).with_name(Path(out_dir).name + ".work")
+
+
 def full_spec(cfg: RunConfig, *, model_dir: str, dataset_dir: str, work_dir: Path, ds_config: dict,
               replay: str | None) -> TrainSpec:
     """The full-FT spec of a run config."""
@@ -73,9 +81,7 @@ def train_full(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, inf
 def _full(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, infra_dir: str, out_dir: str,
           key: str) -> dict:
     """The body of ``train_full``, run while holding the stage lock."""
-    run_cfg = RunConfig.model_validate(json.loads((Path(infra_dir) / "effective_config.json").read_text()))
-    ds_config = json.loads((Path(infra_dir) / "ds_config.json").read_text())
-    work_dir = Path(out_dir).with_name(Path(out_dir).name + ".work")
+    run_cfg, ds_config, work_dir = training_inputs(infra_dir, out_dir)
     spec = full_spec(run_cfg, model_dir=model_dir, dataset_dir=dataset_dir, work_dir=work_dir, ds_config=ds_config,
                      replay=replay_file(run_cfg, model_dir, model_hash))
     hw = run_cfg.hardware

@@ -3,16 +3,14 @@ with its own (higher) learning rate. Saved as a standard peft adapter."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from finetune.config import RunConfig
 from tasks.progress import watch_training
 from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, exclusive_stage, maybe_inject_fault, transient_only
-from tasks.train_full import full_spec, package_training, replay_file
+from tasks.train_full import full_spec, package_training, replay_file, training_inputs
 from training.lora import LoraSpec, train_lora as run_lora
 
 
@@ -33,9 +31,7 @@ def train_lora(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, inf
 def _lora(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, infra_dir: str, out_dir: str,
           key: str) -> dict:
     """The body of ``train_lora``, run while holding the stage lock."""
-    run_cfg = RunConfig.model_validate(json.loads((Path(infra_dir) / "effective_config.json").read_text()))
-    ds_config = json.loads((Path(infra_dir) / "ds_config.json").read_text())
-    work_dir = Path(out_dir).with_name(Path(out_dir).name + ".work")
+    run_cfg, ds_config, work_dir = training_inputs(infra_dir, out_dir)
     if work_dir.exists():
         shutil.rmtree(work_dir)  # the in-process LoRA loop does not checkpoint: a retry starts over
     full = full_spec(run_cfg, model_dir=model_dir, dataset_dir=dataset_dir, work_dir=work_dir, ds_config=ds_config,

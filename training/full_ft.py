@@ -122,6 +122,24 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def planned_steps(stream: MicroBatches, epochs: int, max_steps: int | None) -> int:
+    """Optimizer steps of a training: ``epochs`` passes over the stream, capped by ``max_steps``."""
+    total = stream.steps_per_epoch() * epochs
+    return min(total, max_steps) if max_steps else total
+
+
+def load_trainable_model(model_dir: str, *, seed: int, gradient_checkpointing: bool) -> torch.nn.Module:
+    """The base model in fp32 for training (seeded, no KV cache, optional gradient checkpointing)."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.config.use_cache = False
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
 def build_engine(
     model: torch.nn.Module, ds_config: dict[str, Any], *, total_steps: int, warmup_ratio: float, min_lr_ratio: float
 ) -> tuple[Any, Any]:
@@ -208,7 +226,7 @@ def train(spec: TrainSpec, *, progress: Callable[[dict[str, Any]], None] | None 
     import deepspeed
     import torch.distributed as dist
     from tqdm import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from training.checkpoints import (
         export_hf_model,
@@ -238,16 +256,8 @@ def train(spec: TrainSpec, *, progress: Callable[[dict[str, Any]], None] | None 
         replay_fraction=spec.replay_fraction, seed=spec.seed,
     )
     stream = MicroBatches(examples, micro, accum, world, rank, spec.seed, pad_id)
-    steps_per_epoch = stream.steps_per_epoch()
-    total_steps = steps_per_epoch * spec.epochs
-    if spec.max_steps:
-        total_steps = min(total_steps, spec.max_steps)
-
-    torch.manual_seed(spec.seed)
-    model = AutoModelForCausalLM.from_pretrained(spec.model_dir, dtype=torch.float32)
-    model.config.use_cache = False
-    if spec.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    total_steps = planned_steps(stream, spec.epochs, spec.max_steps)
+    model = load_trainable_model(spec.model_dir, seed=spec.seed, gradient_checkpointing=spec.gradient_checkpointing)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     engine, scheduler = build_engine(
         model, ds_config, total_steps=total_steps, warmup_ratio=spec.warmup_ratio, min_lr_ratio=spec.min_lr_ratio

@@ -25,7 +25,8 @@ import torch
 from finetune.errors import ConfigError, TrainingError
 from finetune.paths import building, write_json_atomic
 from training.data import MicroBatches
-from training.full_ft import METRICS_FILE, SUMMARY_FILE, MetricsLog, TrainSpec, load_training_examples
+from training.full_ft import (METRICS_FILE, SUMMARY_FILE, MetricsLog, TrainSpec, load_trainable_model,
+                              load_training_examples, planned_steps)
 from training.schedule import build_scheduler
 
 ADAPTER_DIR = "adapter"
@@ -119,7 +120,7 @@ def train_lora(spec: LoraSpec, *, progress: Callable[[dict[str, Any]], None] | N
     """
     from peft import LoraConfig, get_peft_model
     from tqdm import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     spec.validate()
     out = Path(spec.output_dir)
@@ -132,15 +133,8 @@ def train_lora(spec: LoraSpec, *, progress: Callable[[dict[str, Any]], None] | N
         replay_fraction=spec.replay_fraction, seed=spec.seed,
     )
     stream = MicroBatches(examples, spec.micro_batch_size, spec.grad_accum_steps, 1, 0, spec.seed, pad_id)
-    total_steps = stream.steps_per_epoch() * spec.epochs
-    if spec.max_steps:
-        total_steps = min(total_steps, spec.max_steps)
-
-    torch.manual_seed(spec.seed)
-    base = AutoModelForCausalLM.from_pretrained(spec.model_dir, dtype=torch.float32)
-    base.config.use_cache = False
-    if spec.gradient_checkpointing:
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    total_steps = planned_steps(stream, spec.epochs, spec.max_steps)
+    base = load_trainable_model(spec.model_dir, seed=spec.seed, gradient_checkpointing=spec.gradient_checkpointing)
     lora_config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
                              target_modules=spec.target_modules, task_type="CAUSAL_LM")
     model = get_peft_model(base, lora_config)

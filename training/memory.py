@@ -86,15 +86,17 @@ def activation_bytes(
     """Activation memory of one micro-batch (memory-efficient attention: no seq x seq score matrix kept).
 
     Per layer and token a Llama block keeps its norm inputs/outputs, q/k/v, attention output, and the MLP's gate,
-    up, activation and product for backward: about 5h + 2h_kv + 4I values. With checkpointing only the block
-    input is kept, plus one block recomputed at a time. Logits and their gradient are fp32 (2 x vocab values).
+    up, activation and product for backward: about 5h + 2h_kv + 4I values. bf16 here means our autocast path: the
+    matmul outputs (q/k/v, MLP) are bf16 but the residual stream and norms stay fp32, so the 5h part is 4 bytes;
+    logits are bf16 out of the LM head, then fp32 with an fp32 gradient (2 + 4 + 4 bytes a vocab entry). With
+    checkpointing only the block input is kept, plus one block recomputed at a time.
     """
-    elem = 2 if bf16 else 4
     tokens = micro_batch * seq_len
-    per_layer = tokens * (5 * shape.hidden + 2 * shape.kv_hidden + 4 * shape.intermediate) * elem
-    logits = tokens * shape.vocab * 4 * 2
+    matmul_elem = 2 if bf16 else 4
+    per_layer = tokens * (5 * shape.hidden * 4 + (2 * shape.kv_hidden + 4 * shape.intermediate) * matmul_elem)
+    logits = tokens * shape.vocab * (10 if bf16 else 8)
     if checkpointing:
-        return float(shape.n_layers * tokens * shape.hidden * elem + per_layer + logits)
+        return float(shape.n_layers * tokens * shape.hidden * 4 + per_layer + logits)
     return float(shape.n_layers * per_layer + logits)
 
 
