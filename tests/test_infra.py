@@ -54,6 +54,7 @@ def test_declared_gpus_missing_is_an_error_unless_fallback(infra, base_model: Pa
     setup = choose_training_setup(fallback, cpu_only, model_shape(base_model))
     assert setup.cfg.hardware.accelerator == "cpu" and setup.world_size == 1
     assert any("fallback" in n for n in setup.notes)
+    assert cfg.train.torch_compile and not setup.cfg.train.torch_compile  # compiling is for the GPU run only
 
 
 def test_not_enough_disk_for_checkpoints(infra, base_model: Path) -> None:
