@@ -15,16 +15,15 @@ peak ``torch.cuda.max_memory_allocated`` next to the audit's memory plan for the
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from bench import step_parser, write_json
 
 # TinyLlama-1.1B's shape: a Llama with grouped-query attention, 1.1 B parameters.
 LLAMA_1B = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
@@ -180,7 +179,7 @@ def run(*, micro_batch: int = 8, seq_len: int = 2048, warmup: int = 3, steps: in
             shape, batch, zero_stage=zero_stage, warmup=warmup, steps=steps),
         f"ours: ZeRO-{zero_stage}, autocast, torch fused AdamW": lambda: deepspeed_path(
             shape, batch, zero_stage=zero_stage, warmup=warmup, steps=steps, torch_adam=True),
-        f"ours, torch AdamW, 5e7 buckets, no overlap": lambda: deepspeed_path(
+        "ours, torch AdamW, 5e7 buckets, no overlap": lambda: deepspeed_path(
             shape, batch, zero_stage=zero_stage, warmup=warmup, steps=steps, torch_adam=True, small_buckets=True),
         f"DeepSpeed ZeRO-{zero_stage}, bf16 section": lambda: deepspeed_path(
             shape, batch, zero_stage=zero_stage, warmup=warmup, steps=steps, ds_bf16_section=True),
@@ -225,21 +224,14 @@ def _print(result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--micro-batch", type=int, default=8)
-    parser.add_argument("--seq-len", type=int, default=2048)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--zero-stage", type=int, default=2)
+    parser = step_parser(__doc__, micro_batch=8, seq_len=2048)
     parser.add_argument("--tiny", action="store_true", help="a tiny Llama shape (smoke test of the script)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model / the engine")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     result = run(micro_batch=args.micro_batch, seq_len=args.seq_len, warmup=args.warmup, steps=args.steps,
                  zero_stage=args.zero_stage, tiny=args.tiny, compiled=args.compile)
     _print(result)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(args.json, result)
     return 0
 
 

@@ -10,9 +10,7 @@ timing each step after a few warm-up steps. Prints a table; ``run()`` returns th
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import statistics
 import sys
 import time
@@ -20,6 +18,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from bench import step_parser, write_json
 
 
 def matmul_peak(dtype: torch.dtype, *, n: int = 1024, budget_s: float = 3.0) -> float:
@@ -203,16 +203,10 @@ def _print_table(result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = step_parser(__doc__, micro_batch=4, seq_len=256)
     parser.add_argument("--model", type=Path, default=None, help="HF model folder (default: the packaged SmolLM2)")
-    parser.add_argument("--micro-batch", type=int, default=4)
-    parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--zero-stage", type=int, default=2)
     parser.add_argument("--precisions", default="fp32,bf16")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     if args.model is None:
         from finetune.models import base_model_dir
@@ -222,8 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                  steps=args.steps, threads=args.threads, zero_stage=args.zero_stage,
                  precisions=tuple(args.precisions.split(",")))
     _print_table(result)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(args.json, result)
     return 0
 
 
