@@ -32,6 +32,9 @@ def test_stack_is_up_and_idempotent(stack: Stack) -> None:
     assert schedule.schedule.cron == "0 2 * * 1" and schedule.schedule.timezone == "Europe/Berlin"
     assert deployment.pull_steps == [
         {"prefect.deployments.steps.set_working_directory": {"directory": str(Path(__file__).resolve().parents[1])}}]
+    quarterly = stack.call(lambda c: c.read_deployment_by_name("analyze/quarterly"))
+    (schedule,) = quarterly.schedules
+    assert schedule.schedule.cron == "0 6 15 1,4,7,10 *" and schedule.active is False
 
 
 def test_deployment_run_completes_with_every_stage_visible(stack: Stack, completed_run: str) -> None:
