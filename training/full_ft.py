@@ -344,8 +344,27 @@ def train(spec: TrainSpec, *, progress: Callable[[dict[str, Any]], None] | None 
     return summary
 
 
+def die_with_launcher() -> None:
+    """On Linux, have the kernel SIGKILL this process when the launcher that started it dies.
+
+    torchrun starts its workers in their own session, so killing the launcher's process group (a cancelled or
+    crashed task) would leave the training running on, still writing checkpoints into the work folder that the
+    retry resumes from. PR_SET_PDEATHSIG ties the worker's life to its parent's.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the launcher died before the call: nobody would get the result
+        os._exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m training.full_ft --spec spec.json``."""
+    die_with_launcher()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, type=Path, help="TrainSpec JSON file")
     args = parser.parse_args(argv)
