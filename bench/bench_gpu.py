@@ -24,6 +24,8 @@ from typing import Any, Callable
 import torch
 
 from bench import step_parser, write_json
+from bench.bench_train import adamw_step
+from training.memory import ModelShape
 
 # TinyLlama-1.1B's shape: a Llama with grouped-query attention, 1.1 B parameters.
 LLAMA_1B = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
@@ -86,16 +88,7 @@ def plain(shape: dict[str, int], batch: dict[str, torch.Tensor], *, warmup: int,
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     if compile_model:
         model = torch.compile(model)
-
-    def step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    times = _time(step, warmup=warmup, steps=steps)
+    times = _time(lambda: adamw_step(model, opt, batch, device_type="cuda", bf16=True), warmup=warmup, steps=steps)
     peak = torch.cuda.max_memory_allocated()
     del model, opt
     return times, peak
@@ -129,25 +122,14 @@ def deepspeed_path(shape: dict[str, int], batch: dict[str, torch.Tensor], *, zer
     return times, peak
 
 
-def predicted_peak(shape: dict[str, int], *, zero_stage: int, micro_batch: int, seq_len: int) -> float:
+def predicted_peak(shape: ModelShape, *, zero_stage: int, micro_batch: int, seq_len: int) -> float:
     """The audit's per-GPU memory plan (bytes) for this shape on one GPU, bf16, no checkpointing."""
-    from training.memory import ModelShape, plan_memory
+    from training.memory import plan_memory
 
-    with torch.device("meta"):
-        n = sum(p.numel() for p in {id(p): p for p in _meta_model(shape).parameters()}.values())
-    h, kv = shape["hidden_size"], shape["hidden_size"] * shape["num_key_value_heads"] // shape["num_attention_heads"]
-    ms = ModelShape(n_params=n, largest_layer_params=shape["vocab_size"] * h, n_layers=shape["num_hidden_layers"],
-                    hidden=h, intermediate=shape["intermediate_size"], kv_hidden=kv, vocab=shape["vocab_size"])
-    plan = plan_memory(ms, zero_stage=zero_stage, offload="none", gpus_per_node=1, num_nodes=1,
+    plan = plan_memory(shape, zero_stage=zero_stage, offload="none", gpus_per_node=1, num_nodes=1,
                        device_memory_gib=80, cpu_ram_gib=128, micro_batch=micro_batch, seq_len=seq_len, bf16=True,
                        checkpointing=False)
     return plan.device_total
-
-
-def _meta_model(shape: dict[str, int]) -> torch.nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    return LlamaForCausalLM(LlamaConfig(**shape))
 
 
 def run(*, micro_batch: int = 8, seq_len: int = 2048, warmup: int = 3, steps: int = 10, zero_stage: int = 2,
@@ -155,8 +137,11 @@ def run(*, micro_batch: int = 8, seq_len: int = 2048, warmup: int = 3, steps: in
     """Run the GPU benchmark; return the peak, the rows (tokens/s, MFU, vs plain, memory) and the model size."""
     if not torch.cuda.is_available():
         raise SystemExit("bench_gpu needs a CUDA device; the CPU training benchmark is bench.bench_train")
+    from transformers import LlamaConfig
+
     from bench.bench_train import flops_per_token
     from training.full_ft import prepare_process_env
+    from training.memory import config_shape
 
     prepare_process_env()
     import deepspeed
@@ -167,12 +152,12 @@ def run(*, micro_batch: int = 8, seq_len: int = 2048, warmup: int = 3, steps: in
     ids = torch.randint(0, shape["vocab_size"], (micro_batch, seq_len), generator=torch.Generator().manual_seed(0))
     batch = {k: v.to("cuda") for k, v in {"input_ids": ids, "attention_mask": torch.ones_like(ids),
                                           "labels": ids.clone()}.items()}
-    with torch.device("meta"):
-        meta = _meta_model(shape)
-    n_params = sum(p.numel() for p in {id(p): p for p in meta.parameters()}.values())
-    fpt = flops_per_token(meta.config, n_params, seq_len)
+    config = LlamaConfig(**shape)
+    model_shape = config_shape(config)
+    n_params = model_shape.n_params
+    fpt = flops_per_token(config, n_params, seq_len)
     tokens = micro_batch * seq_len
-    predicted = predicted_peak(shape, zero_stage=zero_stage, micro_batch=micro_batch, seq_len=seq_len)
+    predicted = predicted_peak(model_shape, zero_stage=zero_stage, micro_batch=micro_batch, seq_len=seq_len)
     setups: dict[str, Callable[[], tuple[list[float], int]]] = {
         "plain torch AdamW (bf16 autocast)": lambda: plain(shape, batch, warmup=warmup, steps=steps),
         f"ours: ZeRO-{zero_stage}, autocast, DS FusedAdam": lambda: deepspeed_path(

@@ -56,12 +56,20 @@ def _time_steps(step: Callable[[], None], *, warmup: int, steps: int) -> list[fl
 
 
 def _load(model_path: Path) -> torch.nn.Module:
-    from transformers import AutoModelForCausalLM
+    from training.full_ft import load_trainable_model
 
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    model.config.use_cache = False
-    return model.train()
+    return load_trainable_model(str(model_path), seed=0, gradient_checkpointing=False).train()
+
+
+def adamw_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict[str, torch.Tensor], *,
+               device_type: str, bf16: bool) -> None:
+    """One step of the plain PyTorch reference loop: autocast forward, backward, clip 1.0, AdamW step."""
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+        loss = model(**batch).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
 
 
 def plain_loop(model_path: Path, batch: dict[str, torch.Tensor], *, bf16: bool, warmup: int, steps: int) -> list[float]:
@@ -69,15 +77,8 @@ def plain_loop(model_path: Path, batch: dict[str, torch.Tensor], *, bf16: bool, 
     model = _load(model_path)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
 
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    times = _time_steps(step, warmup=warmup, steps=steps)
+    times = _time_steps(lambda: adamw_step(model, opt, batch, device_type="cpu", bf16=bf16), warmup=warmup,
+                        steps=steps)
     del model, opt
     gc.collect()
     return times

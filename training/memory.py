@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 GiB = 1024**3
 OFFLOADS = ("none", "optimizer", "optimizer+params")
@@ -59,10 +59,16 @@ class MemoryPlan:
 
 def model_shape(model_dir: str | Path) -> ModelShape:
     """Count parameters of a Hugging Face model folder on the meta device: no weights are loaded."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(model_dir)
+    return config_shape(AutoConfig.from_pretrained(model_dir))
+
+
+def config_shape(config: Any) -> ModelShape:
+    """The :class:`ModelShape` of a Hugging Face model config, counted on the meta device (nothing allocated)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     unique = {id(p): p for p in model.parameters()}  # tied embeddings count once
