@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -30,14 +31,12 @@ def child(model: Path, *, zero_stage: int, micro_batch: int, seq_len: int, steps
     torch.set_num_threads(2)
     prepare_process_env()
     import deepspeed
-    from transformers import AutoModelForCausalLM
 
     from training.deepspeed_config import build_deepspeed_config
-    from training.full_ft import build_engine, train_step
+    from training.full_ft import build_engine, load_trainable_model, train_step
 
     deepspeed.init_distributed()
-    m = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
-    m.config.use_cache = False
+    m = load_trainable_model(str(model), seed=0, gradient_checkpointing=False)
     cfg = build_deepspeed_config(micro_batch_size=micro_batch, grad_accum_steps=1, world_size=1,
                                  zero_stage=zero_stage, lr=1e-5, on_cpu=True)
     engine, _ = build_engine(m.train(), cfg, total_steps=10**6, warmup_ratio=0.0, min_lr_ratio=1.0)
@@ -58,6 +57,12 @@ def predicted(model: Path, *, zero_stage: int, micro_batch: int, seq_len: int) -
     return {"plan_total": plan.cpu_per_node, "plan_device": plan.device_total}
 
 
+def _child_env() -> dict[str, str]:
+    """This environment without the rendezvous variables an earlier benchmark in this process set (its port)."""
+    return {k: v for k, v in os.environ.items()
+            if k not in {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}}
+
+
 def run(*, model: Path, micro_batch: int = 4, seq_len: int = 256, steps: int = 3,
         stages: tuple[int, ...] = (0, 2, 3)) -> dict[str, Any]:
     """Run each ZeRO stage in a child process; return predicted vs measured peaks and their ratio."""
@@ -66,7 +71,7 @@ def run(*, model: Path, micro_batch: int = 4, seq_len: int = 256, steps: int = 3
         out = subprocess.run(
             [sys.executable, "-m", "bench.bench_memory", "--child", "--model", str(model), "--zero-stage", str(stage),
              "--micro-batch", str(micro_batch), "--seq-len", str(seq_len), "--steps", str(steps)],
-            capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], check=False)
+            capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], check=False, env=_child_env())
         if out.returncode != 0:
             raise RuntimeError(f"ZeRO-{stage} child failed:\n{out.stderr[-3000:]}")
         measured = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss"]
