@@ -7,6 +7,7 @@ and built from prompts sorted by length so little compute goes to padding; answe
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import tempfile
@@ -43,11 +44,51 @@ def _left_padded_batch(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor
     return input_ids, attention
 
 
-def _cut_at_stop(ids: list[int], stops: set[int]) -> list[int]:
-    for i, token in enumerate(ids):
-        if token in stops:
-            return ids[:i]
-    return ids
+def _cache_keyword(model: Any) -> str:
+    """The forward argument that takes the KV cache: ``cache`` in recent transformers 5.x, ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+@torch.inference_mode()
+def greedy_decode(
+    model: Any, input_ids: torch.Tensor, attention: torch.Tensor, *, max_new_tokens: int, stops: set[int]
+) -> list[list[int]]:
+    """Greedy decoding of a left-padded batch with a KV cache that drops rows as soon as they stop.
+
+    ``model.generate`` keeps computing every row until the longest answer ends; here a row that emitted a stop token
+    leaves the batch (its cache rows are removed), so a step costs what the rows still generating cost. Returns the
+    new token ids of each row, cut before its first stop token.
+    """
+    from transformers import DynamicCache
+
+    rows = input_ids.shape[0]
+    out: list[list[int]] = [[] for _ in range(rows)]
+    live = torch.arange(rows, device=input_ids.device)
+    cache = DynamicCache(config=model.config)
+    cache_kw = _cache_keyword(model)
+    # Left padding: each row's positions start at its first real token.
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True,
+                   logits_to_keep=1, **{cache_kw: cache}).logits[:, -1]
+    for _ in range(max_new_tokens):
+        token = logits.argmax(-1)
+        done = torch.zeros_like(token, dtype=torch.bool)
+        for j, t in enumerate(token.tolist()):
+            if t in stops:
+                done[j] = True
+            else:
+                out[int(live[j])].append(t)
+        if bool(done.all()):
+            break
+        if bool(done.any()):
+            keep = (~done).nonzero().squeeze(-1)
+            cache.batch_select_indices(keep)
+            live, token, attention = live[keep], token[keep], attention[keep]
+        attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=-1)
+        positions = attention.sum(-1, keepdim=True) - 1
+        logits = model(input_ids=token[:, None], attention_mask=attention, position_ids=positions,
+                       use_cache=True, **{cache_kw: cache}).logits[:, -1]
+    return out
 
 
 @torch.inference_mode()
@@ -80,22 +121,10 @@ def generate_token_ids(
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         input_ids, attention = _left_padded_batch([encoded[i] for i in chunk], pad_id)
-        out = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention.to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            use_cache=True,
-            eos_token_id=stops,
-            pad_token_id=pad_id,
-            # The checkpoint's generation_config may carry sampling knobs; greedy ignores them.
-            temperature=None,
-            top_p=None,
-            top_k=None,
-        )
+        new_ids = greedy_decode(model, input_ids.to(device), attention.to(device), max_new_tokens=max_new_tokens,
+                                stops=set(stops))
         for row, i in enumerate(chunk):
-            results[i] = _cut_at_stop(out[row, input_ids.shape[1] :].tolist(), set(stops))
+            results[i] = new_ids[row]
         if progress is not None:
             progress(min(start + batch_size, len(order)), len(order))
     return results

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from evaluation.generate import (
-    _cut_at_stop,
+    greedy_decode,
     _left_padded_batch,
     generate_answers,
     generate_token_ids,
@@ -90,8 +90,20 @@ def test_left_padding_and_stop_tokens(model_and_tokenizer) -> None:
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
     stops = stop_token_ids(tokenizer)
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") in stops
-    assert _cut_at_stop([10, 11, stops[0], 12], set(stops)) == [10, 11]
-    assert _cut_at_stop([10, 11], set(stops)) == [10, 11]
+
+
+def test_rows_leave_the_batch_at_their_stop_token(model_and_tokenizer, prompts) -> None:
+    """Rows that stop early are dropped from the batch and its cache; the others go on exactly as HF generate does."""
+    model, tokenizer = model_and_tokenizer
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    input_ids, attention = _left_padded_batch(encoded, pad_id=tokenizer.pad_token_id or 0)
+    reference = model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=12, do_sample=False,
+                               eos_token_id=None, pad_token_id=0)[:, input_ids.shape[1]:].tolist()
+    # A token some rows emit early and others late or never: rows stop at different steps.
+    stop = reference[0][3]
+    expected = [row[: row.index(stop)] if stop in row else row for row in reference]
+    assert len({len(r) for r in expected}) > 1, "the stop token must end rows at different steps"
+    assert greedy_decode(model, input_ids, attention, max_new_tokens=12, stops={stop}) == expected
 
 
 def test_bad_arguments(model_and_tokenizer, prompts) -> None:
