@@ -4,6 +4,7 @@ violation F1, directive ROUGE-L, bootstrap intervals, forgetting; comparison tab
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -65,10 +66,14 @@ def evaluate(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, full_
     predictions, nll = {}, {}
     for name, (path, adapter) in systems.items():
         model, tokenizer = load_model_for_eval(path, adapter=adapter)
+        log.info("%s: generating %d answers (batches of %d, up to %d new tokens)", name, len(prompts), ev.batch_size,
+                 ev.max_new_tokens)
+        started = time.monotonic()
         predictions[name] = generate_answers(model, tokenizer, prompts, max_new_tokens=ev.max_new_tokens,
                                              batch_size=ev.batch_size)
         nll[name] = answer_nll(model, tokenizer, [g["prompt"] for g in general], [g["answer"] for g in general])
-        log.info("%s: %d answers generated; general NLL %.3f", name, len(prompts), nll[name]["mean_nll"])
+        log.info("%s: %d answers generated in %.0f s; general NLL %.3f", name, len(prompts),
+                 time.monotonic() - started, nll[name]["mean_nll"])
         del model
     scores = {n: score_predictions(refs, p, n_bootstrap=ev.bootstrap_samples) for n, p in predictions.items()}
     paired = paired_bootstrap(refs, predictions[FULL], predictions[LORA], n_bootstrap=ev.bootstrap_samples) \
