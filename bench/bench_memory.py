@@ -59,8 +59,9 @@ def predicted(model: Path, *, zero_stage: int, micro_batch: int, seq_len: int) -
 
 def _child_env() -> dict[str, str]:
     """This environment without the rendezvous variables an earlier benchmark in this process set (its port)."""
-    return {k: v for k, v in os.environ.items()
-            if k not in {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}}
+    from training.full_ft import RENDEZVOUS_VARS
+
+    return {k: v for k, v in os.environ.items() if k not in RENDEZVOUS_VARS}
 
 
 def run(*, model: Path, micro_batch: int = 4, seq_len: int = 256, steps: int = 3,

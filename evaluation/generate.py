@@ -63,7 +63,7 @@ def greedy_decode(
 
     rows = input_ids.shape[0]
     out: list[list[int]] = [[] for _ in range(rows)]
-    live = torch.arange(rows, device=input_ids.device)
+    live = list(range(rows))  # the output row of each batch row still generating
     cache = DynamicCache(config=model.config)
     cache_kw = _cache_keyword(model)
     # Left padding: each row's positions start at its first real token.
@@ -72,18 +72,16 @@ def greedy_decode(
                    logits_to_keep=1, **{cache_kw: cache}).logits[:, -1]
     for _ in range(max_new_tokens):
         token = logits.argmax(-1)
-        done = torch.zeros_like(token, dtype=torch.bool)
-        for j, t in enumerate(token.tolist()):
-            if t in stops:
-                done[j] = True
-            else:
-                out[int(live[j])].append(t)
-        if bool(done.all()):
+        ids = token.tolist()
+        going = [j for j, t in enumerate(ids) if t not in stops]
+        for j in going:
+            out[live[j]].append(ids[j])
+        if not going:
             break
-        if bool(done.any()):
-            keep = (~done).nonzero().squeeze(-1)
+        if len(going) < len(live):
+            keep = torch.tensor(going, device=token.device)
             cache.batch_select_indices(keep)
-            live, token, attention = live[keep], token[keep], attention[keep]
+            live, token, attention = [live[j] for j in going], token[keep], attention[keep]
         attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=-1)
         positions = attention.sum(-1, keepdim=True) - 1
         logits = model(input_ids=token[:, None], attention_mask=attention, position_ids=positions,

@@ -71,9 +71,10 @@ def evaluate(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, full_
         started = time.monotonic()
         predictions[name] = generate_answers(model, tokenizer, prompts, max_new_tokens=ev.max_new_tokens,
                                              batch_size=ev.batch_size)
+        generation_s = time.monotonic() - started
         nll[name] = answer_nll(model, tokenizer, [g["prompt"] for g in general], [g["answer"] for g in general])
-        log.info("%s: %d answers generated in %.0f s; general NLL %.3f", name, len(prompts),
-                 time.monotonic() - started, nll[name]["mean_nll"])
+        log.info("%s: %d answers generated in %.0f s; general NLL %.3f", name, len(prompts), generation_s,
+                 nll[name]["mean_nll"])
         del model
     scores = {n: score_predictions(refs, p, n_bootstrap=ev.bootstrap_samples) for n, p in predictions.items()}
     paired = paired_bootstrap(refs, predictions[FULL], predictions[LORA], n_bootstrap=ev.bootstrap_samples) \

@@ -104,6 +104,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# Where a single process finds its peers; set by a launcher (torchrun, deepspeed) or by prepare_process_env.
+RENDEZVOUS_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
 def prepare_process_env() -> None:
     """Set what DeepSpeed needs before it is imported: the CPU accelerator when there is no CUDA device, and the
     single-process rendezvous variables when no launcher set them (else DeepSpeed falls back to MPI discovery)."""
