@@ -17,7 +17,7 @@ import pandas as pd
 from data_contracts.contracts import ContractLimits, validate_raw, validate_splits
 from finetune.errors import DataError
 from finetune.hashing import hash_path
-from regulator.generator import RAW_COLUMNS, load_xbrl_folder
+from regulator.generator import RAW_COLUMNS, TRAIN_ONLY, load_xbrl_folder
 from regulator.prompts import render_prompt
 
 SPLITS = ("train", "validation", "test")
@@ -79,6 +79,8 @@ def _normalise(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     if missing:
         raise DataError(f"{path}: missing required column(s) {missing}; expected columns {list(RAW_COLUMNS)}")
     out = df[list(RAW_COLUMNS)].copy()
+    # Optional: rows only training may use (a rebalanced pool); absent means every row may go to any split.
+    out[TRAIN_ONLY] = df[TRAIN_ONLY].fillna(False).astype(bool) if TRAIN_ONLY in df.columns else False
     out["violations"] = [list(v) if isinstance(v, (list, tuple, np.ndarray)) else v for v in out["violations"]]
     out["source_file"] = out["source_file"].fillna("").astype(str)
     return out.reset_index(drop=True)
@@ -97,12 +99,19 @@ def split_by_bank(
 
     Every row of a held-out template family (and every bank with such a row) goes to test; test is then topped up
     to its fraction with other banks (plus, if needed, a bank for each violation class test still lacks), then
-    validation is filled, and the remaining banks are train.
+    validation is filled, and the remaining banks are train. Rows marked ``train_only`` (a rebalanced training
+    pool) go to train and do not count in the fractions, so validation and test keep the natural mix; those of a
+    held-out family are dropped, so its wording never reaches training.
     """
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
         raise DataError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
-    banks = df["bank_id"].astype(str)
     held = held_out_families(df, seed)
+    only_train = df[TRAIN_ONLY].astype(bool) if TRAIN_ONLY in df.columns else pd.Series(False, index=df.index)
+    pool = df[only_train & ~df["template_family"].isin(held)]
+    df = df[~only_train]
+    if df.empty:
+        raise DataError("every row is marked train_only: validation and test need rows of the natural mix")
+    banks = df["bank_id"].astype(str)
     test_banks = set(banks[df["template_family"].isin(held)])
     rows_per_bank = banks.value_counts()
     codes_per_bank = {b: {c for v in vs for c in v} for b, vs in df.groupby(banks)["violations"]}
@@ -123,7 +132,9 @@ def split_by_bank(
             val_banks.add(bank)
             n_val += int(rows_per_bank[bank])
     assignment = np.where(banks.isin(test_banks), "test", np.where(banks.isin(val_banks), "validation", "train"))
-    return {name: df[assignment == name].reset_index(drop=True) for name in SPLITS}
+    out = {name: df[assignment == name] for name in SPLITS}
+    out["train"] = pd.concat([out["train"], pool])
+    return {name: part.reset_index(drop=True) for name, part in out.items()}
 
 
 def tokenise(df: pd.DataFrame, tokenizer: Any, max_seq_len: int) -> pd.DataFrame:

@@ -1,15 +1,15 @@
-"""Metrics of the regulator task: violation F1, exact match, check-line accuracy, self-agreement, directive ROUGE-L.
+"""Metrics of the regulator task: violation F1, exact match, check-line accuracy, directive ROUGE-L.
 
 Definitions (REGULATOR_DOMAIN.md, "Target format"):
 
-- Violation F1 is computed on the parsed ``VIOLATIONS`` sets against the reference sets, over example x code pairs
+- Violation F1 is computed on the violation sets the answers' check lines imply against the reference sets, over
+  example x code pairs
   (micro), per code, and as the macro mean over the codes that occur in the references or the predictions (a code
   nobody mentions has no defined F1 and is left out rather than counted as 0 or 1). An unparseable answer predicts
   nothing.
 - Exact match: the predicted violation set equals the reference set.
 - Check-line accuracy: over every reference check line, the share the model reproduced with the same outcome.
-- Agreement: the share of answers whose ``VIOLATIONS`` line equals the set implied by their own check lines
-  (an answer without a parseable ``VIOLATIONS`` line does not agree).
+- Parse rate: the share of answers with at least one readable check line of a known rule.
 - ROUGE-L: F-measure of ``rouge_score``'s ``rougeL`` with stemming on the ``DIRECTIVE`` sections, averaged.
 
 Bootstrap CIs resample examples with replacement (seeded); the paired bootstrap uses the same resamples for both
@@ -44,8 +44,7 @@ class ExampleScores:
         rouge_l: (n,) directive ROUGE-L F-measure per example.
         checks_correct, checks_total: (n,) reference check lines reproduced with the right outcome / present.
         exact: (n,) 1 when the predicted violation set equals the reference set.
-        agree: (n,) 1 when the answer's VIOLATIONS line equals the set its own check lines imply.
-        parsed_ok: (n,) 1 when the answer had a parseable VIOLATIONS line.
+        parsed_ok: (n,) 1 when the answer had at least one readable check line.
         spurious_checks: (n,) model check lines for codes the reference does not check.
     """
 
@@ -56,7 +55,6 @@ class ExampleScores:
     checks_correct: np.ndarray
     checks_total: np.ndarray
     exact: np.ndarray
-    agree: np.ndarray
     parsed_ok: np.ndarray
     spurious_checks: np.ndarray
 
@@ -76,7 +74,7 @@ def _parse_references(references: Sequence[str]) -> list[ParsedAnswer]:
     bad = [i for i, p in enumerate(parsed) if not p.parsed_ok]
     if bad:
         raise EvaluationError(
-            f"{len(bad)} reference answer(s) have no parseable VIOLATIONS line (first indexes {bad[:5]}): "
+            f"{len(bad)} reference answer(s) have no readable check line (first indexes {bad[:5]}): "
             "the references come from the rule engine and must follow the answer format; check the dataset's "
             "'target' column"
         )
@@ -116,7 +114,6 @@ def score_examples(
         checks_correct=np.asarray(correct, dtype=float),
         checks_total=np.asarray([len(r.checks) for r in refs], dtype=float),
         exact=np.asarray([p.violations == r.violations for r, p in zip(refs, preds)], dtype=float),
-        agree=np.asarray([p.parsed_ok and p.violations == p.implied_violations() for p in preds], dtype=float),
         parsed_ok=np.asarray([p.parsed_ok for p in preds], dtype=float),
         spurious_checks=np.asarray(spurious, dtype=float),
     )
@@ -186,7 +183,6 @@ def aggregate(scores: ExampleScores, *, n_bootstrap: int = DEFAULT_N_BOOTSTRAP, 
         "exact_match": _clean(scores.exact.mean()),
         "check_accuracy": _safe_ratio(scores.checks_correct.sum(), scores.checks_total.sum()),
         "spurious_checks_per_answer": _clean(scores.spurious_checks.mean()),
-        "agreement": _clean(scores.agree.mean()),
         "rouge_l": _clean(scores.rouge_l.mean()),
         "rouge_l_ci_low": rouge_lo,
         "rouge_l_ci_high": rouge_hi,
@@ -208,7 +204,7 @@ def score_predictions(
     Returns:
         A JSON-able dict: ``n_examples``, ``parse_rate``, ``f1_micro`` (+ ``_ci_low``/``_ci_high``),
         ``precision_micro``, ``recall_micro``, ``f1_macro``, ``exact_match``, ``check_accuracy``,
-        ``spurious_checks_per_answer``, ``agreement``, ``rouge_l`` (+ CI), ``n_bootstrap`` and ``per_code``
+        ``spurious_checks_per_answer``, ``rouge_l`` (+ CI), ``n_bootstrap`` and ``per_code``
         (code -> precision, recall, f1, support, predicted). Undefined figures are ``None``.
     """
     return aggregate(score_examples(references, predictions, codes=codes), n_bootstrap=n_bootstrap, seed=seed)

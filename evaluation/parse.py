@@ -1,15 +1,17 @@
 """Parse a model answer in the regulator answer format into check outcomes, a violation set and a directive.
 
-The format (see REGULATOR_DOMAIN.md)::
+The format (see README "Reading an answer")::
 
     ANALYSIS:
-    - CET1_RATIO: CET1 ratio 3.51% vs 4.50% minimum (CRR Art 92(1)(a)): BREACH
-    VIOLATIONS: CET1_RATIO
+    - CET1_RATIO 3.51% vs 4.5% min: BREACH
+    - LEVERAGE 6.94% vs 3% min: OK
     DIRECTIVE: <free text>
 
-Parsing is lenient about whitespace, case and missing sections, and strict about codes: a code that is not one of
-``RULE_CODES`` is dropped. An answer with no ``VIOLATIONS:`` line predicts no violation (``parsed_ok`` is False), so
-a model cannot gain recall by rambling.
+The check lines are the one source of truth for the verdict: the violation set is every code whose line says
+``BREACH``, plus ``DATA_QUALITY`` when any line says ``DATA_QUALITY``. There is no separate verdict line that could
+contradict them. Parsing is lenient about whitespace, case and the older ``- CODE: description: OUTCOME`` lines,
+and strict about codes: a code that is not one of ``RULE_CODES`` is dropped. An answer without a single readable
+check line predicts no violation (``parsed_ok`` is False), so a model cannot gain recall by rambling.
 """
 
 from __future__ import annotations
@@ -22,13 +24,21 @@ from regulator.rules import RULE_CODES
 OUTCOMES: tuple[str, ...] = ("OK", "BREACH", "DATA_QUALITY")
 
 _KNOWN = frozenset(RULE_CODES)
-# "- CODE: free description (may hold colons): OUTCOME" — the outcome is anchored at the end of the line; a line
-# without the description ("- LCR: BREACH") still states an outcome.
-_CHECK_LINE = re.compile(
-    r"^\s*[-*•]\s*([A-Za-z0-9_ ]+?)\s*:(?:.*:)?\s*(OK|BREACH|DATA[ _]QUALITY)\s*\.?\s*$", re.I
+# "- CODE detail: OUTCOME" (or the older "- CODE: detail: OUTCOME"); the outcome is anchored at the end of the line,
+# the detail may hold colons, and a line without a detail ("- LCR: BREACH") still states an outcome.
+CHECK_LINE = re.compile(
+    r"^\s*[-*•]\s*([A-Za-z][A-Za-z0-9_]*)(?:\s*:?\s+(.*?))?\s*:\s*(OK|BREACH|DATA[ _]QUALITY)\s*\.?\s*$", re.I
 )
 _HEADER = re.compile(r"^\s*(ANALYSIS|VIOLATIONS|DIRECTIVE)\s*:\s*(.*)$", re.I)
-_NONE = frozenset({"NONE", "NO VIOLATIONS", "N/A", "-", ""})
+
+
+@dataclass(frozen=True)
+class CheckLine:
+    """One check line as written: the rule code (upper case), the detail text and the outcome."""
+
+    code: str
+    text: str
+    outcome: str
 
 
 @dataclass(frozen=True)
@@ -37,9 +47,9 @@ class ParsedAnswer:
 
     Attributes:
         checks: rule code -> outcome (``OK``, ``BREACH`` or ``DATA_QUALITY``) from the check lines (first line wins).
-        violations: the codes on the ``VIOLATIONS`` line (empty for ``NONE`` or an unparseable answer).
+        violations: the codes the check lines imply (BREACH codes, plus DATA_QUALITY for any DATA_QUALITY line).
         directive: the ``DIRECTIVE`` text with whitespace collapsed ("" if missing).
-        parsed_ok: True when a ``VIOLATIONS`` line was found whose value is ``NONE`` or names a known code.
+        parsed_ok: True when at least one check line of a known rule code was read.
     """
 
     checks: dict[str, str] = field(default_factory=dict)
@@ -47,55 +57,52 @@ class ParsedAnswer:
     directive: str = ""
     parsed_ok: bool = False
 
-    def implied_violations(self) -> frozenset[str]:
-        """Return the violation set the check lines imply: BREACH codes, plus DATA_QUALITY for any DATA_QUALITY line."""
-        implied = {code for code, outcome in self.checks.items() if outcome == "BREACH"}
-        if any(outcome == "DATA_QUALITY" for outcome in self.checks.values()):
-            implied.add("DATA_QUALITY")
-        return frozenset(implied)
-
 
 def _normalise_code(raw: str) -> str:
     return re.sub(r"[\s-]+", "_", raw.strip()).upper()
 
 
-def parse_violations(value: str) -> tuple[frozenset[str], bool]:
-    """Parse the value of a ``VIOLATIONS:`` line; return (known codes, whether the value was meaningful)."""
-    value = value.strip().rstrip(".").strip()
-    if value.upper() in _NONE:
-        return frozenset(), True
-    codes = {_normalise_code(tok) for tok in re.split(r"[,;]|\s+and\s+", value, flags=re.I)}
-    known = frozenset(codes & _KNOWN)
-    return known, bool(known)
+def check_lines(text: str) -> list[CheckLine]:
+    """Every check line of the answer's ANALYSIS (the lines before ``DIRECTIVE:``), in order, known codes or not."""
+    out = []
+    for line in (text or "").splitlines():
+        if re.match(r"^\s*(VIOLATIONS|DIRECTIVE)\s*:", line, re.I):
+            break
+        match = CHECK_LINE.match(line)
+        if match is not None:
+            out.append(CheckLine(_normalise_code(match.group(1)), (match.group(2) or "").strip(),
+                                 _normalise_code(match.group(3))))
+    return out
+
+
+def implied_violations(checks: dict[str, str]) -> frozenset[str]:
+    """The violation set check outcomes imply: BREACH codes, plus DATA_QUALITY for any DATA_QUALITY line."""
+    implied = {code for code, outcome in checks.items() if outcome == "BREACH"}
+    if any(outcome == "DATA_QUALITY" for outcome in checks.values()):
+        implied.add("DATA_QUALITY")
+    return frozenset(implied)
 
 
 def parse_answer(text: str) -> ParsedAnswer:
     """Parse one answer; never raises (garbage parses to an empty, not-ok answer)."""
     checks: dict[str, str] = {}
-    violations: frozenset[str] = frozenset()
-    parsed_ok = seen_verdict = in_directive = False
+    for line in check_lines(text):
+        if line.code in _KNOWN and line.code not in checks:
+            checks[line.code] = line.outcome
     directive_lines: list[str] = []
-
+    in_directive = False
     for line in (text or "").splitlines():
         header = _HEADER.match(line)
         if header is not None:
-            name, value = header.group(1).upper(), header.group(2)
-            # The first VIOLATIONS and the first DIRECTIVE count; a repeated section is the model rambling.
-            in_directive = name == "DIRECTIVE" and not directive_lines
+            # The first DIRECTIVE counts; a repeated section is the model rambling.
+            if in_directive or directive_lines:
+                break
+            in_directive = header.group(1).upper() == "DIRECTIVE"
             if in_directive:
-                directive_lines.append(value)
-            elif name == "VIOLATIONS" and not seen_verdict:
-                seen_verdict = True
-                violations, parsed_ok = parse_violations(value)
+                directive_lines.append(header.group(2))
             continue
         if in_directive:
             directive_lines.append(line)
-            continue
-        check = _CHECK_LINE.match(line)
-        if check is not None and not seen_verdict:
-            code = _normalise_code(check.group(1))
-            if code in _KNOWN and code not in checks:
-                checks[code] = _normalise_code(check.group(2))
-
     directive = " ".join(" ".join(directive_lines).split())
-    return ParsedAnswer(checks=checks, violations=violations, directive=directive, parsed_ok=parsed_ok)
+    return ParsedAnswer(checks=checks, violations=implied_violations(checks), directive=directive,
+                        parsed_ok=bool(checks))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -55,6 +55,7 @@ class DataConfig(_Section):
     source: str = Field("synthetic", description="'synthetic' (generated XBRL reports) or a JSONL/Parquet file or a folder of XBRL instances.")
     n_examples: int = Field(400, ge=10, le=1_000_000, description="Examples to generate (synthetic source only).")
     eu_fraction: float = Field(0.5, ge=0, le=1, description="Share of EU COREP reports among generated examples.")
+    train_balanced: int = Field(0, ge=0, le=1_000_000, description="Extra generated training-only reports with a rebalanced mix (each rule's check not OK in about half of them, margins wide to narrow); validation and test keep the natural mix (synthetic source only).")
     seed: int = Field(1234, description="Seed of generation and of the split.")
     split_fractions: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="Train / validation / test shares (grouped by bank).")
     min_report_chars: int = Field(50, ge=1, description="Contract: shortest acceptable report text.")
@@ -85,6 +86,8 @@ class TrainConfig(_Section):
     torch_compile: bool = Field(False, description="torch.compile the engine's model (DeepSpeed engine.compile, dynamic shapes): on an H100, 1.1B Llama, ZeRO-0 bf16, 40% -> 51% MFU (bench/NOTES.md); compiling costs about a minute, so for long GPU runs.")
     launcher: Literal["torchrun", "deepspeed"] = Field("torchrun", description="Launcher of the training subprocess.")
     seed: int = Field(42, description="Training seed.")
+    curve_points: int = Field(4, ge=0, le=100, description="Learning-curve points: teacher-forced validation scores at step 0 and this many evenly spaced steps, for full FT and LoRA (0: none).")
+    curve_examples: int = Field(32, ge=1, description="Validation examples the learning curve (and the LoRA sweep) scores.")
 
 
 class LoraConfig(_Section):
@@ -95,13 +98,16 @@ class LoraConfig(_Section):
     alpha: int = Field(128, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
     target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="Modules to adapt.")
-    lr: float = Field(2e-4, gt=0, lt=1, description="Peak lr; LoRA updates a low-rank delta from zero and needs ~10x the full-FT lr.")
+    lr: float = Field(2e-4, gt=0, lt=1, description="Peak lr; LoRA updates a low-rank delta from zero and needs ~10x the full-FT lr. With sweep_lrs, the sweep's choice replaces it.")
+    sweep_lrs: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=list, description="Learning rates to try before training LoRA (each a short run scored teacher-forced on validation); the best is used. Empty: use lr.")
+    sweep_steps: int = Field(10, ge=1, description="Optimizer steps of each sweep trial.")
 
 
 class EvalConfig(_Section):
     """Evaluation on the held-out test split."""
 
     max_new_tokens: int = Field(512, ge=1, description="Generation bound per answer (reference answers reach ~490 tokens).")
+    base_max_new_tokens: int | None = Field(None, ge=1, description="Generation bound for the base model, which never writes the answer format (None: max_new_tokens).")
     batch_size: int = Field(16, ge=1, description="Prompts per generation batch.")
     max_examples: int | None = Field(None, ge=1, description="Cap on test examples (None: the whole test split).")
     bootstrap_samples: int = Field(1000, ge=0, description="Bootstrap resamples for 95% confidence intervals.")

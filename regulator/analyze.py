@@ -4,8 +4,8 @@ For each filing: parse it, render the compact report, let the model answer (opti
 check lines, violation set and directive, and compare everything with the rule engine. The rule engine is the
 oracle; the model is never trusted on its own:
 
-- its violation set must equal the rule engine's ("model missed LEVERAGE", "model reported LCR which the rules do
-  not find"), and its ``VIOLATIONS`` line must agree with its own check lines;
+- the violation set its check lines imply must equal the rule engine's ("model missed LEVERAGE", "model reported
+  LCR which the rules do not find");
 - every figure its ``ANALYSIS`` quotes (percentages, basis points, amounts in millions) must be a figure of the
   filing for that rule (a reported fact, the threshold or a ratio the rule engine recomputes from components),
   allowing only the rounding of the precision the model displays;
@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from evaluation.parse import ParsedAnswer, parse_answer
+from evaluation.parse import ParsedAnswer, check_lines, parse_answer
 from finetune.errors import DataError, XBRLError
 from regulator.rules import DATA_QUALITY, RULE_CODES, Rule, RuleResult, applicable_rules, evaluate_rules
 from regulator.taxonomy import BY_CODE, KIND, RATIO
@@ -62,8 +62,8 @@ class FilingResult:
             ``threshold`` (decimals for ratios), ``outcome`` (OK/BREACH/DATA_QUALITY), ``margin``, ``legal_reference``.
         rule_violations: the rule engine's violation codes (fixed order); DATA_QUALITY for inconsistent figures.
         pca_category: US prompt-corrective-action category (12 CFR 324.403), None for EU or missing inputs.
-        model_violations: the codes on the model's VIOLATIONS line ([] for NONE); None without a model or when the
-            answer has no readable VIOLATIONS line (then ``model_answer`` is a string).
+        model_violations: the codes the model's check lines imply ([] for none); None without a model or when the
+            answer has no readable check line (then ``model_answer`` is a string).
         model_checks: the model's check lines as ``{"code", "text", "outcome"}`` (None without a model).
         model_directive: the model's DIRECTIVE text (None without a model).
         model_answer: the model's raw answer (None without a model).
@@ -212,8 +212,6 @@ _FIGURE = re.compile(
 )
 _SCALE = {"%": 0.01, "percent": 0.01, "per cent": 0.01, "pp": 0.01, "bp": 1e-4, "bps": 1e-4,
           "": 1e6, "m": 1e6, "mn": 1e6, "million": 1e6, "bn": 1e9, "billion": 1e9}
-_LINE = re.compile(r"^\s*[-*•]\s*([A-Za-z0-9_ ]+?)\s*:(.*)$")
-_OUTCOME_TAIL = re.compile(r":\s*(OK|BREACH|DATA[ _]QUALITY)\s*\.?\s*$", re.I)
 
 
 @dataclass(frozen=True)
@@ -249,20 +247,8 @@ def quoted_figures(text: str) -> tuple[list[Figure], list[str]]:
 
 
 def model_check_lines(answer: str) -> list[dict[str, str]]:
-    """The check lines of an answer's ANALYSIS (before VIOLATIONS): ``{"code", "text", "outcome"}``, in order."""
-    lines = []
-    for line in (answer or "").splitlines():
-        if re.match(r"^\s*(VIOLATIONS|DIRECTIVE)\s*:", line, re.I):
-            break
-        m = _LINE.match(line)
-        if m is None:
-            continue
-        code = re.sub(r"[\s-]+", "_", m.group(1).strip()).upper()
-        tail = _OUTCOME_TAIL.search(m.group(2))
-        outcome = re.sub(r"[\s-]+", "_", tail.group(1)).upper() if tail else ""
-        text = m.group(2)[: tail.start()] if tail else m.group(2)
-        lines.append({"code": code, "text": text.strip(), "outcome": outcome})
-    return lines
+    """The check lines of an answer's ANALYSIS: ``{"code", "text", "outcome"}``, in order."""
+    return [{"code": c.code, "text": c.text, "outcome": c.outcome} for c in check_lines(answer)]
 
 
 def _fact_ref(parsed: ParsedReport, code: str) -> list[_Reference]:
@@ -326,8 +312,8 @@ def review_answer(parsed: ParsedReport, result: RuleResult, answer: str) -> tupl
     parsed_answer = parse_answer(answer)
     checks = model_check_lines(answer)
     if not parsed_answer.parsed_ok:
-        return parsed_answer, checks, ["model answer has no readable VIOLATIONS line (NONE or known rule codes); "
-                                       "its verdict cannot be compared with the rules"]
+        return parsed_answer, checks, ["model answer has no readable check line (- CODE figure vs threshold: "
+                                       "OUTCOME); its verdict cannot be compared with the rules"]
     reasons = []
     rules_set, model_set = set(result.violations), set(parsed_answer.violations)
     model_outcome = {c["code"]: c["outcome"] for c in reversed(checks)}  # first line per code wins
@@ -337,10 +323,6 @@ def review_answer(parsed: ParsedReport, result: RuleResult, answer: str) -> tupl
             reasons.append(f"model missed {code}{said}")
         elif code in model_set - rules_set:
             reasons.append(f"model reported {code} which the rules do not find")
-    implied = parsed_answer.implied_violations()
-    if implied != parsed_answer.violations:
-        reasons.append(f"model's VIOLATIONS line ({_codes(parsed_answer.violations)}) disagrees with its own check "
-                       f"lines ({_codes(implied)})")
     rules = applicable_rules(parsed.jurisdiction, parsed.report_date)
     applicable = {c.code for c in result.checks}
     for code in RULE_CODES:
@@ -353,10 +335,6 @@ def review_answer(parsed: ParsedReport, result: RuleResult, answer: str) -> tupl
                            f"this {parsed.jurisdiction} filing")
     reasons.extend(_figure_reasons(parsed, rules, checks))
     return parsed_answer, checks, reasons
-
-
-def _codes(codes: frozenset[str]) -> str:
-    return ", ".join(c for c in RULE_CODES if c in codes) or "NONE"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -470,7 +448,7 @@ def summarize(results: list[FilingResult] | list[dict[str, Any]]) -> dict[str, i
 
 def codes_text(row: dict[str, Any], key: str) -> str:
     """How a table shows ``rule_violations`` or ``model_violations`` of a result dict: the codes, ``NONE``, ``-``
-    (not assessed, or no model) or ``unreadable`` (the model's answer has no readable VIOLATIONS line)."""
+    (not assessed, or no model) or ``unreadable`` (the model's answer has no readable check line)."""
     values = row[key]
     if row["status"] == ERROR:
         return "-"

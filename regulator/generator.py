@@ -55,6 +55,16 @@ INTENT_WEIGHTS: dict[str, float] = {
     "data_quality": 0.10,
 }
 REPORTS_PER_BANK = 8
+# Optional raw column: True for rows that may only be used for training (the rebalanced pool); see split_by_bank.
+TRAIN_ONLY = "train_only"
+BALANCED = "balanced"
+# Rebalanced pool: (breach, near-miss) draw probabilities per rule, so that each rule's check line is not OK in
+# roughly 40-55% of reports. A low capital tier pulls CET1 (and so the buffer) down with it, so the tiers are drawn
+# rarely and the buffer is broken or close mostly through them. Data quality in ~12% of reports.
+_BALANCED_DRAW = {"CET1_RATIO": (0.20, 0.10), "T1_RATIO": (0.22, 0.10), "TOTAL_CAPITAL_RATIO": (0.28, 0.10),
+                  "COMBINED_BUFFER": (0.08, 0.30)}
+_BALANCED_DEFAULT_DRAW = (0.45, 0.30)
+_BALANCED_DQ = 0.12
 _FIRST_QUARTER = date(2022, 3, 31)
 _N_QUARTERS = 16
 # Institution-specific countercyclical buffer rates (bp) by home country, roughly as set in 2024.
@@ -93,34 +103,44 @@ class Bank:
     first_quarter: int
 
 
-def generate_dataset(n_examples: int, seed: int, out_dir: Path, eu_fraction: float = 0.5) -> pd.DataFrame:
-    """Write ``n_examples`` XBRL instances under ``out_dir/xbrl/`` and return the labelled raw table.
+def generate_dataset(
+    n_examples: int, seed: int, out_dir: Path, eu_fraction: float = 0.5, n_train_balanced: int = 0
+) -> pd.DataFrame:
+    """Write ``n_examples`` (+ ``n_train_balanced``) XBRL instances under ``out_dir/xbrl/``; return the labelled table.
 
-    Deterministic for a given ``seed``; each instance is parsed back and labelled by the rule engine.
+    The first ``n_examples`` follow the natural mix of the domain recipe (they are split into train, validation and
+    test). The ``n_train_balanced`` more come from further banks with a rebalanced mix (each rule breached in about
+    45% of reports and within 50 bp of its threshold in about 30%) and are marked ``train_only``: they teach the
+    decision, while validation and test keep the mix a supervisor meets. Deterministic for a given ``seed``; each
+    instance is parsed back and labelled by the rule engine.
     """
-    if n_examples < 1 or not 0.0 <= eu_fraction <= 1.0:
-        raise ValueError(f"need n_examples >= 1 and 0 <= eu_fraction <= 1, got {n_examples}, {eu_fraction}")
+    if n_examples < 1 or n_train_balanced < 0 or not 0.0 <= eu_fraction <= 1.0:
+        raise ValueError(f"need n_examples >= 1, n_train_balanced >= 0 and 0 <= eu_fraction <= 1, got "
+                         f"{n_examples}, {n_train_balanced}, {eu_fraction}")
     rng = random.Random(seed)
     xbrl_dir = Path(out_dir) / "xbrl"
     xbrl_dir.mkdir(parents=True, exist_ok=True)
-    banks = _make_banks(rng, math.ceil(n_examples / REPORTS_PER_BANK), eu_fraction)
-    intents = _intents(rng, n_examples)
+    n_natural_banks = math.ceil(n_examples / REPORTS_PER_BANK)
+    banks = _make_banks(rng, n_natural_banks, eu_fraction)
+    extra = _make_banks(rng, math.ceil(n_train_balanced / REPORTS_PER_BANK), eu_fraction, taken=banks)
+    plan = [(banks[i // REPORTS_PER_BANK], i % REPORTS_PER_BANK, intent, False)
+            for i, intent in enumerate(_intents(rng, n_examples))]
+    plan += [(extra[i // REPORTS_PER_BANK], i % REPORTS_PER_BANK, BALANCED, True) for i in range(n_train_balanced)]
     rows = []
-    for i, intent in enumerate(intents):
-        bank = banks[i // REPORTS_PER_BANK]
-        quarter = bank.first_quarter + i % REPORTS_PER_BANK
-        report_date = _quarter_end(quarter)
+    for bank, nth, intent, train_only in plan:
+        report_date = _quarter_end(bank.first_quarter + nth)
         xml = build_instance(bank, report_date, intent, rng)
         path = xbrl_dir / f"{bank.jurisdiction}_{bank.bank_id}_{report_date.isoformat()}.xml"
         path.write_text(xml, encoding="utf-8")
-        rows.append(label_instance(parse_xbrl_file(path), family=bank.family, rng=rng, bank_name=bank.name))
-    return pd.DataFrame(rows, columns=list(RAW_COLUMNS))
+        row = label_instance(parse_xbrl_file(path), family=bank.family, bank_name=bank.name)
+        rows.append({**row, TRAIN_ONLY: train_only})
+    return pd.DataFrame(rows, columns=[*RAW_COLUMNS, TRAIN_ONLY])
 
 
-def label_instance(parsed: ParsedReport, *, family: str, rng: random.Random, bank_name: str = "") -> dict:
+def label_instance(parsed: ParsedReport, *, family: str, bank_name: str = "") -> dict:
     """One raw-table row for a parsed instance: rendering, rule-engine labels, directive and target."""
     result = evaluate_rules(parsed)
-    directive = render_directive(parsed, result, family, rng)
+    directive = render_directive(parsed, result, family)
     return {
         "id": f"{parsed.jurisdiction}-{parsed.entity_id}-{parsed.report_date}",
         "bank_id": parsed.entity_id,
@@ -137,7 +157,7 @@ def label_instance(parsed: ParsedReport, *, family: str, rng: random.Random, ban
     }
 
 
-def load_xbrl_folder(folder: Path, *, on_error: str = "raise", seed: int = 0) -> pd.DataFrame:
+def load_xbrl_folder(folder: Path, *, on_error: str = "raise") -> pd.DataFrame:
     """Parse and label every ``*.xml``/``*.xbrl`` instance in ``folder`` (sorted, recursive).
 
     ``on_error="raise"`` raises one ``XBRLError`` listing every file that failed; ``"skip"`` returns the good rows
@@ -151,7 +171,6 @@ def load_xbrl_folder(folder: Path, *, on_error: str = "raise", seed: int = 0) ->
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".xml", ".xbrl") and p.is_file())
     if not files:
         raise XBRLError(f"{folder}: no *.xml or *.xbrl files found")
-    rng = random.Random(seed)
     rows, errors = [], []
     for path in files:
         try:
@@ -159,7 +178,7 @@ def load_xbrl_folder(folder: Path, *, on_error: str = "raise", seed: int = 0) ->
         except XBRLError as exc:
             errors.append(str(exc))
             continue
-        rows.append(label_instance(parsed, family=family_for_bank(parsed.entity_id), rng=rng))
+        rows.append(label_instance(parsed, family=family_for_bank(parsed.entity_id)))
     if errors and on_error == "raise":
         listed = "\n".join(f"  - {e}" for e in errors)
         raise XBRLError(f"{len(errors)} of {len(files)} XBRL files in {folder} could not be used:\n{listed}")
@@ -179,10 +198,12 @@ def _intents(rng: random.Random, n: int) -> list[str]:
     return intents
 
 
-def _make_banks(rng: random.Random, n_banks: int, eu_fraction: float) -> list[Bank]:
+def _make_banks(rng: random.Random, n_banks: int, eu_fraction: float, taken: list[Bank] = ()) -> list[Bank]:
+    """``n_banks`` banks with ids and names unique among themselves and ``taken``."""
     families = sorted(TEMPLATE_FAMILIES)
     n_eu = round(n_banks * eu_fraction)
-    banks, names, ids = [], set(), set()
+    banks: list[Bank] = []
+    names, ids = {b.name for b in taken}, {b.bank_id for b in taken}
     for i in range(n_banks):
         jur = "EU" if i < n_eu else "US"
         bank_id = _lei(rng) if jur == "EU" else str(rng.randint(100000, 3999999))
@@ -251,6 +272,13 @@ def _spread(rng: random.Random, margin: int) -> int:
 
 
 def _states(rng: random.Random, jur: str, intent: str) -> dict[str, str]:
+    if intent == BALANCED:
+        states = {}
+        for code in _ANY[jur]:
+            breach, near = _BALANCED_DRAW.get(code, _BALANCED_DEFAULT_DRAW)
+            draw = rng.random()
+            states[code] = "breach" if draw < breach else "near" if draw < breach + near else "ok"
+        return states
     states = {code: "ok" for code in _ANY[jur]}
     if intent == "data_quality":
         intent = rng.choice(("compliant", "compliant", "near_miss", "single_breach", "multi_breach"))
@@ -278,13 +306,14 @@ def _capital_bp(rng: random.Random, states: dict[str, str], cbr: int) -> tuple[i
     cet1 = 450 + cbr + shortfall
     t1 = max(cet1 + rng.randint(50, 200), 600 + cbr + other)
     total = max(t1 + rng.randint(100, 350), 800 + cbr + other)
-    if states["CET1_RATIO"] == "breach":
-        cet1 = 450 + _margin(rng, "breach")
-    if states["T1_RATIO"] == "breach":
-        t1 = 600 + _margin(rng, "breach")
+    # A breach (or, in the rebalanced pool, a near miss) of a minimum pulls the lower tiers down with it.
+    if states["CET1_RATIO"] in ("breach", "near"):
+        cet1 = 450 + _margin(rng, states["CET1_RATIO"])
+    if states["T1_RATIO"] in ("breach", "near"):
+        t1 = 600 + _margin(rng, states["T1_RATIO"])
         cet1 = min(cet1, t1 - rng.randint(0, 100))
-    if states["TOTAL_CAPITAL_RATIO"] == "breach":
-        total = 800 + _margin(rng, "breach")
+    if states["TOTAL_CAPITAL_RATIO"] in ("breach", "near"):
+        total = 800 + _margin(rng, states["TOTAL_CAPITAL_RATIO"])
         t1 = min(t1, total - rng.randint(0, 150))
         cet1 = min(cet1, t1 - rng.randint(0, 100))
     return max(cet1, 50), max(t1, 60), max(total, 70)
@@ -296,7 +325,7 @@ def _figures_eu(rng: random.Random, bank: Bank, states: dict[str, str]) -> dict[
     cet1, t1, total = _capital_bp(rng, states, cbr)
     rwa = bank.rwa_units * 10_000_000 * rng.uniform(0.95, 1.05) // 10_000_000 * 10_000_000
     t1_amt = t1 * rwa / 10_000
-    lev = 300 + _margin(rng, states["LEVERAGE"], healthy_max=500)
+    lev = max(300 + _margin(rng, states["LEVERAGE"], healthy_max=500), 50)  # a deep breach, never a zero ratio
     lev_exposure = _round(t1_amt * 10_000 / lev, 1000)
     outflow = _round(rwa * rng.uniform(0.05, 0.2), 1000)
     lcr = 10_000 + _spread(rng, _margin(rng, states["LCR"]))
@@ -381,7 +410,7 @@ def build_instance(bank: Bank, report_date: date, intent: str, rng: random.Rando
     """The XBRL instance text of one synthetic report (EBA COREP for EU banks, FFIEC Call Report for US banks)."""
     states = _states(rng, bank.jurisdiction, intent)
     figures = _figures_eu(rng, bank, states) if bank.jurisdiction == "EU" else _figures_us(rng, bank, states)
-    if intent == "data_quality":
+    if intent == "data_quality" or (intent == BALANCED and rng.random() < _BALANCED_DQ):
         figures = _inject_data_quality(rng, figures, bank.jurisdiction)
     if bank.jurisdiction == "EU":
         return eu_instance(bank.bank_id, bank.name, report_date.isoformat(), figures)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-SYSTEM_PROMPT = (
-    "You are a banking supervisor. Check the report against the prudential rules. Answer with ANALYSIS (one line "
-    "per rule: figure vs threshold: OK, BREACH or DATA_QUALITY), VIOLATIONS (codes or NONE) and DIRECTIVE."
-)
+# Short on purpose: every training example and every generation pays for it (the answer format is learned from
+# the examples, not from the instruction).
+SYSTEM_PROMPT = "Banking supervisor: check the report against the prudential rules; write ANALYSIS and DIRECTIVE."
 
 
 def build_messages(report_text: str) -> list[dict[str, str]]:

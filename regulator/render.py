@@ -7,7 +7,6 @@ violation codes, so a held-out family tests new wording without hiding any viola
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -19,45 +18,43 @@ from regulator.xbrl import ParsedReport
 TEMPLATE_FAMILIES: dict[str, tuple[str, str, str]] = {
     "formal_notice": (
         "The supervisor notifies {bank} that it must {action} ({legal}) by {deadline}.",
-        "{bank} must also {action} ({legal}) by {deadline}.",
-        "The supervisor notifies {bank} that no measure is required; it must {action} ({legal}) until the next "
-        "review on {deadline}.",
+        "It must also {action} ({legal}) by {deadline}.",
+        "The supervisor notifies {bank} that no measure is required; next review {deadline}.",
     ),
     "directive_order": (
-        "{bank} is directed to {action} under {legal} no later than {deadline}.",
+        "{bank} is directed to {action} under {legal} by {deadline}.",
         "It is further directed to {action} under {legal} by {deadline}.",
-        "{bank} is not subject to any new direction and is expected to {action} under {legal} until {deadline}.",
+        "{bank} is not subject to any new direction; next review {deadline}.",
     ),
     "deadline_first": (
-        "By {deadline}, {bank} must {action}, as required by {legal}.",
+        "By {deadline}, {bank} must {action} ({legal}).",
         "By {deadline}, it must also {action} ({legal}).",
-        "Until the next review on {deadline}, {bank} must {action}, as required by {legal}.",
+        "No measure for {bank} until the next review on {deadline}.",
     ),
     "legal_basis_first": (
         "Pursuant to {legal}, {bank} shall {action} by {deadline}.",
         "Pursuant to {legal}, it shall also {action} by {deadline}.",
-        "Pursuant to {legal}, no measure is imposed; {bank} shall {action} until {deadline}.",
+        "No measure is imposed on {bank}; next review {deadline}.",
     ),
     "supervisory_letter": (
-        "Following our review of the {date} report, we require {bank} to {action} ({legal}) by {deadline}.",
-        "We also require the bank to {action} ({legal}) by {deadline}.",
-        "Following our review of the {date} report, we require no measure from {bank}; it should {action} "
-        "({legal}) until {deadline}.",
+        "We require {bank} to {action} ({legal}) by {deadline}.",
+        "We also require it to {action} ({legal}) by {deadline}.",
+        "We require no measure from {bank}; next review {deadline}.",
     ),
     "findings_based": (
-        "In view of the {finding}, {bank} must {action} under {legal} by {deadline}.",
-        "In addition, {bank} must {action} under {legal} by {deadline}.",
-        "In view of the {finding}, no measure is required; {bank} must {action} under {legal} until {deadline}.",
+        "Given the {finding}, {bank} must {action} under {legal} by {deadline}.",
+        "In addition, it must {action} under {legal} by {deadline}.",
+        "Given the {finding}, no measure is required from {bank}; next review {deadline}.",
     ),
     "escalation": (
-        "Supervisory escalation for {bank}: {action} pursuant to {legal}, due {deadline}.",
-        "Further measure: {action} pursuant to {legal}, due {deadline}.",
-        "No escalation for {bank}: {action} pursuant to {legal}; next review {deadline}.",
+        "Escalation for {bank}: {action} ({legal}), due {deadline}.",
+        "Further measure: {action} ({legal}), due {deadline}.",
+        "No escalation for {bank}; next review {deadline}.",
     ),
     "plain_instruction": (
-        "{bank}: {action} ({legal}); deadline {deadline}.",
-        "Also {action} ({legal}); deadline {deadline}.",
-        "{bank}: no measure; {action} ({legal}); next review {deadline}.",
+        "{bank}: {action} ({legal}) by {deadline}.",
+        "Also {action} ({legal}) by {deadline}.",
+        "{bank}: no measure; next review {deadline}.",
     ),
 }
 
@@ -69,75 +66,66 @@ class _Remedy:
     days: int
 
 
-# Ordered by priority: the first situations of a report get the directive's sentences (at most three).
+# Ordered by priority: the first situations of a report get the directive's sentences (at most three). Each family
+# words an action its own way (its house style), so the wording follows from the supervisor, not from chance.
 _REMEDIES: dict[str, _Remedy] = {
     "capital": _Remedy(
         (
-            "submit a capital restoration plan and restore its risk-based capital ratios above the minimum",
+            "submit a capital restoration plan",
             "raise capital or reduce risk-weighted assets under a capital restoration plan",
-            "file a capital restoration plan showing how the capital ratios return above the minimum",
         ),
         {"EU": "CRD Art 104(1)(c)", "US": "12 U.S.C. 1831o(e)(2)"},
         45,
     ),
     "buffer": _Remedy(
         (
-            "submit a capital conservation plan and apply the restrictions on distributions",
-            "restrict dividends, variable remuneration and AT1 coupons to the maximum distributable amount",
-            "halt distributions beyond the maximum distributable amount and present a capital conservation plan",
+            "submit a capital conservation plan and restrict distributions",
+            "limit distributions to the maximum distributable amount",
         ),
         {"EU": "CRD Art 141 and 142", "US": "12 CFR 324.11"},
         7,
     ),
     "leverage": _Remedy(
         (
-            "restore the leverage ratio above the minimum through Tier 1 capital or lower exposures",
-            "submit a plan to bring the leverage ratio back above the minimum",
+            "restore the leverage ratio above the minimum",
+            "submit a plan to restore the leverage ratio",
         ),
         {"EU": "CRR Art 92(1)(d) and CRD Art 104(1)(c)", "US": "12 U.S.C. 1831o(e)(2)"},
         30,
     ),
     "liquidity": _Remedy(
         (
-            "submit a liquidity restoration plan and report liquidity daily until the requirement is met",
-            "restore the liquidity and stable funding ratios to 100% under a liquidity restoration plan",
+            "submit a liquidity restoration plan",
+            "restore its liquidity ratios to 100% and report liquidity daily",
         ),
         {"EU": "CRR Art 414", "US": "12 CFR part 329"},
         14,
     ),
     "exposure": _Remedy(
         (
-            "reduce the exposure to the affected client group below 25% of Tier 1 capital",
-            "bring the large exposure back within the limit and report the excess without delay",
+            "reduce the large exposure below 25% of Tier 1 capital",
+            "bring the large exposure back within the limit",
         ),
         {"EU": "CRR Art 395(1) and 396(1)", "US": "12 CFR part 32"},
         30,
     ),
     "data": _Remedy(
         (
-            "resubmit the report with corrected and internally consistent figures",
+            "resubmit the report with consistent figures",
             "correct the inconsistent figures and resubmit the report",
-            "file a corrected resubmission of the report with reconciled ratios",
         ),
         {"EU": "Implementing Regulation (EU) 2021/451", "US": "12 U.S.C. 1817(a)"},
         10,
     ),
     "watch": _Remedy(
         (
-            "submit capital and liquidity projections showing headroom above the requirements",
-            "report monthly on the ratios close to their thresholds under heightened monitoring",
+            "submit capital and liquidity projections",
+            "report monthly on the ratios close to their thresholds",
         ),
         {"EU": "CRD Art 104(1)(j)", "US": "12 CFR 324.10"},
         30,
     ),
-    "none": _Remedy(
-        (
-            "continue to meet all prudential requirements",
-            "maintain its current capital and liquidity positions above all requirements",
-        ),
-        {"EU": "CRR Art 92", "US": "12 CFR part 324"},
-        90,
-    ),
+    "none": _Remedy(("",), {"EU": "", "US": ""}, 90),
 }
 _SITUATION_OF_CODE = {
     "CET1_RATIO": "capital",
@@ -164,9 +152,10 @@ def situations(parsed: ParsedReport, result: RuleResult) -> list[str]:
     return [s for s in _REMEDIES if s in found]
 
 
-def render_directive(parsed: ParsedReport, result: RuleResult, family: str, rng: random.Random) -> str:
+def render_directive(parsed: ParsedReport, result: RuleResult, family: str) -> str:
     """One to three sentences: what the bank must do, by when, citing the legal remedy, in ``family``'s wording."""
     first, follow, no_measure = TEMPLATE_FAMILIES[family]
+    style = sorted(TEMPLATE_FAMILIES).index(family)
     review = date.fromisoformat(parsed.report_date) + timedelta(days=_REVIEW_LAG_DAYS)
     finding = _finding(result)
     sentences = []
@@ -180,7 +169,7 @@ def render_directive(parsed: ParsedReport, result: RuleResult, family: str, rng:
         sentences.append(
             frame.format(
                 bank=parsed.entity_name,
-                action=rng.choice(remedy.actions),
+                action=remedy.actions[style % len(remedy.actions)],
                 legal=legal,
                 deadline=deadline,
                 date=_fmt_date(date.fromisoformat(parsed.report_date)),
@@ -195,7 +184,7 @@ def _finding(result: RuleResult) -> str:
     for outcome in (BREACH, DATA_QUALITY):
         for check in result.checks:
             if check.outcome == outcome and check.code == DATA_QUALITY:
-                return f"data-quality finding ({check.description})"
+                return "data-quality findings"
             if check.outcome == outcome:
                 return f"reported {check.description.split(' vs ')[0]}"
     return f"reported {result.checks[0].description.split(' vs ')[0]}" if result.checks else "reported figures"
@@ -206,10 +195,13 @@ def _fmt_date(d: date) -> str:
 
 
 def render_target(result: RuleResult, directive: str) -> str:
-    """The full answer text in the format of CONVENTIONS (analysis lines, violations, directive)."""
+    """The full answer text: one check line per rule (``- CODE figure vs threshold kind: OUTCOME``), then the directive.
+
+    There is no separate verdict line: the violation set is what the check lines say (BREACH codes, plus
+    DATA_QUALITY for any DATA_QUALITY line), so an answer cannot contradict itself.
+    """
     lines = ["ANALYSIS:"]
     lines.extend(f"- {check.line()}" for check in result.checks)
-    lines.append(f"VIOLATIONS: {', '.join(result.violations) if result.violations else 'NONE'}")
     lines.append(f"DIRECTIVE: {directive}")
     return "\n".join(lines)
 

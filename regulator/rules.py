@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from regulator.taxonomy import BY_CODE
-from regulator.xbrl import ParsedReport, render_value
+from regulator.xbrl import ParsedReport, format_threshold, render_value
 
 RULE_CODES: tuple[str, ...] = (
     "CET1_RATIO",
@@ -30,6 +30,8 @@ NEAR_MISS_MARGIN = 0.005  # 50 bp
 RATIO_TOLERANCE_ABS = 0.001
 RATIO_TOLERANCE_REL = 0.005
 _SCALE_FACTORS = (10.0, 100.0, 1000.0, 0.1, 0.01, 0.001)
+# The threshold's kind as the answer line states it (one token each for SmolLM2's tokenizer).
+_SHORT_LABEL = {"minimum": "min", "buffer requirement": "req", "limit": "limit"}
 
 
 @dataclass(frozen=True)
@@ -126,10 +128,15 @@ class Check:
     margin: float | None
     severity: str
     legal_reference: str = ""
+    detail: str = ""
 
     def line(self) -> str:
-        """The check line of the answer format, without the leading ``- ``."""
-        return f"{self.code}: {self.description}: {self.outcome}"
+        """The check line of the answer format, without the leading ``- ``: ``CODE detail: OUTCOME``.
+
+        ``detail`` is the compact form the model writes (``4.30% vs 4.50% min``): the figure once, the threshold,
+        nothing the report does not state; ``description`` is the readable sentence shown to people.
+        """
+        return f"{self.code} {self.detail or self.description}: {self.outcome}"
 
 
 @dataclass(frozen=True)
@@ -194,14 +201,16 @@ def _check_rule(rule: Rule, parsed: ParsedReport) -> Check:
     # The legal reference is cited in the directive, not on every check line: it is constant per rule, and on a
     # CPU it would cost ~20% of every answer's generated tokens.
     text = f"{rule.description} {fig_text} vs {thr_text} {rule.threshold_label}"
+    short_thr = thr_text if rule.threshold_fact or threshold is None else format_threshold(threshold)
+    detail = f"{fig_text} vs {short_thr} {_SHORT_LABEL.get(rule.threshold_label, rule.threshold_label)}"
     if figure is None or threshold is None:
-        return Check(rule.code, text, figure, threshold, DATA_QUALITY, None, "medium", rule.legal_reference)
+        return Check(rule.code, text, figure, threshold, DATA_QUALITY, None, "medium", rule.legal_reference, detail)
     margin = round(figure - threshold if rule.comparison == ">=" else threshold - figure, 10)
     if meets(figure, threshold, rule.comparison):
         severity = "watch" if margin < NEAR_MISS_MARGIN else "none"
-        return Check(rule.code, text, figure, threshold, OK, margin, severity, rule.legal_reference)
+        return Check(rule.code, text, figure, threshold, OK, margin, severity, rule.legal_reference, detail)
     severity = "high" if margin >= -0.01 else "critical"
-    return Check(rule.code, text, figure, threshold, BREACH, margin, severity, rule.legal_reference)
+    return Check(rule.code, text, figure, threshold, BREACH, margin, severity, rule.legal_reference, detail)
 
 
 def _data_quality_checks(rules: list[Rule], parsed: ParsedReport) -> list[Check]:
@@ -215,11 +224,16 @@ def _data_quality_checks(rules: list[Rule], parsed: ParsedReport) -> list[Check]
     for code in missing:
         state = "nil" if code in facts else "not reported"
         text = f"Required fact {BY_CODE[code].label} ({code}) {state}"
-        out.append(Check(DATA_QUALITY, text, None, None, DATA_QUALITY, None, "medium"))
+        detail = f"{BY_CODE[code].label} {state}"
+        out.append(Check(DATA_QUALITY, text, None, None, DATA_QUALITY, None, "medium", detail=detail))
     for rule in rules:
         finding = _ratio_disagreement(rule, facts)
         if finding:
-            out.append(Check(DATA_QUALITY, finding, facts.get(rule.figure), None, DATA_QUALITY, None, "medium"))
+            # The answer line quotes only what the report states: recomputing a ratio is the rule engine's job.
+            detail = f"{rule.description} {render_value(rule.figure, facts.get(rule.figure), True)} " \
+                     "disagrees with its components"
+            out.append(Check(DATA_QUALITY, finding, facts.get(rule.figure), None, DATA_QUALITY, None, "medium",
+                             detail=detail))
     return out
 
 

@@ -262,6 +262,11 @@ def format_ratio(value: float) -> str:
     return two if abs(round(pct, 2) - pct) < 1e-9 else f"{pct:.4f}%"
 
 
+def format_threshold(value: float) -> str:
+    """Render a rule's constant threshold as briefly as it is exact: 0.045 -> ``4.5%``, 1.0 -> ``100%``."""
+    return f"{round(value * 100, 4):g}%"
+
+
 def format_amount(value: float) -> str:
     """Render a currency amount in whole millions (the header line states the currency)."""
     return f"{value / 1e6:.0f}"
@@ -277,19 +282,16 @@ def render_value(code: str, value: float | None, present: bool) -> str:
 
 
 def render_report(parsed: ParsedReport) -> str:
-    """Compact, stable text the model reads (about 150-250 tokens).
+    """Compact, stable text the model reads (about 60-110 tokens), the same for every filing format.
 
-    A header (jurisdiction, form, report date, entity id and name, currency), then one line per COREP template
-    (``C 03.00 CET1 ratio 12.82%, T1 ratio 13.41%, ...``) or per MDRM concept (``RCOAP793 CET1 ratio 12.82%``).
-    Amounts are in millions, ratios in percent; a nil fact shows ``nil``, an absent one ``not reported``.
+    A header (jurisdiction, form, report date, entity name, currency), then one line per COREP template
+    (``CET1 ratio 12.82%; T1 ratio 13.41%; ...``) or, for a call report, one line of amounts and one of ratios. Amounts are in millions, ratios in percent; a nil fact shows ``nil``, an absent one ``not reported``.
+    Identifiers (LEI, RSSD, MDRM codes) are left out: the model needs the figures, and ``analyze`` keeps the ids.
     """
-    header = (
-        f"{parsed.jurisdiction} {parsed.form} {parsed.report_date} {parsed.entity_id} {parsed.entity_name} "
-        f"({parsed.currency} m)"
-    )
+    header = f"{parsed.jurisdiction} {parsed.form} {parsed.report_date} {parsed.entity_name} ({parsed.currency} m)"
     groups: dict[str, list[str]] = {}
     for dp in DATAPOINTS[parsed.jurisdiction]:
         value = render_value(dp.code, parsed.facts.get(dp.code), dp.code in parsed.facts)
-        key = dp.code[:7] if parsed.jurisdiction == "EU" else dp.code
+        key = dp.code[:7] if parsed.jurisdiction == "EU" else dp.kind
         groups.setdefault(key, []).append(f"{dp.label} {value}")
-    return "\n".join([header, *(f"{key} {', '.join(items)}" for key, items in groups.items())])
+    return "\n".join([header, *("; ".join(items) for items in groups.values())])

@@ -55,7 +55,8 @@ def prepare_data(cfg: dict, model_dir: str, out_dir: str, key: str) -> dict:
 
     def build(tmp: Path) -> dict:
         if d.source == "synthetic":
-            raw = generate_dataset(n_examples=d.n_examples, seed=d.seed, out_dir=tmp / "raw", eu_fraction=d.eu_fraction)
+            raw = generate_dataset(n_examples=d.n_examples, seed=d.seed, out_dir=tmp / "raw", eu_fraction=d.eu_fraction,
+                                   n_train_balanced=d.train_balanced)
             raw["source_file"] = [os.path.relpath(p, tmp) if p else "" for p in raw["source_file"]]
         else:
             raw = load_raw(d.source)

@@ -11,18 +11,18 @@ from evaluation.metrics import paired_bootstrap, score_predictions
 from finetune.errors import EvaluationError
 
 REFERENCES = [
-    "ANALYSIS:\n- CET1_RATIO: CET1 ratio 3.51% vs 4.50%: BREACH\n- LEVERAGE: Leverage 6.94% vs 3.00%: OK\n"
-    "VIOLATIONS: CET1_RATIO\nDIRECTIVE: the bank must restore capital",
-    "ANALYSIS:\n- LCR: LCR 80% vs 100%: BREACH\n- NSFR: NSFR 90% vs 100%: BREACH\n"
-    "VIOLATIONS: LCR, NSFR\nDIRECTIVE: submit a liquidity plan",
-    "ANALYSIS:\n- CET1_RATIO: CET1 ratio 12.00% vs 4.50%: OK\nVIOLATIONS: NONE\nDIRECTIVE: no action is required",
+    "ANALYSIS:\n- CET1_RATIO 3.51% vs 4.5% min: BREACH\n- LEVERAGE 6.94% vs 3% min: OK\n"
+    "DIRECTIVE: the bank must restore capital",
+    "ANALYSIS:\n- LCR 80.00% vs 100% min: BREACH\n- NSFR 90.00% vs 100% min: BREACH\n"
+    "DIRECTIVE: submit a liquidity plan",
+    "ANALYSIS:\n- CET1_RATIO 12.00% vs 4.5% min: OK\nDIRECTIVE: no action is required",
 ]
 PREDICTIONS = [
-    # Right on CET1, a false LEVERAGE breach (check line and verdict agree with each other).
-    "ANALYSIS:\n- CET1_RATIO: CET1 ratio 3.51% vs 4.50%: BREACH\n- LEVERAGE: Leverage 6.94% vs 3.00%: BREACH\n"
-    "VIOLATIONS: CET1_RATIO, LEVERAGE\nDIRECTIVE: the bank must restore capital",
+    # Right on CET1, a false LEVERAGE breach.
+    "ANALYSIS:\n- CET1_RATIO 3.51% vs 4.5% min: BREACH\n- LEVERAGE 6.94% vs 3% min: BREACH\n"
+    "DIRECTIVE: the bank must restore capital",
     # Finds LCR, misses NSFR (calls it OK), shorter directive.
-    "ANALYSIS:\n- LCR: LCR 80% vs 100%: BREACH\n- NSFR: NSFR 90% vs 100%: OK\nVIOLATIONS: LCR\nDIRECTIVE: submit plan",
+    "ANALYSIS:\n- LCR 80.00% vs 100% min: BREACH\n- NSFR 90.00% vs 100% min: OK\nDIRECTIVE: submit plan",
     # Unparseable: predicts nothing.
     "I am not sure what to say about this bank.",
 ]
@@ -56,15 +56,14 @@ def test_per_code_and_macro(scores: dict) -> None:
     assert scores["f1_macro"] == pytest.approx(0.5)
 
 
-def test_exact_match_checks_agreement_parse_rate(scores: dict) -> None:
+def test_exact_match_checks_parse_rate(scores: dict) -> None:
     # exact: ex1 {CET1,LEV} != {CET1}; ex2 {LCR} != {LCR,NSFR}; ex3 {} == {} -> 1/3
     assert scores["exact_match"] == pytest.approx(1 / 3)
     # reference check lines: ex1 CET1 BREACH (ok), LEVERAGE OK (model BREACH); ex2 LCR (ok), NSFR BREACH (model OK);
     # ex3 CET1 OK (model has no line) -> 2 right of 5 = 0.4
     assert scores["check_accuracy"] == pytest.approx(0.4)
     assert scores["spurious_checks_per_answer"] == 0.0
-    # agreement: ex1 implied {CET1,LEV} = verdict; ex2 implied {LCR} = verdict; ex3 unparseable -> 2/3
-    assert scores["agreement"] == pytest.approx(2 / 3)
+    # parse rate: ex1 and ex2 have check lines, ex3 has none -> 2/3
     assert scores["parse_rate"] == pytest.approx(2 / 3)
     assert scores["n_examples"] == 3
 
@@ -89,7 +88,7 @@ def test_perfect_predictions_have_degenerate_ci() -> None:
     s = score_predictions(REFERENCES, REFERENCES, n_bootstrap=50)
     assert s["f1_micro"] == s["f1_micro_ci_low"] == s["f1_micro_ci_high"] == 1.0
     assert s["rouge_l_ci_low"] == s["rouge_l_ci_high"] == pytest.approx(1.0)
-    assert s["exact_match"] == s["check_accuracy"] == s["agreement"] == 1.0
+    assert s["exact_match"] == s["check_accuracy"] == s["parse_rate"] == 1.0
 
 
 def test_paired_bootstrap() -> None:
