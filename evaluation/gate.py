@@ -75,7 +75,7 @@ class GateDecision:
     def raise_if_rejected(self) -> None:
         """Raise :class:`GateRejected` listing every failed criterion when the gate did not pass."""
         if not self.passed:
-            raise GateRejected(self.failures)
+            raise GateRejected(self.failures, decision=self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able form (for the model card and run manifest)."""

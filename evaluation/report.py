@@ -31,7 +31,6 @@ HEADLINE = [
     ("rouge_l", "directive ROUGE-L"),
     ("exact_match", "exact match"),
     ("check_accuracy", "check-line accuracy"),
-    ("agreement", "verdict agrees with checks"),
     ("parse_rate", "parseable"),
     ("forgetting_increase", "forgetting (NLL increase)"),
     ("trainable_params", "trainable params"),
@@ -55,7 +54,7 @@ def comparison_rows(
         lo, hi = scores.get("f1_micro_ci_low"), scores.get("f1_micro_ci_high")
         row: dict[str, Any] = {"system": name}
         row.update({key: scores.get(key) for key in ("f1_micro", "f1_macro", "rouge_l", "exact_match",
-                                                       "check_accuracy", "agreement", "parse_rate")})
+                                                       "check_accuracy", "parse_rate")})
         row["f1_micro_ci"] = f"{lo:.3f}–{hi:.3f}" if lo is not None and hi is not None else None
         row["forgetting_increase"] = system.get("forgetting")
         row.update({key: training.get(key) for key in ("trainable_params", "train_seconds", "tokens_per_second")})
@@ -203,3 +202,64 @@ def plot_loss_curves(logs: Mapping[str, Path], path: Path) -> Path:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def plot_learning_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: Path) -> Path:
+    """Teacher-forced violation F1 (solid) and check-line accuracy (dotted) on the validation split against
+    examples seen, one colour per system. Returns ``path``."""
+    fig = Figure(figsize=(7.0, 4.0))
+    ax = fig.add_subplot()
+    for system, records in curves.items():
+        points = [r for r in records if r.get("tf_f1_micro") is not None]
+        if not points:
+            continue
+        line = ax.plot([r["examples_seen"] for r in points], [r["tf_f1_micro"] for r in points], "o-",
+                       label=f"{system} violation F1")[0]
+        ax.plot([r["examples_seen"] for r in points], [r["tf_check_accuracy"] for r in points], ":",
+                color=line.get_color(), label=f"{system} check-line accuracy")
+    ax.set_xlabel("training examples seen")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Learning curve on the validation split (teacher-forced outcome of each check line)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def render_curve_markdown(curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """The learning-curve points as a table: system, examples seen, teacher-forced F1 and check-line accuracy."""
+    body = [[system, str(r["examples_seen"]), _fmt("f1", r.get("tf_f1_micro")),
+             _fmt("check_accuracy", r.get("tf_check_accuracy"))]
+            for system, records in curves.items() for r in records]
+    if not body:
+        return "No learning curve was recorded (train.curve_points is 0)."
+    return _table(["system", "examples seen", "violation F1 (teacher-forced)", "check-line accuracy"], body)
+
+
+def render_paired_markdown(paired: Mapping[str, Any]) -> str:
+    """The paired bootstrap of full FT minus LoRA on the same test examples, as sentences a reader can act on."""
+    if not paired:
+        return "No LoRA baseline was trained, so there is no paired comparison."
+    lines = []
+    for key, label in (("f1_micro", "violation F1 (micro)"), ("rouge_l", "directive ROUGE-L")):
+        p = paired.get(key) or {}
+        if p.get("difference") is None:
+            lines.append(f"- {label}: undefined")
+            continue
+        ci = f"{p['ci_low']:+.3f} to {p['ci_high']:+.3f}" if p.get("ci_low") is not None else "undefined"
+        lines.append(f"- {label}: full FT {p['a']:.3f} vs LoRA {p['b']:.3f}, difference **{p['difference']:+.3f}** "
+                     f"(95% CI {ci}; share of resamples where full FT is not better: {p['p_not_better']:.3f})")
+    lines.append(f"\nPaired bootstrap over the same {paired.get('n_examples')} test examples, "
+                 f"{paired.get('n_bootstrap')} resamples.")
+    return "\n".join(lines)
+
+
+def render_sweep_markdown(sweep: Mapping[str, Any] | None, lora_training: Mapping[str, Any] | None) -> str:
+    """How LoRA's learning rate was chosen: the sweep's trials, or the configured value."""
+    if not sweep:
+        lr = (lora_training or {}).get("lr")
+        return f"LoRA trained at the configured learning rate {lr} (no sweep: lora.sweep_lrs is empty)."
+    body = [[f"{t['lr']:g}", _fmt("f1", t.get("tf_f1_micro")), _fmt("check_accuracy", t.get("tf_check_accuracy")),
+             _fmt("loss", t.get("final_loss")), f"{t.get('seconds', 0):.0f} s"] for t in sweep["trials"]]
+    head = (f"Each candidate trained {sweep['steps']} steps on the training split from the base model and was scored "
+            f"teacher-forced on the validation split; chosen: **{sweep['chosen_lr']:g}**.")
+    return head + "\n\n" + _table(["lr", "violation F1", "check-line accuracy", "final loss", "time"], body)

@@ -15,8 +15,12 @@ import json
 import sys
 from pathlib import Path
 
-from finetune.errors import FinetuneError
+from finetune.errors import FinetuneError, GateRejected
+from finetune.summary import render_terminal_summary
 
+# Exit codes: 0 done, 1 unreadable filings (analyze), 2 usage/config/model error, 3 the gate rejected the model
+# (the run finished and wrote its summary; nothing was promoted).
+EXIT_GATE_REJECTED = 3
 STAGES = ["audit", "infra_check", "prepare_data", "train_full", "train_lora", "evaluate", "deployment_gate"]
 
 
@@ -124,9 +128,16 @@ def main(argv: list[str] | None = None) -> int:
             from flows.finetune import finetune
 
             config = args.config if args.config.is_absolute() else Path.cwd() / args.config
-            summary = finetune(config_path=str(config), overrides=dict(_split(o) for o in args.overrides),
-                               stop_after=args.stop_after)
-            print(json.dumps({"run_dir": summary["run_dir"], **summary.get("result", {})}, indent=2))
+            try:
+                summary = finetune(config_path=str(config), overrides=dict(_split(o) for o in args.overrides),
+                                   stop_after=args.stop_after)
+            except GateRejected as err:
+                summary_file = Path(err.run_dir) / "summary.json" if err.run_dir else None
+                if summary_file is not None and summary_file.is_file():
+                    print(render_terminal_summary(json.loads(summary_file.read_text())))
+                print(f"error: {err}", file=sys.stderr)
+                return EXIT_GATE_REJECTED
+            print(render_terminal_summary(summary))
     except FinetuneError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -64,10 +64,16 @@ class EvaluationError(FinetuneError):
 class GateRejected(FinetuneError):
     """The deployment gate rejected the model; ``failures`` lists every failed criterion with its figure."""
 
-    def __init__(self, failures: list[str]) -> None:
+    def __init__(self, failures: list[str], decision: dict | None = None) -> None:
         self.failures = list(failures)
+        self.decision = decision  # the whole decision (every criterion), for the run summary
+        self.run_dir: str | None = None  # set by the flow once the run summary is written
         lines = "\n".join(f"  - {f}" for f in self.failures)
         super().__init__(f"deployment gate rejected the model ({len(self.failures)} failed criteria):\n{lines}")
+
+    def __reduce__(self) -> tuple:
+        # Prefect stores a failed state's exception with cloudpickle: rebuild it from the same arguments.
+        return (GateRejected, (self.failures, self.decision))
 
 
 class RegistryError(FinetuneError):

@@ -13,6 +13,7 @@ stage outputs; stage outputs themselves are cached by content hash and shared be
 
 from __future__ import annotations
 
+import json
 import platform
 from pathlib import Path
 from typing import Any, Literal
@@ -21,9 +22,11 @@ import yaml
 from prefect import flow, get_run_logger
 
 from finetune.config import RunConfig, load_config
+from finetune.errors import GateRejected
 from finetune.models import model_fingerprint, resolve_model
 from finetune.paths import default_registry_dir, new_run_dir, project_home, record_stage, write_json_atomic
 from finetune.hashing import hash_path
+from finetune.summary import evaluation_result
 from tasks.audit import audit
 from tasks.deployment_gate import deployment_gate
 from tasks.evaluate import evaluate
@@ -119,13 +122,21 @@ def finetune(
         full_dir=full_dir, lora_dir=lora_dir,
     )):
         return _summary(run_dir, done)
-    record("deployment_gate", run_stage(
-        deployment_gate, stage="deployment_gate", code=("finetune", "evaluation"),
-        inputs={"cfg": cfg.section_hash("gate"), "eval": done["evaluate"]["content_hash"],
-                "registry": str(registry)},
-        cfg=cfg_dict, eval_dir=done["evaluate"]["out_dir"], full_dir=full_dir, data_hash=data_hash,
-        registry_dir=str(registry),
-    ))
+    try:
+        record("deployment_gate", run_stage(
+            deployment_gate, stage="deployment_gate", code=("finetune", "evaluation"),
+            inputs={"cfg": cfg.section_hash("gate"), "eval": done["evaluate"]["content_hash"],
+                    "registry": str(registry)},
+            cfg=cfg_dict, eval_dir=done["evaluate"]["out_dir"], full_dir=full_dir, data_hash=data_hash,
+            registry_dir=str(registry),
+        ))
+    except GateRejected as err:
+        # A rejection fails the run (so a schedule shows it), but the run still says what it found and why.
+        done["deployment_gate"] = {"figures": {"passed": False, "version": None, "registry_dir": str(registry),
+                                               "decision": err.decision}}
+        _summary(run_dir, done)
+        err.run_dir = str(run_dir)
+        raise
     return _summary(run_dir, done)
 
 
@@ -146,14 +157,19 @@ def _host_fingerprint() -> dict[str, Any]:
 
 
 def _summary(run_dir: Path, done: dict[str, Any]) -> dict[str, Any]:
-    """Write and return the run summary: the run folder, where the report and the registry entry are, manifests."""
+    """Write and return the run summary: the run folder, the results, the gate's decision, manifests."""
     result: dict[str, Any] = {}
     if "evaluate" in done:
-        result["report"] = str(Path(done["evaluate"]["out_dir"]) / "report.md")
+        result.update(evaluation_result(Path(done["evaluate"]["out_dir"])))
         result["f1_micro"] = done["evaluate"]["figures"]["f1_micro"]
         result["rouge_l"] = done["evaluate"]["figures"]["rouge_l"]
     if "deployment_gate" in done:
         gate = done["deployment_gate"]["figures"]
+        decision = gate.get("decision")
+        if decision is None and done["deployment_gate"].get("out_dir"):
+            decision_file = Path(done["deployment_gate"]["out_dir"]) / "decision.json"
+            decision = json.loads(decision_file.read_text()) if decision_file.is_file() else None
+        result["gate"] = {"passed": gate["passed"], "version": gate["version"], "decision": decision}
         result.update({"gate_passed": gate["passed"], "promoted_version": gate["version"],
                        "registry": gate["registry_dir"]})
     summary = {"run_dir": str(run_dir), "result": result, "stages": done}

@@ -15,15 +15,20 @@ from evaluation.generate import generate_answers, load_model_for_eval, write_pre
 from evaluation.metrics import paired_bootstrap, score_predictions
 from evaluation.report import (
     comparison_rows,
+    plot_learning_curves,
     plot_loss_curves,
     plot_per_code_f1,
     render_comparison_markdown,
+    render_curve_markdown,
     render_examples_markdown,
+    render_paired_markdown,
+    render_sweep_markdown,
     select_examples,
 )
 from finetune.config import RunConfig
 from tasks.general_answers import general_answers_file
 from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault, transient_only
+from training.curve import CURVE_FILE, read_curve
 
 BASE, LORA, FULL = "base", "LoRA", "full FT"
 
@@ -42,7 +47,7 @@ def _training_figures(summary_dir: str) -> dict:
     """Training time, throughput and trainable parameters from a stage's train_summary.json."""
     summary = json.loads((Path(summary_dir) / "train_summary.json").read_text())
     return {"trainable_params": summary.get("trainable_params"), "train_seconds": summary.get("wall_time_s"),
-            "tokens_per_second": summary.get("tokens_per_s")}
+            "tokens_per_second": summary.get("tokens_per_s"), "lr": summary.get("lr")}
 
 
 @task(name="evaluate", retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, retry_condition_fn=transient_only,
@@ -63,17 +68,19 @@ def evaluate(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, full_
     systems = {BASE: (Path(model_dir), None), FULL: (Path(full_dir) / "model", None)}
     if lora_dir:
         systems[LORA] = (Path(model_dir), Path(lora_dir) / "adapter")
-    predictions, nll = {}, {}
+    predictions, nll, generation = {}, {}, {}
     for name, (path, adapter) in systems.items():
         model, tokenizer = load_model_for_eval(path, adapter=adapter)
+        # The base model never writes the answer format: a tight bound scores it the same, minutes sooner.
+        bound = ev.base_max_new_tokens if name == BASE and ev.base_max_new_tokens else ev.max_new_tokens
         log.info("%s: generating %d answers (batches of %d, up to %d new tokens)", name, len(prompts), ev.batch_size,
-                 ev.max_new_tokens)
+                 bound)
         started = time.monotonic()
-        predictions[name] = generate_answers(model, tokenizer, prompts, max_new_tokens=ev.max_new_tokens,
+        predictions[name] = generate_answers(model, tokenizer, prompts, max_new_tokens=bound,
                                              batch_size=ev.batch_size)
-        generation_s = time.monotonic() - started
+        generation[name] = time.monotonic() - started
         nll[name] = answer_nll(model, tokenizer, [g["prompt"] for g in general], [g["answer"] for g in general])
-        log.info("%s: %d answers generated in %.0f s; general NLL %.3f", name, len(prompts), generation_s,
+        log.info("%s: %d answers generated in %.0f s; general NLL %.3f", name, len(prompts), generation[name],
                  nll[name]["mean_nll"])
         del model
     scores = {n: score_predictions(refs, p, n_bootstrap=ev.bootstrap_samples) for n, p in predictions.items()}
@@ -94,16 +101,25 @@ def evaluate(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, full_
         plot_per_code_f1({n: scores[n] for n in order}, tmp / "per_code_f1.png")
         logs = {"full FT": Path(full_dir) / "metrics.jsonl", **({"LoRA": Path(lora_dir) / "metrics.jsonl"} if lora_dir else {})}
         plot_loss_curves(logs, tmp / "loss_curves.png")
+        curves = {FULL: read_curve(Path(full_dir) / CURVE_FILE),
+                  **({LORA: read_curve(Path(lora_dir) / CURVE_FILE)} if lora_dir else {})}
+        plot_learning_curves(curves, tmp / "learning_curve.png")
+        sweep_file = Path(lora_dir) / "lr_sweep.json" if lora_dir else None
+        sweep = json.loads(sweep_file.read_text()) if sweep_file is not None and sweep_file.is_file() else None
         examples = render_examples_markdown(refs, {n: predictions[n] for n in order},
                                             select_examples(refs, {n: predictions[n] for n in order}), ids=ids)
         report = "\n\n".join([
             f"# Evaluation on {len(refs)} held-out test examples", render_comparison_markdown(rows),
-            f"Full FT minus LoRA (paired bootstrap, 95% CI): {json.dumps(paired.get('f1_micro', {}))}",
-            f"Plots: `{out_dir}/per_code_f1.png`, `{out_dir}/loss_curves.png`", "## Examples", examples,
+            "## Full FT minus LoRA", render_paired_markdown(paired),
+            "## Learning curve (validation split, teacher-forced)", render_curve_markdown(curves),
+            "## LoRA learning rate", render_sweep_markdown(sweep, training.get(LORA)),
+            f"Plots: `{out_dir}/learning_curve.png`, `{out_dir}/per_code_f1.png`, `{out_dir}/loss_curves.png`",
+            "## Examples", examples,
         ])
         (tmp / "report.md").write_text(report)
         metrics = {"scores": scores, "paired_full_minus_lora": paired, "forgetting": forgetting, "nll": nll,
-                   "training": training, "rows": rows, "n_test": len(refs)}
+                   "training": training, "rows": rows, "n_test": len(refs), "learning_curve": curves,
+                   "lora_lr_sweep": sweep, "generation_s": generation}
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
         create_markdown_artifact(key="evaluation-report", markdown=report, description="Evaluation report")
         return {"f1_micro": {n: scores[n].get("f1_micro") for n in order},

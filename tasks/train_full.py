@@ -20,8 +20,9 @@ from training.full_ft import TrainSpec
 from training.launcher import run_training
 from evaluation.report import plot_loss_curves
 
-KEEP = ("train_summary.json", "metrics.jsonl", "train_spec.json", "train.log")
-SUMMARY_FIGURES = ("steps", "tokens", "wall_time_s", "tokens_per_s", "final_loss", "trainable_params", "resumed_from")
+KEEP = ("train_summary.json", "metrics.jsonl", "curve.jsonl", "lr_sweep.json", "train_spec.json", "train.log")
+SUMMARY_FIGURES = ("steps", "tokens", "wall_time_s", "tokens_per_s", "final_loss", "trainable_params", "resumed_from",
+                   "lr")
 
 
 def package_training(work_dir: Path, tmp: Path, *, weights: str, label: str, summary: dict) -> dict:
@@ -60,7 +61,8 @@ def full_spec(cfg: RunConfig, *, model_dir: str, dataset_dir: str, work_dir: Pat
         epochs=t.epochs, max_steps=t.max_steps, lr=t.lr, warmup_ratio=t.warmup_ratio, min_lr_ratio=t.min_lr_ratio,
         seed=t.seed, gradient_checkpointing=cfg.model.gradient_checkpointing, torch_compile=t.torch_compile,
         checkpoint_every_steps=t.checkpoint_every_steps, keep_last_checkpoints=t.keep_last_checkpoints,
-        replay_file=replay, replay_fraction=t.replay_fraction,
+        replay_file=replay, replay_fraction=t.replay_fraction, curve_points=t.curve_points,
+        curve_examples=t.curve_examples,
     )
 
 

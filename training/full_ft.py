@@ -27,6 +27,8 @@ import torch
 from finetune.errors import ConfigError, TrainingError
 from finetune.paths import write_json_atomic
 from training.data import Example, MicroBatches, load_examples
+from training.curve import LearningCurve
+from training.objective import answer_only_loss
 from training.schedule import build_scheduler
 
 log = logging.getLogger("training.full_ft")
@@ -45,6 +47,8 @@ class TrainSpec:
     path of one; batch shape, ZeRO stage, precision, clipping and the optimizer come from it, except the peak
     learning rate, which is ``lr`` here (it overrides the config's so the schedule has one source).
     ``checkpoint_every_steps`` 0 disables checkpoints; ``max_steps`` caps the steps the epochs would give.
+    ``curve_points`` > 0 scores the model teacher-forced on the first ``curve_examples`` validation examples before
+    training and that many times during it (``curve.jsonl``: the learning curve of the report).
     """
 
     model_dir: str
@@ -65,6 +69,8 @@ class TrainSpec:
     replay_fraction: float = 0.0
     log_every_steps: int = 1
     split: str = "train"
+    curve_points: int = 0
+    curve_examples: int = 32
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -170,7 +176,7 @@ def train_step(engine: Any, micro_batches: list[dict[str, torch.Tensor]]) -> tup
     losses, tokens = [], 0
     for batch in micro_batches:
         batch = {k: v.to(engine.device) for k, v in batch.items()}
-        loss = engine(**batch).loss
+        loss = answer_only_loss(engine, batch)
         engine.backward(loss)
         engine.step()
         losses.append(loss.detach().float())
@@ -282,6 +288,10 @@ def train(spec: TrainSpec, *, progress: Callable[[dict[str, Any]], None] | None 
             log.warning("resumed from %s at step %d (epoch %d, data position %d)", folder, step, epoch, position)
 
     metrics = MetricsLog(out_dir / METRICS_FILE, enabled=rank == 0)
+    # Every rank scores the same examples (a ZeRO-3 forward needs all of them); rank 0 writes the curve.
+    curve = LearningCurve(out_dir, tokenizer, spec.dataset_dir, points=spec.curve_points, total_steps=total_steps,
+                          examples=spec.curve_examples, examples_per_step=micro * accum * world, write=rank == 0)
+    curve.maybe_score(engine, step)
     bar = tqdm(total=total_steps, initial=step, disable=rank != 0, file=sys.stderr, desc="full FT", mininterval=1)
     start = time.perf_counter()
     run_tokens = 0
@@ -312,7 +322,7 @@ def train(spec: TrainSpec, *, progress: Callable[[dict[str, Any]], None] | None 
                     grad_norm = engine.get_global_grad_norm()
                     record = {
                         "step": step, "total_steps": total_steps, "epoch": epoch, "loss": loss_value, "lr": lr,
-                        "tokens": tokens_before + run_tokens, "tokens_per_s": run_tokens / elapsed,
+                        "tokens": tokens_before + run_tokens, "tokens_per_s": run_tokens / max(elapsed - curve.seconds, 1e-9),
                         "elapsed_s": elapsed,
                         "grad_norm": None if grad_norm is None else float(grad_norm),
                     }
@@ -320,6 +330,7 @@ def train(spec: TrainSpec, *, progress: Callable[[dict[str, Any]], None] | None 
                     bar.set_postfix(loss=f"{loss_value:.4f}")
                     if progress is not None and rank == 0:
                         progress(record)
+                curve.maybe_score(engine, step)
                 last_of_epoch = next_position >= len(stream.plan(epoch))
                 next_epoch, next_pos = (epoch + 1, 0) if last_of_epoch else (epoch, next_position)
                 if spec.checkpoint_every_steps and (step % spec.checkpoint_every_steps == 0 or step == total_steps):
@@ -328,7 +339,7 @@ def train(spec: TrainSpec, *, progress: Callable[[dict[str, Any]], None] | None 
     finally:
         bar.close()
         metrics.close()
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - start - curve.seconds  # training time: the curve's scoring is not training
 
     state_dict = gather_full_state_dict(engine)
     summary: dict[str, Any] = {}
@@ -337,10 +348,10 @@ def train(spec: TrainSpec, *, progress: Callable[[dict[str, Any]], None] | None 
         summary = {
             "steps": step, "total_steps": total_steps, "epochs": spec.epochs, "tokens": tokens_before + run_tokens,
             "run_tokens": run_tokens, "wall_time_s": wall, "tokens_per_s": run_tokens / wall if wall > 0 else 0.0,
-            "final_loss": loss_value, "trainable_params": trainable, "resumed_from": resumed_from,
+            "final_loss": loss_value, "trainable_params": trainable, "resumed_from": resumed_from, "lr": spec.lr,
             "world_size": world, "zero_stage": engine.zero_optimization_stage(),
             "bf16": bool(ds_config.get("torch_autocast", {}).get("enabled") or ds_config.get("bf16", {}).get("enabled")),
-            "replay_examples": n_replay, "train_examples": len(examples) - n_replay,
+            "replay_examples": n_replay, "train_examples": len(examples) - n_replay, "curve_s": curve.seconds,
             "model_dir": str(out_dir / MODEL_DIR), "exported_params": figures["n_params"],
         }
         write_json_atomic(out_dir / SUMMARY_FILE, summary)

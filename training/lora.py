@@ -16,7 +16,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,6 +27,8 @@ from finetune.paths import building, write_json_atomic
 from training.data import MicroBatches
 from training.full_ft import (METRICS_FILE, SUMMARY_FILE, MetricsLog, TrainSpec, load_trainable_model,
                               load_training_examples, planned_steps)
+from training.curve import LearningCurve
+from training.objective import answer_only_loss
 from training.schedule import build_scheduler
 
 ADAPTER_DIR = "adapter"
@@ -62,6 +64,9 @@ class LoraSpec:
     log_every_steps: int = 1
     merge: bool = False
     split: str = "train"
+    curve_points: int = 0
+    curve_examples: int = 32
+    curve_start: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -83,6 +88,7 @@ class LoraSpec:
             bf16=bool(ds.get("torch_autocast", {}).get("enabled") or ds.get("bf16", {}).get("enabled")),
             seed=full.seed, gradient_checkpointing=full.gradient_checkpointing, replay_file=full.replay_file,
             replay_fraction=full.replay_fraction, log_every_steps=full.log_every_steps, split=full.split,
+            curve_points=full.curve_points, curve_examples=full.curve_examples,
         )
         values.update(overrides)
         return cls(**values)
@@ -146,6 +152,10 @@ def train_lora(spec: LoraSpec, *, progress: Callable[[dict[str, Any]], None] | N
                                 min_lr_ratio=spec.min_lr_ratio)
 
     metrics = MetricsLog(out / METRICS_FILE, enabled=True)
+    curve = LearningCurve(out, tokenizer, spec.dataset_dir, points=spec.curve_points, total_steps=total_steps,
+                          examples=spec.curve_examples, examples_per_step=spec.micro_batch_size * spec.grad_accum_steps,
+                          bf16=spec.bf16, start=spec.curve_start)
+    curve.maybe_score(model, 0)
     bar = tqdm(total=total_steps, file=sys.stderr, desc="LoRA", mininterval=1)
     step, tokens_total, loss_value = 0, 0, float("nan")
     start = time.perf_counter()
@@ -160,7 +170,7 @@ def train_lora(spec: LoraSpec, *, progress: Callable[[dict[str, Any]], None] | N
                 for batch in micro_batches:
                     with torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", dtype=torch.bfloat16,
                                         enabled=spec.bf16):
-                        loss = model(**batch).loss
+                        loss = answer_only_loss(model, batch)
                     (loss / len(micro_batches)).backward()
                     losses.append(float(loss.detach()))
                     tokens_total += int(batch["attention_mask"].sum())
@@ -176,16 +186,18 @@ def train_lora(spec: LoraSpec, *, progress: Callable[[dict[str, Any]], None] | N
                 if step % spec.log_every_steps == 0 or step == total_steps:
                     elapsed = time.perf_counter() - start
                     record = {"step": step, "total_steps": total_steps, "epoch": epoch, "loss": loss_value, "lr": lr,
-                              "tokens": tokens_total, "tokens_per_s": tokens_total / elapsed, "elapsed_s": elapsed,
+                              "tokens": tokens_total, "tokens_per_s": tokens_total / max(elapsed - curve.seconds, 1e-9),
+                              "elapsed_s": elapsed,
                               "grad_norm": float(grad_norm)}
                     metrics.write(record)
                     bar.set_postfix(loss=f"{loss_value:.4f}")
                     if progress is not None:
                         progress(record)
+                curve.maybe_score(model, step)
     finally:
         bar.close()
         metrics.close()
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - start - curve.seconds  # training time: the curve's scoring is not training
 
     with building(out / ADAPTER_DIR) as tmp:
         model.save_pretrained(tmp)
@@ -205,9 +217,38 @@ def train_lora(spec: LoraSpec, *, progress: Callable[[dict[str, Any]], None] | N
         "trainable_params": n_trainable, "total_params": n_total, "resumed_from": None, "lr": spec.lr,
         "r": spec.r, "alpha": spec.alpha, "replay_examples": n_replay, "train_examples": len(examples) - n_replay,
         "adapter_dir": str(out / ADAPTER_DIR), "merged_dir": None if merged_dir is None else str(merged_dir),
+        "curve_s": curve.seconds, "final_scores": curve.last,
     }
     write_json_atomic(out / SUMMARY_FILE, summary)
     return summary
+
+
+def sweep_lr(spec: LoraSpec, lrs: list[float], *, steps: int, work_dir: Path) -> dict[str, Any]:
+    """Choose the LoRA learning rate: a short run of ``steps`` per candidate, scored teacher-forced on validation.
+
+    Each candidate trains from the base model on the first ``steps`` optimizer steps of the same data plan, then
+    its violation F1 (ties: check-line accuracy) on the validation examples of the learning curve decides. Returns
+    ``{"chosen_lr", "steps", "trials": [{"lr", "tf_f1_micro", "tf_check_accuracy", "final_loss", "seconds"}]}``.
+    """
+    if not lrs:
+        raise ConfigError(["lora.sweep_lrs: give at least one learning rate to sweep"], source="LoRA sweep")
+    trials = []
+    for lr in lrs:
+        trial = replace(spec, lr=lr, max_steps=steps, output_dir=str(Path(work_dir) / f"lr-{lr:g}"), curve_points=1,
+                        curve_start=False, merge=False)
+        started = time.perf_counter()
+        summary = train_lora(trial)
+        scores = summary.get("final_scores") or {}
+        trials.append({"lr": lr, "tf_f1_micro": scores.get("tf_f1_micro"),
+                       "tf_check_accuracy": scores.get("tf_check_accuracy"), "final_loss": summary["final_loss"],
+                       "seconds": round(time.perf_counter() - started, 1)})
+
+    def rank(t: dict[str, Any]) -> tuple[float, float]:
+        return (t["tf_f1_micro"] if t["tf_f1_micro"] is not None else -1.0,
+                t["tf_check_accuracy"] if t["tf_check_accuracy"] is not None else -1.0)
+
+    best = max(trials, key=rank)
+    return {"chosen_lr": best["lr"], "steps": steps, "trials": trials}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,109 @@
+"""Probe: does a short full fine-tuning (or LoRA) run learn the breach decision? Plain PyTorch loop, the project's data.
+
+Prints, every ``--eval-every`` optimizer steps, the teacher-forced check-line accuracy and violation F1 on the
+validation split (``evaluation.teacher_forced``), per-code accuracy, and training tokens/s. Used to choose the
+learning rate, batch and data mix of the CPU demo before spending half an hour on a full run (bench/NOTES.md).
+
+    python -m bench.probe_decision --natural 200 --balanced 400 --lr 2e-4 --steps 60 --eval-every 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--natural", type=int, default=200, help="natural-mix reports (split train/val/test)")
+    parser.add_argument("--balanced", type=int, default=400, help="rebalanced training-only reports")
+    parser.add_argument("--split", type=float, nargs=3, default=(0.4, 0.3, 0.3))
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--micro", type=int, default=4)
+    parser.add_argument("--accum", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--eval-every", type=int, default=15)
+    parser.add_argument("--eval-examples", type=int, default=32)
+    parser.add_argument("--lora-r", type=int, default=0, help="train a LoRA adapter of this rank instead of full FT")
+    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    parser.add_argument("--hf-loss", action="store_true", help="HF's full-logits loss instead of answer-only logits")
+    parser.add_argument("--seed", type=int, default=1234)
+    args = parser.parse_args(argv)
+
+    from transformers import AutoTokenizer
+
+    from data_contracts.contracts import ContractLimits
+    from data_contracts.prepare import prepare_dataset
+    from evaluation.teacher_forced import load_decision_examples, teacher_forced_scores
+    from finetune.models import resolve_model
+    from regulator.generator import generate_dataset
+    from training.data import MicroBatches, load_examples
+    from training.full_ft import load_trainable_model
+    from training.objective import answer_only_loss
+    from training.schedule import build_scheduler
+
+    torch.manual_seed(args.seed)
+    model_dir = str(resolve_model("packaged"))
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    bf16 = args.precision == "bf16"
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = generate_dataset(args.natural, args.seed, Path(tmp) / "raw", n_train_balanced=args.balanced)
+        manifest = prepare_dataset(raw=raw, tokenizer=tok, out_dir=Path(tmp), seed=args.seed, max_seq_len=1024,
+                                   limits=ContractLimits(max_tokens=1024), split_fractions=tuple(args.split))
+        print("rows", manifest["rows"], "tokens", {k: v["tokens"]["mean"] for k, v in
+                                                   manifest["stats"]["splits"].items()}, flush=True)
+        examples = load_examples(Path(manifest["dataset_dir"]), "train")
+        val = load_decision_examples(manifest["dataset_dir"], tok, limit=args.eval_examples)
+    model = load_trainable_model(model_dir, seed=args.seed, gradient_checkpointing=False)
+    if args.lora_r:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0,
+                                                 target_modules="all-linear", task_type="CAUSAL_LM"))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    sched = build_scheduler(opt, total_steps=args.steps, warmup_ratio=0.05, min_lr_ratio=0.1)
+    stream = MicroBatches(examples, args.micro, args.accum, 1, 0, args.seed, tok.pad_token_id or tok.eos_token_id)
+
+    def evaluate(step: int, seen: int) -> None:
+        started = time.perf_counter()
+        s = teacher_forced_scores(model, tok, val, bf16=bf16)
+        print(json.dumps({"step": step, "examples_seen": seen, "tf_f1": s["tf_f1_micro"],
+                          "tf_check_acc": s["tf_check_accuracy"], "per_code": s["tf_per_code_accuracy"],
+                          "eval_s": round(time.perf_counter() - started, 1)}), flush=True)
+
+    evaluate(0, 0)
+    step, tokens, train_s, epoch = 0, 0, 0.0, 0
+    model.train()
+    while step < args.steps:
+        for _, micro_batches in stream.iter_steps(epoch):
+            started = time.perf_counter()
+            losses = []
+            for batch in micro_batches:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    loss = model(**batch).loss if args.hf_loss else answer_only_loss(model, batch)
+                (loss / len(micro_batches)).backward()
+                losses.append(float(loss))
+                tokens += int(batch["attention_mask"].sum())
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            train_s += time.perf_counter() - started
+            print(f"step {step} loss {sum(losses) / len(losses):.4f} tok/s {tokens / train_s:.1f}", flush=True)
+            if step % args.eval_every == 0 or step == args.steps:
+                evaluate(step, step * args.micro * args.accum)
+            if step >= args.steps:
+                break
+        epoch += 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,102 @@
+"""The run summary: what a finished (or rejected) ``finetune`` run produced, as ``summary.json`` and as the few
+lines a user reads on the terminal at the end of ``finetune run`` / ``make demo``.
+
+Plain Python: the flow builds the dict, the CLI prints it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+SYSTEMS = ("base", "LoRA", "full FT")
+_COLUMNS = (
+    ("f1_micro", "violation F1 (micro)"),
+    ("f1_macro", "violation F1 (macro)"),
+    ("check_accuracy", "check-line accuracy"),
+    ("rouge_l", "directive ROUGE-L"),
+    ("forgetting_increase", "forgetting (NLL increase)"),
+    ("tokens_per_second", "training tokens/s"),
+    ("train_seconds", "training time"),
+)
+
+
+def evaluation_result(eval_dir: Path) -> dict[str, Any]:
+    """The parts of the evaluate stage's ``metrics.json`` a summary shows: rows, paired difference, where plots are."""
+    metrics = json.loads((Path(eval_dir) / "metrics.json").read_text())
+    return {
+        "report": str(Path(eval_dir) / "report.md"),
+        "plots": [str(p) for p in sorted(Path(eval_dir).glob("*.png"))],
+        "rows": metrics.get("rows", []),
+        "paired_full_minus_lora": metrics.get("paired_full_minus_lora", {}),
+        "n_test": metrics.get("n_test"),
+        "lora_lr": ((metrics.get("lora_lr_sweep") or {}).get("chosen_lr")
+                    or (metrics.get("training", {}).get("LoRA") or {}).get("lr")),
+    }
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key == "forgetting_increase":
+        return f"{value:+.1%}"
+    if key == "tokens_per_second":
+        return f"{value:,.0f}"
+    if key == "train_seconds":
+        return f"{int(value) // 60}m {int(value) % 60:02d}s"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _ui_address() -> str | None:
+    """The Prefect UI's address when a server answers there (PREFECT_API_URL, else the stack's default port)."""
+    api = os.environ.get("PREFECT_API_URL") or f"http://127.0.0.1:{os.environ.get('PREFECT_PORT', '4200')}/api"
+    try:
+        with urllib.request.urlopen(api.rstrip("/") + "/health", timeout=1) as response:  # noqa: S310 (local URL)
+            if response.status == 200:
+                return api.rstrip("/").removesuffix("/api")
+    except OSError:
+        return None
+    return None
+
+
+def render_terminal_summary(summary: dict[str, Any]) -> str:
+    """A short, plain-text end of run: result table, full FT - LoRA, gate criteria, where things are, what next."""
+    result = summary.get("result", {})
+    lines = ["", "=" * 78, f"finetune run finished: {summary.get('run_dir')}"]
+    rows = {r["system"]: r for r in result.get("rows", [])}
+    if rows:
+        systems = [s for s in SYSTEMS if s in rows]
+        width = max(len(label) for _, label in _COLUMNS)
+        lines.append(f"\nResults on {result.get('n_test')} held-out test reports:")
+        lines.append(" " * width + "".join(f"{s:>12}" for s in systems))
+        for key, label in _COLUMNS:
+            lines.append(f"{label:<{width}}" + "".join(f"{_cell(key, rows[s].get(key)):>12}" for s in systems))
+        paired = (result.get("paired_full_minus_lora") or {}).get("f1_micro") or {}
+        if paired.get("difference") is not None:
+            ci = (f"{paired['ci_low']:+.3f} to {paired['ci_high']:+.3f}" if paired.get("ci_low") is not None
+                  else "undefined")
+            lines.append(f"\nFull FT minus LoRA, violation F1: {paired['difference']:+.3f} (95% CI {ci})"
+                         + (f"; LoRA lr {result['lora_lr']:g}" if result.get("lora_lr") else ""))
+    gate = result.get("gate")
+    if gate:
+        verdict = "PASSED" if gate.get("passed") else "REJECTED"
+        lines.append(f"\nDeployment gate: {verdict}" + (f", promoted {gate['version']}" if gate.get("version") else ""))
+        for c in (gate.get("decision") or {}).get("criteria", []):
+            lines.append(f"  [{'ok' if c.get('passed') else 'FAIL'}] {c.get('message')}")
+    if result.get("report"):
+        lines.append(f"\nReport: {result['report']}")
+        lines.extend(f"Plot:   {p}" for p in result.get("plots", []))
+    lines.append(f"Summary: {Path(summary.get('run_dir', '.')) / 'summary.json'}")
+    ui = _ui_address()
+    if ui:
+        lines.append(f"Prefect UI: {ui}")
+    if gate and gate.get("version"):
+        lines.append("\nNext: analyse filings with the promoted model, guarded by the rule engine:")
+        lines.append("  .venv/bin/finetune analyze PATH/TO/FILINGS --out analysis/   (PATH: XBRL files or folders)")
+    elif gate:
+        lines.append("\nNext: read the report, change the config (see README 'Config reference') and run again.")
+    lines.append("=" * 78)
+    return "\n".join(lines)
