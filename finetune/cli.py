@@ -127,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "run":
             from flows.finetune import finetune
 
+            from finetune.config import load_config
+
             config = args.config if args.config.is_absolute() else Path.cwd() / args.config
+            load_config(config, args.overrides)  # a bad config is refused before any server or flow run starts
             try:
                 summary = finetune(config_path=str(config), overrides=dict(_split(o) for o in args.overrides),
                                    stop_after=args.stop_after)
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 def _analyze(args: argparse.Namespace) -> int:
     from finetune.errors import RegistryError
     from finetune.paths import default_registry_dir
-    from regulator.analyze import (ERROR, analyze_filings, resolve_model_ref, summarize,
+    from regulator.analyze import (ERROR, analyze_filings, model_agreement, resolve_model_ref, summarize,
                                    write_results)
 
     model_dir = None
@@ -177,6 +180,12 @@ def _analyze(args: argparse.Namespace) -> int:
     else:
         print(_results_table(rows))
         print(summary)
+    if model_dir is not None:
+        agreement = model_agreement(results)
+        if agreement:
+            print("model agrees with the rule engine, per code: " + ", ".join(
+                f"{code} {a['agree']}/{a['assessed']}" for code, a in agreement.items()),
+                file=sys.stderr if args.json else sys.stdout)
     if args.out:
         print(f"results written to {args.out}", file=sys.stderr)
     if counts[ERROR]:
@@ -224,15 +233,10 @@ def _progress_bars():
 
 
 def _split(text: str) -> tuple[str, object]:
-    """Parse one ``key=value`` override (value as a YAML scalar)."""
-    import yaml
+    """Parse one ``key=value`` override (value as YAML)."""
+    from finetune.config import parse_override
 
-    from finetune.errors import ConfigError
-
-    if "=" not in text:
-        raise ConfigError([f"override {text!r}: expected key=value, e.g. train.lr=1e-4"], "--set")
-    key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    return parse_override(text)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ Offload = Literal["auto", "none", "optimizer", "optimizer+params"]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `.inf` / `.nan` are valid YAML floats but never a valid setting (lr, decay, a gap).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
@@ -176,6 +177,8 @@ def cross_field_problems(cfg: RunConfig) -> list[str]:
         problems.append("hardware.gpus_per_node: must be 0 when accelerator is 'cpu'")
     if hw.num_nodes > 1 and hw.hostfile is None:
         problems.append("hardware.hostfile: a multi-node run (num_nodes > 1) needs a hostfile")
+    if hw.hostfile is not None and not Path(hw.hostfile).is_file():
+        problems.append(f"hardware.hostfile: {hw.hostfile} does not exist or is not a file")
     per_step = tr.micro_batch_size * cfg.world_size()
     if tr.effective_batch_size % per_step:
         problems.append(
@@ -209,12 +212,7 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | list[str] |
     elif isinstance(overrides, dict):
         items = list(overrides.items())
     else:
-        items = []
-        for text in overrides:
-            if "=" not in text:
-                raise ConfigError([f"override {text!r}: expected key=value, e.g. train.lr=1e-4"], "overrides")
-            key, value = text.split("=", 1)
-            items.append((key.strip(), yaml.safe_load(value)))
+        items = [parse_override(text) for text in overrides]
     for key, value in items:
         node = out
         *parents, leaf = key.split(".")
@@ -249,17 +247,66 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
     return cfg
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> RunConfig:
-    """Load a YAML run config, apply overrides and validate it."""
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice (first on line {seen[key] + 1}); merge the two into one",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a mapping; every way it can be unusable is a ConfigError naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError([f"{path}: no such config file"], str(path))
+        what = "is a folder, not a config file" if path.is_dir() else "no such config file"
+        raise ConfigError([f"{path}: {what}"], str(path))
+    with path.open("rb") as fh:
+        data = fh.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: over {MAX_CONFIG_BYTES:,} bytes; a run config is a few KB of YAML"], str(path))
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (undecodable byte at offset {exc.start}); is this a YAML "
+                           "config?"], str(path)) from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as err:
         raise ConfigError([f"not valid YAML: {err}"], str(path)) from None
+    if raw is None:
+        raise ConfigError([f"{path}: the config is empty; start from configs/regulator-cpu.yaml (a config names at "
+                           "least its `name` and the sections it changes)"], str(path))
     if not isinstance(raw, dict):
         raise ConfigError([f"top level must be a mapping of sections, got {type(raw).__name__}"], str(path))
+    return raw
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse one ``key=value`` override; the value is read as YAML (``3`` an int, ``true`` a bool, ``[1e-3]``)."""
+    if "=" not in text:
+        raise ConfigError([f"override {text!r}: expected key=value, e.g. train.lr=1e-4"], "--set")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        problem = str(err).splitlines()[0]
+        raise ConfigError([f"override {text!r}: the value is not valid YAML ({problem})"], "--set") from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> RunConfig:
+    """Load a YAML run config, apply overrides and validate it."""
+    raw = read_config_file(path)
     return validate_config(apply_overrides(raw, overrides), str(path))
 
 

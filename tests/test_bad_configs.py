@@ -1,0 +1,68 @@
+"""Careless or hostile configs are refused before anything starts, with a message naming the problem (exit 2)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from finetune.cli import main
+from finetune.config import load_config
+from finetune.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = (ROOT / "configs/regulator-cpu.yaml").read_text()
+
+
+def _refused(path: Path, *overrides: str) -> str:
+    with pytest.raises(ConfigError) as err:
+        load_config(path, list(overrides))
+    return str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "the config is empty"),
+        (b"# only a comment\n\n", "the config is empty"),
+        (b"\x00\xff\xfe binary \x80\x81", "not UTF-8 text"),
+        (b"name: x\ntrain:\n  lr: 1.0e-4\ndata:\n  n_examples: 40\ntrain:\n  epochs: 2\n",
+         "'train' is given twice (first on line 2)"),
+        (b"name: x\ntrain:\n  lr: 1.0e-4\n  lr: 2.0e-4\n", "'lr' is given twice"),
+        (b"name: x\ntrain:\n  weight_decay: .inf\n", "train.weight_decay"),
+        (b"name: x\naudit:\n  known_lora_gap: .nan\n", "audit.known_lora_gap"),
+        (b"name: x\nhardware:\n  hostfile: /no/such/hostfile\n", "hardware.hostfile: /no/such/hostfile does not exist"),
+        (b"- a list\n- not sections\n", "top level must be a mapping"),
+    ],
+)
+def test_bad_config_files(tmp_path: Path, content: bytes, expected: str, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    assert expected in _refused(path)
+    assert main(["validate", str(path)]) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_bad_overrides(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "cpu.yaml"
+    path.write_text(CPU)
+    assert "override 'train.lr=[1': the value is not valid YAML" in _refused(path, "train.lr=[1")
+    assert "train.lr" in _refused(path, "train.lr=.nan")
+    assert main(["validate", str(path), "--set", "train.lr=[1"]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_a_folder_is_not_a_config(tmp_path: Path) -> None:
+    assert "is a folder, not a config file" in _refused(tmp_path)
+
+
+def test_run_refuses_a_bad_config_before_starting_anything(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "cpu.yaml"
+    path.write_text(CPU)
+    runs = Path(os.environ["FINETUNE_HOME"]) / "runs"
+    before = sorted(runs.iterdir()) if runs.exists() else []
+    assert main(["run", str(path), "--set", "nosuch.key=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nosuch: unknown field" in err and "Traceback" not in err
+    assert (sorted(runs.iterdir()) if runs.exists() else []) == before  # no flow run, no run folder

@@ -1,0 +1,81 @@
+"""The training objective (answer-only logits) and the teacher-forced decision scores, on a tiny model."""
+
+from __future__ import annotations
+
+import random
+from datetime import date
+from pathlib import Path
+
+import pytest
+import torch
+
+from evaluation.teacher_forced import (decision_example, decision_scores, outcome_token_ids, predict_outcomes,
+                                       teacher_forced_scores)
+from regulator.generator import Bank, build_instance, label_instance
+from regulator.prompts import render_prompt
+from regulator.xbrl import parse_xbrl_bytes
+from training.data import Example, collate
+from training.objective import answer_only_loss, predicting_positions
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def _rows(tokenizer, n: int = 3) -> list[tuple[list[int], list[int], str]]:
+    """Real prompts and targets (generated filings, labelled by the rule engine), tokenised like prepare_data."""
+    rng = random.Random(0)
+    rows = []
+    for i in range(n):
+        bank = Bank(f"12345{i}", f"Bank {i}", "US" if i % 2 else "EU", "formal_notice", "DE", 100, 0)
+        xml = build_instance(bank, date(2024, 3, 31), "multi_breach", rng)
+        if bank.jurisdiction == "EU":
+            xml = xml.replace("12345", "529900ABCDEFGHIJKL")
+        row = label_instance(parse_xbrl_bytes(xml.encode()), family="formal_notice")
+        prompt = tokenizer(render_prompt(tokenizer, row["report_text"]), add_special_tokens=False)["input_ids"]
+        target = tokenizer(row["target"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rows.append((prompt + target, [-100] * len(prompt) + target, row["target"]))
+    return rows
+
+
+def test_answer_only_loss_equals_the_full_logits_loss(tiny) -> None:
+    model, tokenizer = tiny
+    rows = _rows(tokenizer)
+    batch = collate([Example(ids, labels) for ids, labels, _ in rows], pad_token_id=tokenizer.eos_token_id)
+    reference = model(**batch).loss  # Hugging Face: logits at every position, mean over label tokens
+    ours = answer_only_loss(model, batch)
+    assert torch.allclose(ours, reference, rtol=1e-5, atol=1e-6)
+    keep = predicting_positions(batch["labels"])
+    assert int(keep.sum()) == int((batch["labels"] != -100).sum())  # one projected position per label token
+    assert int(keep.sum()) < batch["input_ids"].numel() - len(rows[0][0]) // 2  # prompts and padding are not
+
+
+def test_decision_positions_point_at_the_outcome_words(tiny) -> None:
+    _, tokenizer = tiny
+    ids_to_outcome = {v: k for k, v in outcome_token_ids(tokenizer).items()}
+    for ids, labels, target in _rows(tokenizer):
+        example = decision_example(tokenizer, ids, labels, target)
+        outcomes = [line.rsplit(": ", 1)[1] for line in target.splitlines()[1:-1]]
+        assert [o for _, _, o in example.decisions] == outcomes
+        assert [ids_to_outcome[ids[p]] for p, _, _ in example.decisions] == outcomes
+
+
+def test_teacher_forced_scores(tiny) -> None:
+    model, tokenizer = tiny
+    examples = [decision_example(tokenizer, *row) for row in _rows(tokenizer)]
+    # An oracle that always picks the reference outcome scores 1; the tiny model scores something in [0, 1].
+    perfect = decision_scores(examples, [[o for _, _, o in e.decisions] for e in examples])
+    assert perfect["tf_f1_micro"] == 1.0 and perfect["tf_check_accuracy"] == 1.0
+    all_ok = decision_scores(examples, [["OK"] * len(e.decisions) for e in examples])
+    assert all_ok["tf_f1_micro"] == 0.0
+    scores = teacher_forced_scores(model, tokenizer, examples, batch_size=2)
+    assert 0.0 <= scores["tf_check_accuracy"] <= 1.0 and scores["tf_examples"] == 3
+    # batching does not change the choices
+    ids = outcome_token_ids(tokenizer)
+    pad = tokenizer.eos_token_id
+    assert predict_outcomes(model, examples, ids, pad_id=pad, batch_size=1) == \
+        predict_outcomes(model, examples, ids, pad_id=pad, batch_size=3)
