@@ -148,11 +148,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from finetune.errors import RegistryError
+    from finetune.errors import DataError, RegistryError
     from finetune.paths import default_registry_dir
     from regulator.analyze import (ERROR, analyze_filings, model_agreement, resolve_model_ref, summarize,
                                    write_results)
 
+    if args.out is not None and (args.out.is_dir() or not args.out.parent.is_dir()):
+        what = "is a folder" if args.out.is_dir() else f"is in {args.out.parent}, which does not exist"
+        raise DataError(f"--out {args.out} {what}; give the path of a JSON-lines file to write, e.g. results.jsonl")
     model_dir = None
     if not args.rules_only:
         registry = args.registry or default_registry_dir()

@@ -107,6 +107,9 @@ def read_card(registry_dir: Path, version: str) -> dict[str, Any]:
 def production_version(registry_dir: Path) -> str | None:
     """Return the version the production pointer names, or None when nothing was promoted yet."""
     pointer = Path(registry_dir) / POINTER
+    if pointer.is_symlink() and not pointer.exists():
+        raise RegistryError(f"{pointer} is a symbolic link to {os.readlink(pointer)!r}, which does not exist (or "
+                            "loops); remove it and set production again with set_production()")
     if not pointer.exists():
         return None
     try:
@@ -126,6 +129,9 @@ def production_version(registry_dir: Path) -> str | None:
 def resolve_model(registry_dir: Path, ref: str) -> Path:
     """Return the folder of ``ref``: ``"production"`` or a version name such as ``v0003-1a2b3c4d``."""
     registry_dir = Path(registry_dir)
+    if not registry_dir.is_dir():
+        raise RegistryError(f"registry folder {registry_dir} does not exist (or is not a folder); pass --registry "
+                            "with the folder the gate promoted into")
     if ref == POINTER:
         version = production_version(registry_dir)
         if version is None:

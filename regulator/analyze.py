@@ -110,7 +110,7 @@ def expand_paths(paths: list[Path]) -> tuple[list[Path], list[FilingResult]]:
             if not found:
                 errors.append(FilingResult(str(path), ERROR, [f"{path}: folder holds no *.xml or *.xbrl file"]))
             files.extend(found)
-        elif path.exists():
+        elif path.exists() or path.is_symlink():  # a dangling link or a loop: read_filing says which
             files.append(path)
         else:
             errors.append(FilingResult(str(path), ERROR, [f"{path}: no such file or folder"]))
@@ -379,11 +379,33 @@ def resolve_model_ref(ref: str, registry_dir: Path) -> Path:
 
     path = Path(ref).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise DataError(f"{path} is not a Hugging Face model folder (no config.json); pass a model folder, "
-                            "'production' or a registry version")
+        check_model_folder(path)
         return path.resolve()
-    return resolve_model(Path(registry_dir), ref)
+    if "/" in ref or path.is_symlink():
+        raise DataError(f"{ref}: no such model folder; pass a model folder, 'production' or a registry version")
+    return check_model_folder(resolve_model(Path(registry_dir), ref))
+
+
+def check_model_folder(path: Path) -> Path:
+    """``path`` if it holds a loadable Hugging Face causal LM (a readable config of a known architecture, weights);
+    else ``DataError`` saying what is wrong, before any filing is read."""
+    if not (path / "config.json").is_file():
+        raise DataError(f"{path} is not a Hugging Face model folder (no config.json); pass a model folder, "
+                        "'production' or a registry version")
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}/config.json is not readable JSON ({exc}); the model folder is damaged") from None
+    from transformers import CONFIG_MAPPING
+
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type not in CONFIG_MAPPING:
+        raise DataError(f"{path}/config.json names model_type {model_type!r}, not an architecture transformers "
+                        "knows; the model folder is damaged or not a causal LM")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("pytorch_model*.bin")):
+        raise DataError(f"{path} has no weights (*.safetensors or pytorch_model*.bin); the model folder is "
+                        "incomplete")
+    return path
 
 
 def analyze_filings(

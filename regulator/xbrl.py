@@ -8,7 +8,11 @@ Only the datapoints of ``regulator.taxonomy`` are kept; every other concept in t
 from __future__ import annotations
 
 import codecs
+import errno
+import math
 import re
+import stat
+from datetime import date
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,16 +69,36 @@ class _Context:
     dims: frozenset[tuple[str, str]]
 
 
-def parse_xbrl_file(path: Path, *, max_bytes: int = MAX_BYTES) -> ParsedReport:
-    """Read and parse one XBRL instance file; raise ``XBRLError`` naming the file when it cannot be used."""
+def read_bounded(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``; ``XBRLError`` for anything else.
+
+    The size is checked while reading, not only from ``stat``: a device (``/dev/zero``) or a named pipe reports size
+    0 and would otherwise be read without end (or block forever), so only regular files are opened at all.
+    """
     path = Path(path)
     try:
-        size = path.stat().st_size
+        mode = path.stat().st_mode
+    except OSError as exc:
+        reason = "a symbolic link loop" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+        raise XBRLError(f"{path}: cannot read the XBRL instance ({reason})") from exc
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else \
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else \
+            "not a regular file"
+        raise XBRLError(f"{path}: is {kind}, not a file; give XBRL instance files or folders of them")
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(max_bytes + 1)
     except OSError as exc:
         raise XBRLError(f"{path}: cannot read the XBRL instance ({exc.strerror or exc})") from exc
-    if size > max_bytes:
-        raise XBRLError(f"{path}: file is {size:,} bytes, over the {max_bytes:,}-byte limit for an XBRL instance")
-    return parse_xbrl_bytes(path.read_bytes(), source=str(path), max_bytes=max_bytes)
+    if len(data) > max_bytes:
+        raise XBRLError(f"{path}: file is over the {max_bytes:,}-byte limit for an XBRL instance")
+    return data
+
+
+def parse_xbrl_file(path: Path, *, max_bytes: int = MAX_BYTES) -> ParsedReport:
+    """Read and parse one XBRL instance file; raise ``XBRLError`` naming the file when it cannot be used."""
+    return parse_xbrl_bytes(read_bounded(Path(path), max_bytes), source=str(path), max_bytes=max_bytes)
 
 
 def parse_xbrl_bytes(data: bytes, *, source: str = "<bytes>", max_bytes: int = MAX_BYTES) -> ParsedReport:
@@ -193,18 +217,37 @@ def _contexts(root: Element, source: str) -> dict[str, _Context]:
         period = el.find(_XBRLI + "period")
         if ident is None or period is None:
             raise XBRLError(f"{source}: context {el.get('id')!r} lacks an entity identifier or a period")
-        instant = period.findtext(_XBRLI + "instant")
-        end = period.findtext(_XBRLI + "endDate")
+        instant = _iso_date(period.findtext(_XBRLI + "instant"), el.get("id"), source)
+        end = _iso_date(period.findtext(_XBRLI + "endDate"), el.get("id"), source)
         dims = frozenset(
             (m.get("dimension", ""), (m.text or "").strip())
             for m in el.iter("{%s}explicitMember" % NS["xbrldi"])
         )
-        out[el.get("id", "")] = _Context(
-            (ident.text or "").strip(), instant.strip() if instant else None, end.strip() if end else None, dims
-        )
+        out[el.get("id", "")] = _Context((ident.text or "").strip(), instant, end, dims)
     if not out:
         raise XBRLError(f"{source}: no xbrli:context elements; an XBRL instance needs at least one")
     return out
+
+
+_XS_DATE = re.compile(r"(\d{4}-\d{2}-\d{2})(?:T[\d:.]*(?:Z|[+-]\d{2}:\d{2})?)?")
+
+
+def _iso_date(text: str | None, context_id: str | None, source: str) -> str | None:
+    """An XBRL period date as ``YYYY-MM-DD`` (a dateTime keeps its date); ``XBRLError`` for anything else.
+
+    Report dates are compared as ISO strings (rule versions are dated), so ``31/12/2015`` must never get through.
+    """
+    if text is None or not text.strip():
+        return None
+    value = text.strip()
+    match = _XS_DATE.fullmatch(value)
+    try:
+        if match is None:
+            raise ValueError(value)
+        return date.fromisoformat(match.group(1)).isoformat()
+    except ValueError:
+        raise XBRLError(f"{source}: context {context_id!r} has period date {value[:40]!r}, not an xs:date "
+                        "(YYYY-MM-DD)") from None
 
 
 def _units(root: Element) -> dict[str, str]:
@@ -238,10 +281,16 @@ def _numeric_value(el: Element, code: str, warnings: list[str]) -> float | None:
     except ValueError:
         warnings.append(f"{code} has non-numeric value {text[:30]!r}; treated as not reported")
         return None
+    if not math.isfinite(value):  # "NaN", "INF" and "1e400" are floats to Python, never a reported figure
+        warnings.append(f"{code} has non-finite value {text[:30]!r}; treated as not reported")
+        return None
     scale = el.get("scale")  # inline-XBRL style scaling, honoured when a converter leaves it on the fact
     if scale:
         try:
-            value *= 10 ** int(scale)
+            exponent = int(scale)
+            if not -30 <= exponent <= 30:
+                raise ValueError(scale)
+            value *= 10 ** exponent
         except ValueError:
             warnings.append(f"{code} has invalid scale {scale!r}; value used unscaled")
     return value
