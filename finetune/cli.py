@@ -156,6 +156,9 @@ def _analyze(args: argparse.Namespace) -> int:
     if args.out is not None and (args.out.is_dir() or not args.out.parent.is_dir()):
         what = "is a folder" if args.out.is_dir() else f"is in {args.out.parent}, which does not exist"
         raise DataError(f"--out {args.out} {what}; give the path of a JSON-lines file to write, e.g. results.jsonl")
+    if args.registry is not None and not args.registry.is_dir():
+        raise DataError(f"--registry {args.registry} does not exist (or is not a folder); pass the folder the gate "
+                        "promoted into (default: <project>/registry)")
     model_dir = None
     if not args.rules_only:
         registry = args.registry or default_registry_dir()

@@ -129,9 +129,6 @@ def production_version(registry_dir: Path) -> str | None:
 def resolve_model(registry_dir: Path, ref: str) -> Path:
     """Return the folder of ``ref``: ``"production"`` or a version name such as ``v0003-1a2b3c4d``."""
     registry_dir = Path(registry_dir)
-    if not registry_dir.is_dir():
-        raise RegistryError(f"registry folder {registry_dir} does not exist (or is not a folder); pass --registry "
-                            "with the folder the gate promoted into")
     if ref == POINTER:
         version = production_version(registry_dir)
         if version is None:

@@ -221,6 +221,7 @@ def test_cli_exit_codes_and_json(mixed: Path, generated, tmp_path: Path, capsys:
 
 def test_cli_without_a_production_model_says_what_to_do(generated, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "registry").mkdir()  # an existing, empty registry (a missing one is its own error)
     assert main(["analyze", str(generated[0]), "--registry", str(tmp_path / "registry")]) == 2
     err = capsys.readouterr().err
     assert "no production model" in err and "--rules-only" in err and "--model" in err

@@ -97,7 +97,7 @@ def test_a_damaged_model_folder_is_a_usage_error(good: Path, tmp_path: Path, fil
 
 def test_registry_and_model_paths_say_what_is_wrong(good: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["analyze", str(good), "--registry", str(tmp_path / "nope")]) == 2
-    assert "registry folder" in capsys.readouterr().err
+    assert "--registry .* does not exist" and "does not exist" in capsys.readouterr().err
     registry = tmp_path / "registry"
     (registry / "versions").mkdir(parents=True)
     (registry / "production").symlink_to(registry / "gone")
