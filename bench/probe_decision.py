@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lora-r", type=int, default=0, help="train a LoRA adapter of this rank instead of full FT")
     parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     parser.add_argument("--hf-loss", action="store_true", help="HF's full-logits loss instead of answer-only logits")
+    parser.add_argument("--decision-weight", type=float, default=1.0, help="loss weight of the outcome tokens")
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args(argv)
 
@@ -44,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     from regulator.generator import generate_dataset
     from training.data import MicroBatches, load_examples
     from training.full_ft import load_trainable_model
-    from training.objective import answer_only_loss
+    from evaluation.teacher_forced import outcome_token_ids
+    from training.objective import DecisionWeight, answer_only_loss
     from training.schedule import build_scheduler
 
     torch.manual_seed(args.seed)
@@ -70,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     sched = build_scheduler(opt, total_steps=args.steps, warmup_ratio=0.05, min_lr_ratio=0.1)
     stream = MicroBatches(examples, args.micro, args.accum, 1, 0, args.seed, tok.pad_token_id or tok.eos_token_id)
 
+    decision = DecisionWeight(args.decision_weight, tok(":", add_special_tokens=False)["input_ids"][0],
+                              tuple(outcome_token_ids(tok).values()))
+
     def evaluate(step: int, seen: int) -> None:
         started = time.perf_counter()
         s = teacher_forced_scores(model, tok, val, bf16=bf16)
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             losses = []
             for batch in micro_batches:
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    loss = model(**batch).loss if args.hf_loss else answer_only_loss(model, batch)
+                    loss = model(**batch).loss if args.hf_loss else answer_only_loss(model, batch, decision)
                 (loss / len(micro_batches)).backward()
                 losses.append(float(loss))
                 tokens += int(batch["attention_mask"].sum())

@@ -89,6 +89,7 @@ class TrainConfig(_Section):
     seed: int = Field(42, description="Training seed.")
     curve_points: int = Field(4, ge=0, le=100, description="Learning-curve points: teacher-forced validation scores at step 0 and this many evenly spaced steps, for full FT and LoRA (0: none).")
     curve_examples: int = Field(32, ge=1, description="Validation examples the learning curve (and the LoRA sweep) scores.")
+    decision_weight: float = Field(1.0, ge=1, le=1000, description="Loss weight of each check line's outcome token (OK / BREACH / DATA_QUALITY) relative to the other answer tokens, for full FT and LoRA alike (1: plain cross-entropy).")
 
 
 class LoraConfig(_Section):

@@ -79,3 +79,21 @@ def test_teacher_forced_scores(tiny) -> None:
     pad = tokenizer.eos_token_id
     assert predict_outcomes(model, examples, ids, pad_id=pad, batch_size=1) == \
         predict_outcomes(model, examples, ids, pad_id=pad, batch_size=3)
+
+
+def test_decision_weight_marks_one_outcome_token_per_check_line(tiny) -> None:
+    from evaluation.parse import OUTCOMES
+    from training.objective import DecisionWeight
+
+    model, tokenizer = tiny
+    rows = _rows(tokenizer)
+    batch = collate([Example(ids, labels) for ids, labels, _ in rows], pad_token_id=tokenizer.eos_token_id)
+    decision = DecisionWeight.for_tokenizer(tokenizer, 10.0, OUTCOMES)
+    marked = decision.mask(batch["input_ids"], batch["labels"])
+    assert marked.sum(dim=1).tolist() == [len(target.splitlines()) - 2 for _, _, target in rows]
+    examples = [decision_example(tokenizer, *row) for row in rows]
+    for row, example in enumerate(examples):  # the same positions the teacher-forced scores read
+        assert sorted(p - 1 for p, _, _ in example.decisions) == marked[row].nonzero().flatten().tolist()
+    plain, weighted = answer_only_loss(model, batch), answer_only_loss(model, batch, decision)
+    assert torch.isfinite(weighted) and not torch.allclose(plain, weighted)
+    assert torch.allclose(answer_only_loss(model, batch, DecisionWeight(1.0, 0, (1,))), plain)

@@ -28,7 +28,7 @@ from finetune.errors import ConfigError, TrainingError
 from finetune.paths import write_json_atomic
 from training.data import Example, MicroBatches, load_examples
 from training.curve import LearningCurve
-from training.objective import answer_only_loss
+from training.objective import DecisionWeight, answer_only_loss
 from training.schedule import build_scheduler
 
 log = logging.getLogger("training.full_ft")
@@ -71,6 +71,7 @@ class TrainSpec:
     split: str = "train"
     curve_points: int = 0
     curve_examples: int = 32
+    decision_weight: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -138,6 +139,15 @@ def planned_steps(stream: MicroBatches, epochs: int, max_steps: int | None) -> i
     return min(total, max_steps) if max_steps else total
 
 
+def decision_weight(tokenizer: Any, weight: float) -> DecisionWeight | None:
+    """The loss weighting of the check lines' outcome tokens (None for plain cross-entropy)."""
+    if weight == 1.0:
+        return None
+    from evaluation.parse import OUTCOMES
+
+    return DecisionWeight.for_tokenizer(tokenizer, weight, OUTCOMES)
+
+
 def load_trainable_model(model_dir: str, *, seed: int, gradient_checkpointing: bool) -> torch.nn.Module:
     """The base model in fp32 for training (seeded, no KV cache, optional gradient checkpointing)."""
     from transformers import AutoModelForCausalLM
@@ -171,12 +181,13 @@ def build_engine(
     return engine, scheduler
 
 
-def train_step(engine: Any, micro_batches: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, int]:
+def train_step(engine: Any, micro_batches: list[dict[str, torch.Tensor]],
+               decision: DecisionWeight | None = None) -> tuple[torch.Tensor, int]:
     """Run one optimizer step over this rank's micro-batches; return (mean loss tensor, non-pad tokens)."""
     losses, tokens = [], 0
     for batch in micro_batches:
         batch = {k: v.to(engine.device) for k, v in batch.items()}
-        loss = answer_only_loss(engine, batch)
+        loss = answer_only_loss(engine, batch, decision)
         engine.backward(loss)
         engine.step()
         losses.append(loss.detach().float())
@@ -267,6 +278,7 @@ def train(spec: TrainSpec, *, progress: Callable[[dict[str, Any]], None] | None 
     )
     stream = MicroBatches(examples, micro, accum, world, rank, spec.seed, pad_id)
     total_steps = planned_steps(stream, spec.epochs, spec.max_steps)
+    decision = decision_weight(tokenizer, spec.decision_weight)
     model = load_trainable_model(spec.model_dir, seed=spec.seed, gradient_checkpointing=spec.gradient_checkpointing)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     engine, scheduler = build_engine(
@@ -307,7 +319,7 @@ def train(spec: TrainSpec, *, progress: Callable[[dict[str, Any]], None] | None 
                 if step >= total_steps:
                     break
                 lr = scheduler.get_last_lr()[0]
-                loss, tokens = train_step(engine, micro_batches)
+                loss, tokens = train_step(engine, micro_batches, decision)
                 loss_value, tokens = _all_reduce_mean_sum(loss, tokens, engine.device)
                 step += 1
                 run_tokens += tokens

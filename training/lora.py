@@ -25,8 +25,8 @@ import torch
 from finetune.errors import ConfigError, TrainingError
 from finetune.paths import building, write_json_atomic
 from training.data import MicroBatches
-from training.full_ft import (METRICS_FILE, SUMMARY_FILE, MetricsLog, TrainSpec, load_trainable_model,
-                              load_training_examples, planned_steps)
+from training.full_ft import (METRICS_FILE, SUMMARY_FILE, MetricsLog, TrainSpec, decision_weight,
+                              load_trainable_model, load_training_examples, planned_steps)
 from training.curve import LearningCurve
 from training.objective import answer_only_loss
 from training.schedule import build_scheduler
@@ -67,6 +67,7 @@ class LoraSpec:
     curve_points: int = 0
     curve_examples: int = 32
     curve_start: bool = True
+    decision_weight: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -89,6 +90,7 @@ class LoraSpec:
             seed=full.seed, gradient_checkpointing=full.gradient_checkpointing, replay_file=full.replay_file,
             replay_fraction=full.replay_fraction, log_every_steps=full.log_every_steps, split=full.split,
             curve_points=full.curve_points, curve_examples=full.curve_examples,
+            decision_weight=full.decision_weight,
         )
         values.update(overrides)
         return cls(**values)
@@ -140,6 +142,7 @@ def train_lora(spec: LoraSpec, *, progress: Callable[[dict[str, Any]], None] | N
     )
     stream = MicroBatches(examples, spec.micro_batch_size, spec.grad_accum_steps, 1, 0, spec.seed, pad_id)
     total_steps = planned_steps(stream, spec.epochs, spec.max_steps)
+    decision = decision_weight(tokenizer, spec.decision_weight)
     base = load_trainable_model(spec.model_dir, seed=spec.seed, gradient_checkpointing=spec.gradient_checkpointing)
     lora_config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
                              target_modules=spec.target_modules, task_type="CAUSAL_LM")
@@ -170,7 +173,7 @@ def train_lora(spec: LoraSpec, *, progress: Callable[[dict[str, Any]], None] | N
                 for batch in micro_batches:
                     with torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", dtype=torch.bfloat16,
                                         enabled=spec.bf16):
-                        loss = answer_only_loss(model, batch)
+                        loss = answer_only_loss(model, batch, decision)
                     (loss / len(micro_batches)).backward()
                     losses.append(float(loss.detach()))
                     tokens_total += int(batch["attention_mask"].sum())

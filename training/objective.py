@@ -10,6 +10,7 @@ tokens of the micro-batch); ``tests/test_objective.py`` checks that on a real mo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,11 +26,39 @@ def predicting_positions(labels: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-def answer_only_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+@dataclass(frozen=True)
+class DecisionWeight:
+    """Up-weight the tokens that carry a check line's outcome: the first token after ``": "`` on a check line.
+
+    ``colon_id`` is the token of ``":"``; ``outcome_ids`` the first tokens of ``OK``, ``BREACH`` and
+    ``DATA_QUALITY`` after it (see ``evaluation.teacher_forced.outcome_token_ids``). ``weight`` 1 is plain CE.
+    """
+
+    weight: float
+    colon_id: int
+    outcome_ids: tuple[int, ...]
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer: Any, weight: float, outcomes: tuple[str, ...]) -> "DecisionWeight":
+        """The weight for ``tokenizer``: ``":"`` and the first token of each outcome word as it follows ``": "``."""
+        colon, *_ = tokenizer(":", add_special_tokens=False)["input_ids"]
+        firsts = tuple(tokenizer(f": {o}", add_special_tokens=False)["input_ids"][1] for o in outcomes)
+        return cls(weight, colon, firsts)
+
+    def mask(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Boolean (batch, seq) mask of the predicting positions whose next token is an outcome token."""
+        out = torch.zeros_like(labels, dtype=torch.bool)
+        is_outcome = torch.isin(labels[:, 1:], torch.tensor(self.outcome_ids, device=labels.device))
+        out[:, :-1] = is_outcome & (input_ids[:, :-1] == self.colon_id)
+        return out
+
+
+def answer_only_loss(model: Any, batch: dict[str, torch.Tensor], decision: DecisionWeight | None = None) -> torch.Tensor:
     """Mean next-token cross-entropy over the label tokens of ``batch``, projecting only the positions it needs.
 
     ``model`` is anything whose forward takes ``input_ids``, ``attention_mask`` and ``logits_to_keep`` and returns
-    ``.logits``: a Hugging Face causal LM, a PEFT model around one, or a DeepSpeed engine wrapping either.
+    ``.logits``: a Hugging Face causal LM, a PEFT model around one, or a DeepSpeed engine wrapping either. With
+    ``decision``, the outcome tokens count ``decision.weight`` times (a weighted mean over the label tokens).
     """
     labels = batch["labels"]
     keep = predicting_positions(labels)
@@ -37,4 +66,8 @@ def answer_only_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor
         raise ValueError("micro-batch has no label tokens: every example's answer was cut or empty")
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
     targets = labels[:, 1:][keep[:, :-1]]
-    return F.cross_entropy(out.logits.float(), targets)
+    if decision is None or decision.weight == 1.0:
+        return F.cross_entropy(out.logits.float(), targets)
+    losses = F.cross_entropy(out.logits.float(), targets, reduction="none")
+    weights = 1.0 + (decision.weight - 1.0) * decision.mask(batch["input_ids"], labels)[keep].float()
+    return (losses * weights).sum() / weights.sum()
