@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     parser.add_argument("--hf-loss", action="store_true", help="HF's full-logits loss instead of answer-only logits")
     parser.add_argument("--decision-weight", type=float, default=1.0, help="loss weight of the outcome tokens")
+    parser.add_argument("--show-errors", action="store_true", help="print each wrong check line at the last point")
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args(argv)
 
@@ -78,6 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     def evaluate(step: int, seen: int) -> None:
         started = time.perf_counter()
         s = teacher_forced_scores(model, tok, val, bf16=bf16)
+        if args.show_errors and step == args.steps:
+            from evaluation.teacher_forced import outcome_token_ids, predict_outcomes
+
+            pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+            for ex, outcomes in zip(val, predict_outcomes(model, val, outcome_token_ids(tok), pad_id=pad, bf16=bf16)):
+                for (pos, code, ref), got in zip(ex.decisions, outcomes):
+                    if ref != got:
+                        line = tok.decode(ex.input_ids[max(0, pos - 14):pos]).split("\n")[-1]
+                        print(f"  wrong: {line!r} -> {got} (reference {ref})", flush=True)
         print(json.dumps({"step": step, "examples_seen": seen, "tf_f1": s["tf_f1_micro"],
                           "tf_check_acc": s["tf_check_accuracy"], "per_code": s["tf_per_code_accuracy"],
                           "eval_s": round(time.perf_counter() - started, 1)}), flush=True)

@@ -160,7 +160,8 @@ def _summary(run_dir: Path, done: dict[str, Any]) -> dict[str, Any]:
     """Write and return the run summary: the run folder, the results, the gate's decision, manifests."""
     result: dict[str, Any] = {}
     if "evaluate" in done:
-        result.update(evaluation_result(Path(done["evaluate"]["out_dir"])))
+        linked = run_dir / "evaluate"  # the run folder's link to the stage output: the path the README names
+        result.update(evaluation_result(linked if linked.exists() else Path(done["evaluate"]["out_dir"])))
         result["f1_micro"] = done["evaluate"]["figures"]["f1_micro"]
         result["rouge_l"] = done["evaluate"]["figures"]["rouge_l"]
     if "deployment_gate" in done:
