@@ -87,7 +87,7 @@ class TrainConfig(_Section):
     torch_compile: bool = Field(False, description="torch.compile the engine's model (DeepSpeed engine.compile, dynamic shapes): on an H100, 1.1B Llama, ZeRO-0 bf16, 40% -> 51% MFU (bench/NOTES.md); compiling costs about a minute, so for long GPU runs.")
     launcher: Literal["torchrun", "deepspeed"] = Field("torchrun", description="Launcher of the training subprocess.")
     seed: int = Field(42, description="Training seed.")
-    curve_points: int = Field(4, ge=0, le=100, description="Learning-curve points: teacher-forced validation scores at step 0 and this many evenly spaced steps, for full FT and LoRA (0: none).")
+    curve_points: int = Field(0, ge=0, le=100, description="Learning-curve points: teacher-forced validation scores at step 0 and this many evenly spaced steps, for full FT and LoRA (0: none).")
     curve_examples: int = Field(32, ge=1, description="Validation examples the learning curve (and the LoRA sweep) scores.")
     decision_weight: float = Field(1.0, ge=1, le=1000, description="Loss weight of each check line's outcome token (OK / BREACH / DATA_QUALITY) relative to the other answer tokens, for full FT and LoRA alike (1: plain cross-entropy).")
 
@@ -318,7 +318,8 @@ def config_reference() -> str:
         model = field.annotation
         if isinstance(model, type) and issubclass(model, _Section):
             for name, f in model.model_fields.items():
-                lines.append(f"| `{section_name}.{name}` | `{f.default!r}` | {f.description} |")
+                default = f.default_factory() if f.default_factory is not None else f.default
+                lines.append(f"| `{section_name}.{name}` | `{default!r}` | {f.description} |")
         else:
             lines.append(f"| `{section_name}` | `{field.default!r}` | {field.description} |")
     return "\n".join(lines)

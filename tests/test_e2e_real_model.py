@@ -17,7 +17,9 @@ from finetune.registry import production_version, read_card, resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = {
-    "data.n_examples": 120, "model.max_seq_len": 1024, "train.max_steps": 2, "train.checkpoint_every_steps": 1,
+    "data.n_examples": 120, "data.train_balanced": 24, "model.max_seq_len": 1024, "train.max_steps": 2,
+    "train.checkpoint_every_steps": 1, "train.curve_points": 1, "train.curve_examples": 4,
+    "lora.sweep_lrs": [1e-3, 2e-3], "lora.sweep_steps": 1, "eval.base_max_new_tokens": 16,
     "eval.max_examples": 3, "eval.max_new_tokens": 32, "eval.bootstrap_samples": 100, "eval.forgetting_prompts": 4,
     "gate.f1_floor": 0.0, "gate.rouge_floor": 0.0, "gate.forgetting_ceiling": 100.0, "gate.min_margin_over_lora": -1.0,
     "gate.use_ci_lower_bound": False, "audit.min_examples_for_full_ft": 10,
@@ -41,6 +43,13 @@ def test_packaged_model_through_every_stage(base_model: Path, tmp_path: Path) ->
     assert lora["trainable_params"] == 19_537_920
     metrics = json.loads((Path(stages["evaluate"]["out_dir"]) / "metrics.json").read_text())
     assert set(metrics["scores"]) == {"base", "LoRA", "full FT"}
+    # the learning curve (step 0 and the last step, for both trainers) and the LoRA sweep reach the report
+    assert [r["step"] for r in metrics["learning_curve"]["full FT"]] == [0, 2]
+    assert [r["step"] for r in metrics["learning_curve"]["LoRA"]] == [0, 2]
+    assert [t["lr"] for t in metrics["lora_lr_sweep"]["trials"]] == [1e-3, 2e-3]
+    assert lora["lr"] == metrics["lora_lr_sweep"]["chosen_lr"]
+    assert (Path(stages["evaluate"]["out_dir"]) / "learning_curve.png").stat().st_size > 0
+    assert Path(summary["run_dir"], "summary.json").is_file() and summary["result"]["gate"]["passed"]
     assert (Path(stages["evaluate"]["out_dir"]) / "per_code_f1.png").stat().st_size > 0
     version = production_version(registry)
     assert version == summary["result"]["promoted_version"]

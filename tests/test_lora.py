@@ -74,3 +74,40 @@ def test_matching_spec_keeps_the_token_budget() -> None:
 def test_invalid_spec() -> None:
     with pytest.raises(ConfigError, match="dropout"):
         train_lora(LoraSpec(model_dir="m", dataset_dir="d", output_dir="o", dropout=1.5, r=0))
+
+
+@pytest.fixture(scope="module")
+def regulator_dataset(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> Path:
+    """A prepared regulator dataset (generated filings, rule-engine labels), tokenised with the real tokenizer."""
+    from transformers import AutoTokenizer
+
+    from data_contracts.contracts import ContractLimits
+    from data_contracts.prepare import prepare_dataset
+    from regulator.generator import generate_dataset
+
+    root = tmp_path_factory.mktemp("regulator")
+    raw = generate_dataset(96, seed=2, out_dir=root / "raw", n_train_balanced=16)
+    manifest = prepare_dataset(raw=raw, tokenizer=AutoTokenizer.from_pretrained(tokenizer_dir), out_dir=root,
+                               seed=2, max_seq_len=1024, limits=ContractLimits(max_tokens=1024),
+                               split_fractions=(0.5, 0.25, 0.25))
+    return Path(manifest["dataset_dir"])
+
+
+def test_learning_curve_and_lr_sweep(regulator_dataset: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    from training.curve import read_curve
+    from training.lora import sweep_lr
+
+    spec = LoraSpec(model_dir=str(tiny_model_dir), dataset_dir=str(regulator_dataset), output_dir=str(tmp_path / "out"),
+                    micro_batch_size=2, max_steps=2, lr=1e-3, r=4, alpha=8, dropout=0.0, seed=1, curve_points=2,
+                    curve_examples=4, decision_weight=5.0)
+    summary = train_lora(spec)
+    curve = read_curve(tmp_path / "out" / "curve.jsonl")
+    assert [(r["step"], r["examples_seen"]) for r in curve] == [(0, 0), (1, 2), (2, 4)]
+    assert all(0.0 <= r["tf_check_accuracy"] <= 1.0 and r["tf_examples"] == 4 for r in curve)
+    assert summary["final_scores"]["step"] == 2 and summary["curve_s"] > 0
+    sweep = sweep_lr(spec, [1e-4, 3e-2], steps=1, work_dir=tmp_path / "sweep")
+    assert [t["lr"] for t in sweep["trials"]] == [1e-4, 3e-2] and sweep["steps"] == 1
+    best = max(sweep["trials"], key=lambda t: (t["tf_f1_micro"] or -1.0, t["tf_check_accuracy"] or -1.0))
+    assert sweep["chosen_lr"] == best["lr"]
+    with pytest.raises(ConfigError, match="at least one"):
+        sweep_lr(spec, [], steps=1, work_dir=tmp_path / "none")
