@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from finetune.audit import general_sample_texts, known_lora_gap, render_markdown, run_audit
 from finetune.config import RunConfig
-from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault
+from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault, transient_only
 from training.memory import model_shape
 
 DOMAIN_SAMPLE = 24
@@ -32,7 +32,8 @@ def domain_sample(cfg: RunConfig) -> list[str]:
     return [f"{r.report_text}\n{r.target}" for r in df.itertuples()]
 
 
-@task(name="audit", retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, persist_result=True)
+@task(name="audit", retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, retry_condition_fn=transient_only,
+      persist_result=True)
 def audit(cfg: dict, model_dir: str, registry_dir: str, out_dir: str, key: str) -> dict:
     """Plan memory and time, judge whether full FT is justified; fail here if nothing fits the hardware.
 

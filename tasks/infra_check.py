@@ -11,12 +11,13 @@ from prefect.artifacts import create_markdown_artifact
 from finetune.config import RunConfig
 from finetune.paths import cache_dir
 from finetune.setup_plan import choose_training_setup
-from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault
+from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault, transient_only
 from training.infra import detect_infra
 from training.memory import model_shape
 
 
-@task(name="infra_check", retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, persist_result=True)
+@task(name="infra_check", retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, retry_condition_fn=transient_only,
+      persist_result=True)
 def infra_check(cfg: dict, model_dir: str, out_dir: str, key: str) -> dict:
     """Detect accelerators, bf16, RAM, disk, DeepSpeed ops; write ``ds_config.json`` for training.
 

@@ -2,10 +2,10 @@
 retries, and manifests.
 
 A stage's output lives in ``.cache/stages/<stage>/<key>/`` where ``key`` hashes what the stage reads (config
-sections, upstream content hashes) plus the task's source. The Prefect cache key is the same key (combined with
-``TASK_SOURCE``), so a cached result always names the folder of its own key. Before a stage is called its folder is
-verified (completion marker present, content hash unchanged); a missing or corrupted folder makes the call refresh
-the cache and rebuild, so a cached run never returns dangling paths.
+sections, upstream content hashes) plus the task's source. That folder is the cache: before a stage is called its
+folder is verified (completion marker present, content hash unchanged); a valid folder is reused as a ``Cached``
+task run without running the stage, whatever Prefect's result store holds (another server, a wiped PREFECT_HOME),
+and a missing or corrupted folder is removed and rebuilt, so a cached run never returns dangling paths.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from prefect import Task
-from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
+from prefect.states import Completed, State
 
 from finetune.hashing import hash_bytes, hash_json, hash_path, short
 from finetune.paths import COMPLETE_MARKER, building, is_complete, mark_complete, read_marker, stage_dir
@@ -96,10 +97,22 @@ def run_stage(task: Task, *, stage: str, inputs: dict[str, Any], code: tuple[str
     fresh = not output_valid(out_dir)
     if fresh and out_dir.exists():
         shutil.rmtree(out_dir)
+    run_name = f"{stage}-{key[:8]}"
+    if not fresh:
+        # The sealed folder is the cache, whatever Prefect's result store holds (another server, a wiped
+        # PREFECT_HOME): the stage is not run again, and its task run shows as Cached in the UI.
+        state = _reuse_sealed.with_options(name=task.name, task_run_name=run_name)(out_dir=str(out_dir))
+        return {**state.result(), "out_dir": str(out_dir)}
     policy = CacheKeyFnPolicy(cache_key_fn=lambda _ctx, _params: f"{stage}-{key}") + TASK_SOURCE
-    configured = task.with_options(cache_policy=policy, refresh_cache=fresh, task_run_name=f"{stage}-{key[:8]}")
+    configured = task.with_options(cache_policy=policy, refresh_cache=True, task_run_name=run_name)
     manifest = configured(out_dir=str(out_dir), key=key, **kwargs)
     return {**manifest, "out_dir": str(out_dir)}
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def _reuse_sealed(out_dir: str) -> State:
+    """Return a sealed stage folder's manifest as a ``Cached`` state (the stage's work is already on disk)."""
+    return Completed(data=read_marker(Path(out_dir)), name="Cached", message=f"sealed stage folder {out_dir} reused")
 
 
 def maybe_inject_fault(stage: str) -> None:

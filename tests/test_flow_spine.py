@@ -56,7 +56,7 @@ def test_second_run_is_cached_and_a_deleted_output_rebuilds(tmp_path: Path) -> N
     third_state, third = _run(overrides=overrides)
     assert asyncio.run(_task_states(third_state.state_details.flow_run_id)) == {"audit": "Completed", "infra_check": "Completed"}
     ds_config = Path(third["stages"]["infra_check"]["out_dir"]) / "ds_config.json"
-    assert json.loads(ds_config.read_text())["train_batch_size"] == 8
+    assert json.loads(ds_config.read_text())["train_batch_size"] == 4
     assert "Audit" in (Path(third["stages"]["audit"]["out_dir"]) / "audit.md").read_text()
 
 
@@ -75,3 +75,42 @@ def test_bad_config_fails_the_flow_with_the_field_named() -> None:
     assert state.is_failed()
     with pytest.raises(Exception, match="train.lr"):
         state.result()
+
+
+async def _task_runs(flow_run_id) -> dict[str, tuple[str, int]]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async with get_client() as client:
+        runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {r.name.rsplit("-", 1)[0]: (r.state.name, r.run_count) for r in runs}
+
+
+def test_the_stage_folder_is_the_cache_whatever_prefect_holds() -> None:
+    import asyncio
+    import os
+
+    first_state, first = _run(overrides={"name": "spine-store", "train.seed": 3})
+    # What another server (or a wiped PREFECT_HOME) would see: no Prefect result or cache record at all.
+    store = Path(os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"])
+    shutil.rmtree(store, ignore_errors=True)
+    second_state, second = _run(overrides={"name": "spine-store", "train.seed": 3})
+    runs = asyncio.run(_task_runs(second_state.state_details.flow_run_id))
+    assert runs == {"audit": ("Cached", 1), "infra_check": ("Cached", 1)}
+    for stage in ("audit", "infra_check"):
+        assert second["stages"][stage]["content_hash"] == first["stages"][stage]["content_hash"]
+
+
+def test_a_permanent_error_is_not_retried() -> None:
+    import asyncio
+
+    from finetune.errors import InfraError
+
+    overrides = {"name": "spine-nogpu", "hardware.accelerator": "cuda", "hardware.gpus_per_node": 8,
+                 "hardware.gpu_memory_gb": 80, "hardware.allow_fallback": False, "train.zero_stage": 2,
+                 "train.offload": "none", "train.effective_batch_size": 32}
+    state = finetune(config_path=CONFIG, overrides=overrides, stop_after="infra_check", return_state=True)
+    assert state.is_failed()
+    with pytest.raises(InfraError, match="declared hardware is not present"):
+        state.result()
+    runs = asyncio.run(_task_runs(state.state_details.flow_run_id))
+    assert runs["infra_check"] == ("Failed", 1)  # one attempt: a missing GPU does not appear on a retry
