@@ -105,6 +105,9 @@ def test_learning_curve_and_lr_sweep(regulator_dataset: Path, tiny_model_dir: Pa
     assert [(r["step"], r["examples_seen"]) for r in curve] == [(0, 0), (1, 2), (2, 4)]
     assert all(0.0 <= r["tf_check_accuracy"] <= 1.0 and r["tf_examples"] == 4 for r in curve)
     assert summary["final_scores"]["step"] == 2 and summary["curve_s"] > 0
+    # scoring time is kept out of training time (it once was subtracted without having been counted)
+    records = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 < r["tokens_per_s"] < 1e6 for r in records) and summary["wall_time_s"] > 0
     sweep = sweep_lr(spec, [1e-4, 3e-2], steps=1, work_dir=tmp_path / "sweep")
     assert [t["lr"] for t in sweep["trials"]] == [1e-4, 3e-2] and sweep["steps"] == 1
     best = max(sweep["trials"], key=lambda t: (t["tf_f1_micro"] or -1.0, t["tf_check_accuracy"] or -1.0))

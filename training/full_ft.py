@@ -303,9 +303,9 @@ def train(spec: TrainSpec, *, progress: Callable[[dict[str, Any]], None] | None 
     # Every rank scores the same examples (a ZeRO-3 forward needs all of them); rank 0 writes the curve.
     curve = LearningCurve(out_dir, tokenizer, spec.dataset_dir, points=spec.curve_points, total_steps=total_steps,
                           examples=spec.curve_examples, examples_per_step=micro * accum * world, write=rank == 0)
+    start = time.perf_counter()  # before the first curve point: its scoring is subtracted like the others
     curve.maybe_score(engine, step)
     bar = tqdm(total=total_steps, initial=step, disable=rank != 0, file=sys.stderr, desc="full FT", mininterval=1)
-    start = time.perf_counter()
     run_tokens = 0
 
     def checkpoint(next_epoch: int, next_position: int) -> None:

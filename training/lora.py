@@ -158,10 +158,10 @@ def train_lora(spec: LoraSpec, *, progress: Callable[[dict[str, Any]], None] | N
     curve = LearningCurve(out, tokenizer, spec.dataset_dir, points=spec.curve_points, total_steps=total_steps,
                           examples=spec.curve_examples, examples_per_step=spec.micro_batch_size * spec.grad_accum_steps,
                           bf16=spec.bf16, start=spec.curve_start)
+    start = time.perf_counter()  # before the first curve point: its scoring is subtracted like the others
     curve.maybe_score(model, 0)
     bar = tqdm(total=total_steps, file=sys.stderr, desc="LoRA", mininterval=1)
     step, tokens_total, loss_value = 0, 0, float("nan")
-    start = time.perf_counter()
     model.train()
     try:
         for epoch in range(spec.epochs):
