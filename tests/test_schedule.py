@@ -57,3 +57,4 @@ def test_scheduler_drives_optimizer_and_round_trips_state() -> None:
     sched2 = build_scheduler(opt2, total_steps=20, warmup_ratio=0.1, min_lr_ratio=0.1)
     sched2.load_state_dict(state)
     assert sched2.get_last_lr() == sched.get_last_lr()
+
