@@ -130,7 +130,9 @@ def test_a_worker_killed_during_train_full_loses_no_checkpoint(stack: Stack, tin
     assert resumed is not None and int(resumed.split("-")[1]) >= saved[-1]
     # metrics.jsonl is appended by both trainings: 1..k before the kill (k >= the checkpoint), then the resumed
     # training continues the step counter from the checkpoint to the last step.
-    records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+    assert not work.exists()  # the sealed stage keeps model, metrics and summary; checkpoints go with the work folder
+    stage_out = Path(manifest["out_dir"])
+    records = [json.loads(line) for line in (stage_out / "metrics.jsonl").read_text().splitlines()]
     steps, total = [r["step"] for r in records], records[-1]["total_steps"]
     assert manifest["figures"]["steps"] == total
     resume_step = int(resumed.split("-")[1])
