@@ -19,7 +19,7 @@ from data_contracts.prepare import (
     tokenise,
 )
 from finetune.errors import DataContractError, DataError, XBRLError
-from regulator.generator import RAW_COLUMNS, generate_dataset
+from regulator.generator import RAW_COLUMNS, TRAIN_ONLY, generate_dataset
 from regulator.prompts import render_prompt
 from tests.test_xbrl import BILLION_LAUGHS, XXE
 
@@ -115,8 +115,12 @@ def test_load_raw_jsonl_parquet_and_folder_round_trip(raw_and_dir, tmp_path: Pat
     raw.head(10).to_parquet(parquet)
     for source in (jsonl, parquet):
         loaded = load_raw(source)
-        assert list(loaded.columns) == list(RAW_COLUMNS) and loaded["violations"].tolist() == raw.head(10)[
+        # the raw columns, plus train_only (kept from the file, False when the file has no such column)
+        assert list(loaded.columns) == [*RAW_COLUMNS, TRAIN_ONLY] and loaded["violations"].tolist() == raw.head(10)[
             "violations"].tolist()
+    no_flag = tmp_path / "no_flag.jsonl"
+    raw.head(10).drop(columns=[TRAIN_ONLY]).to_json(no_flag, orient="records", lines=True, force_ascii=False)
+    assert not load_raw(no_flag)[TRAIN_ONLY].any()
     folder = load_raw(out / "xbrl")
     assert len(folder) == len(raw)
 
@@ -261,3 +265,19 @@ def test_failed_contract_writes_no_dataset(raw: pd.DataFrame, tokenizer, tmp_pat
                         limits=ContractLimits(max_tokens=300))
     assert not (tmp_path / "dataset").exists()
     assert err.value.report_markdown.startswith("# Data contract `splits_contract`: FAILED")
+
+
+def test_train_only_rows_stay_in_train_and_validation_keeps_the_natural_mix(tmp_path: Path) -> None:
+    from data_contracts.prepare import held_out_families, split_by_bank
+
+    df = generate_dataset(120, seed=8, out_dir=tmp_path, n_train_balanced=64)
+    splits = split_by_bank(df, seed=8, fractions=(0.5, 0.25, 0.25))
+    pool = df[df[TRAIN_ONLY]]
+    held = held_out_families(df, 8)
+    for name in ("validation", "test"):
+        assert not splits[name][TRAIN_ONLY].any()
+    kept = pool[~pool["template_family"].isin(held)]
+    assert set(kept["id"]) <= set(splits["train"]["id"])  # the pool is training data...
+    assert not set(pool[pool["template_family"].isin(held)]["id"]) & set(splits["train"]["id"])  # ...minus held-out wording
+    natural_rows = sum(len(splits[n][~splits[n][TRAIN_ONLY]]) for n in splits)
+    assert natural_rows == 120 and len(splits["test"]) >= 0.25 * 120  # fractions count the natural rows only
