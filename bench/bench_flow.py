@@ -13,7 +13,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = {
-    "model.max_seq_len": 1024, "data.n_examples": 120, "train.max_steps": 4, "eval.max_examples": 4,
+    "model.max_seq_len": 1024, "data.n_examples": 120, "data.train_balanced": 16, "train.max_steps": 4,
+    "train.curve_points": 1, "train.curve_examples": 4, "lora.sweep_lrs": [1e-3, 2e-3], "lora.sweep_steps": 1,
+    "eval.max_examples": 4, "eval.base_max_new_tokens": 8,
     "eval.max_new_tokens": 24, "eval.bootstrap_samples": 200, "gate.f1_floor": 0.0, "gate.rouge_floor": 0.0,
     "gate.forgetting_ceiling": 100.0, "audit.min_examples_for_full_ft": 10,
 }
