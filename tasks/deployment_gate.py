@@ -56,7 +56,8 @@ def deployment_gate(cfg: dict, eval_dir: str, full_dir: str, data_hash: str, reg
             Path(registry_dir), Path(full_dir) / "model",
             card={"metrics": gate_input, "decision": decision.to_dict(), "config": cfg, "data_hash": data_hash,
                   "comparison": metrics.get("rows")},
-            files={"report.md": Path(eval_dir) / "report.md", "per_code_f1.png": Path(eval_dir) / "per_code_f1.png"},
+            files={name: Path(eval_dir) / name for name in ("report.md", "per_code_f1.png", "learning_curve.png")
+                   if (Path(eval_dir) / name).is_file()},
         )
     markdown = decision_markdown(decision, version=version, dry_run=run_cfg.gate.dry_run)
     create_markdown_artifact(key="gate-decision", markdown=markdown, description="Deployment gate decision")
