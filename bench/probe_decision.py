@@ -18,6 +18,17 @@ from pathlib import Path
 import torch
 
 
+def pad_percentages(text: str) -> str:
+    """``4.5%`` -> ``004.50%``, ``-0.49%`` -> ``-000.49%``, ``115.60%`` unchanged: digits of equal place value line up."""
+    import re
+
+    def pad(m: "re.Match[str]") -> str:
+        decimals = (m.group(3) or "").ljust(2, "0")
+        return f"{m.group(1)}{int(m.group(2)):03d}.{decimals}%"
+
+    return re.sub(r"(-?)(\d+)(?:\.(\d+))?%", pad, text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--natural", type=int, default=200, help="natural-mix reports (split train/val/test)")
@@ -34,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hf-loss", action="store_true", help="HF's full-logits loss instead of answer-only logits")
     parser.add_argument("--decision-weight", type=float, default=1.0, help="loss weight of the outcome tokens")
     parser.add_argument("--show-errors", action="store_true", help="print each wrong check line at the last point")
+    parser.add_argument("--pad-percentages", action="store_true",
+                        help="probe a place-value-aligned number format: every percentage in the report and the "
+                             "answer written with a 3-digit integer part and at least 2 decimals (4.5% -> 004.50%)")
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args(argv)
 
@@ -56,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     bf16 = args.precision == "bf16"
     with tempfile.TemporaryDirectory() as tmp:
         raw = generate_dataset(args.natural, args.seed, Path(tmp) / "raw", n_train_balanced=args.balanced)
+        if args.pad_percentages:
+            for column in ("report_text", "target"):
+                raw[column] = raw[column].map(pad_percentages)
         manifest = prepare_dataset(raw=raw, tokenizer=tok, out_dir=Path(tmp), seed=args.seed, max_seq_len=1024,
                                    limits=ContractLimits(max_tokens=1024), split_fractions=tuple(args.split))
         print("rows", manifest["rows"], "tokens", {k: v["tokens"]["mean"] for k, v in
