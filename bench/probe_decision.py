@@ -55,18 +55,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from data_contracts.contracts import ContractLimits
     from data_contracts.prepare import prepare_dataset
-    from evaluation.teacher_forced import load_decision_examples, teacher_forced_scores
+    from evaluation.teacher_forced import decision_scores, load_decision_examples, outcome_token_ids, predict_outcomes
     from finetune.models import resolve_model
     from regulator.generator import generate_dataset
     from training.data import MicroBatches, load_examples
-    from training.full_ft import load_trainable_model
-    from evaluation.teacher_forced import outcome_token_ids
-    from training.objective import DecisionWeight, answer_only_loss
+    from training.full_ft import decision_weight, load_trainable_model
+    from training.objective import answer_only_loss
     from training.schedule import build_scheduler
 
     torch.manual_seed(args.seed)
     model_dir = str(resolve_model("packaged"))
     tok = AutoTokenizer.from_pretrained(model_dir)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     bf16 = args.precision == "bf16"
     with tempfile.TemporaryDirectory() as tmp:
         raw = generate_dataset(args.natural, args.seed, Path(tmp) / "raw", n_train_balanced=args.balanced)
@@ -88,20 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     sched = build_scheduler(opt, total_steps=args.steps, warmup_ratio=0.05, min_lr_ratio=0.1)
-    stream = MicroBatches(examples, args.micro, args.accum, 1, 0, args.seed, tok.pad_token_id or tok.eos_token_id)
+    stream = MicroBatches(examples, args.micro, args.accum, 1, 0, args.seed, pad)
 
-    decision = DecisionWeight(args.decision_weight, tok(":", add_special_tokens=False)["input_ids"][0],
-                              tuple(outcome_token_ids(tok).values()))
+    decision = decision_weight(tok, args.decision_weight)
 
     def evaluate(step: int, seen: int) -> None:
         started = time.perf_counter()
-        s = teacher_forced_scores(model, tok, val, bf16=bf16)
+        predicted = predict_outcomes(model, val, outcome_token_ids(tok), pad_id=pad, bf16=bf16)
+        s = decision_scores(val, predicted)
         if args.show_errors and step == args.steps:
-            from evaluation.teacher_forced import outcome_token_ids, predict_outcomes
-
-            pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-            for ex, outcomes in zip(val, predict_outcomes(model, val, outcome_token_ids(tok), pad_id=pad, bf16=bf16)):
-                for (pos, code, ref), got in zip(ex.decisions, outcomes):
+            for ex, outcomes in zip(val, predicted):
+                for (pos, _, ref), got in zip(ex.decisions, outcomes):
                     if ref != got:
                         line = tok.decode(ex.input_ids[max(0, pos - 14):pos]).split("\n")[-1]
                         print(f"  wrong: {line!r} -> {got} (reference {ref})", flush=True)

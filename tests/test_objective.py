@@ -82,13 +82,14 @@ def test_teacher_forced_scores(tiny) -> None:
 
 
 def test_decision_weight_marks_one_outcome_token_per_check_line(tiny) -> None:
-    from evaluation.parse import OUTCOMES
+    from training.full_ft import decision_weight
     from training.objective import DecisionWeight
 
     model, tokenizer = tiny
     rows = _rows(tokenizer)
     batch = collate([Example(ids, labels) for ids, labels, _ in rows], pad_token_id=tokenizer.eos_token_id)
-    decision = DecisionWeight.for_tokenizer(tokenizer, 10.0, OUTCOMES)
+    decision = decision_weight(tokenizer, 10.0)
+    assert decision_weight(tokenizer, 1.0) is None
     marked = decision.mask(batch["input_ids"], batch["labels"])
     assert marked.sum(dim=1).tolist() == [len(target.splitlines()) - 2 for _, _, target in rows]
     examples = [decision_example(tokenizer, *row) for row in rows]

@@ -143,9 +143,10 @@ def decision_weight(tokenizer: Any, weight: float) -> DecisionWeight | None:
     """The loss weighting of the check lines' outcome tokens (None for plain cross-entropy)."""
     if weight == 1.0:
         return None
-    from evaluation.parse import OUTCOMES
+    from evaluation.teacher_forced import outcome_token_ids  # the tokens the teacher-forced scores read, too
 
-    return DecisionWeight.for_tokenizer(tokenizer, weight, OUTCOMES)
+    colon, *_ = tokenizer(":", add_special_tokens=False)["input_ids"]
+    return DecisionWeight(weight, colon, tuple(outcome_token_ids(tokenizer).values()))
 
 
 def load_trainable_model(model_dir: str, *, seed: int, gradient_checkpointing: bool) -> torch.nn.Module:

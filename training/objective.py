@@ -31,19 +31,13 @@ class DecisionWeight:
     """Up-weight the tokens that carry a check line's outcome: the first token after ``": "`` on a check line.
 
     ``colon_id`` is the token of ``":"``; ``outcome_ids`` the first tokens of ``OK``, ``BREACH`` and
-    ``DATA_QUALITY`` after it (see ``evaluation.teacher_forced.outcome_token_ids``). ``weight`` 1 is plain CE.
+    ``DATA_QUALITY`` after it (``training.full_ft.decision_weight`` builds one for a tokenizer). ``weight`` 1 is
+    plain CE.
     """
 
     weight: float
     colon_id: int
     outcome_ids: tuple[int, ...]
-
-    @classmethod
-    def for_tokenizer(cls, tokenizer: Any, weight: float, outcomes: tuple[str, ...]) -> "DecisionWeight":
-        """The weight for ``tokenizer``: ``":"`` and the first token of each outcome word as it follows ``": "``."""
-        colon, *_ = tokenizer(":", add_special_tokens=False)["input_ids"]
-        firsts = tuple(tokenizer(f": {o}", add_special_tokens=False)["input_ids"][1] for o in outcomes)
-        return cls(weight, colon, firsts)
 
     def mask(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Boolean (batch, seq) mask of the predicting positions whose next token is an outcome token."""
