@@ -64,7 +64,9 @@ def comparison_rows(
     return rows
 
 
-def _fmt(key: str, value: Any) -> str:
+def format_figure(key: str, value: Any) -> str:
+    """One figure as the tables show it: counts with separators, times as minutes, forgetting as a signed percent,
+    other floats to three decimals, and ``—`` for a missing or undefined value."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
     if key == "trainable_params":
@@ -92,10 +94,10 @@ def render_comparison_markdown(rows: list[dict[str, Any]], *, codes: Sequence[st
     """Render the headline table (metrics in rows, systems in columns) and the per-code F1 table."""
     systems = [r["system"] for r in rows]
     headline = _table(
-        ["metric", *systems], [[label, *(_fmt(key, r.get(key)) for r in rows)] for key, label in HEADLINE]
+        ["metric", *systems], [[label, *(format_figure(key, r.get(key)) for r in rows)] for key, label in HEADLINE]
     )
     per_code = _table(
-        ["rule code", *systems], [[code, *(_fmt("f1", r.get(f"f1_{code}")) for r in rows)] for code in codes]
+        ["rule code", *systems], [[code, *(format_figure("f1", r.get(f"f1_{code}")) for r in rows)] for code in codes]
     )
     return f"## Comparison\n\n{headline}\n\n## Violation F1 per rule code\n\n{per_code}\n"
 
@@ -227,8 +229,8 @@ def plot_learning_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]], path
 
 def render_curve_markdown(curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
     """The learning-curve points as a table: system, examples seen, teacher-forced F1 and check-line accuracy."""
-    body = [[system, str(r["examples_seen"]), _fmt("f1", r.get("tf_f1_micro")),
-             _fmt("check_accuracy", r.get("tf_check_accuracy"))]
+    body = [[system, str(r["examples_seen"]), format_figure("f1", r.get("tf_f1_micro")),
+             format_figure("check_accuracy", r.get("tf_check_accuracy"))]
             for system, records in curves.items() for r in records]
     if not body:
         return "No learning curve was recorded (train.curve_points is 0)."
@@ -258,8 +260,8 @@ def render_sweep_markdown(sweep: Mapping[str, Any] | None, lora_training: Mappin
     if not sweep:
         lr = (lora_training or {}).get("lr")
         return f"LoRA trained at the configured learning rate {lr} (no sweep: lora.sweep_lrs is empty)."
-    body = [[f"{t['lr']:g}", _fmt("f1", t.get("tf_f1_micro")), _fmt("check_accuracy", t.get("tf_check_accuracy")),
-             _fmt("loss", t.get("final_loss")), f"{t.get('seconds', 0):.0f} s"] for t in sweep["trials"]]
+    body = [[f"{t['lr']:g}", format_figure("f1", t.get("tf_f1_micro")), format_figure("check_accuracy", t.get("tf_check_accuracy")),
+             format_figure("loss", t.get("final_loss")), f"{t.get('seconds', 0):.0f} s"] for t in sweep["trials"]]
     head = (f"Each candidate trained {sweep['steps']} steps on the training split from the base model and was scored "
             f"teacher-forced on the validation split; chosen: **{sweep['chosen_lr']:g}**.")
     return head + "\n\n" + _table(["lr", "violation F1", "check-line accuracy", "final loss", "time"], body)

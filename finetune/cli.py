@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "validate":
-            from finetune.config import load_config
+            from finetune.config import load_config, parse_override
 
             cfg = load_config(args.config, args.overrides)
             print(f"{args.config}: valid ({cfg.name}; world size {cfg.world_size()}, "
@@ -127,13 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "run":
             from flows.finetune import finetune
 
-            from finetune.config import load_config
+            from finetune.config import load_config, parse_override
 
             config = args.config if args.config.is_absolute() else Path.cwd() / args.config
-            load_config(config, args.overrides)  # a bad config is refused before any server or flow run starts
+            overrides = dict(parse_override(o) for o in args.overrides)
+            load_config(config, overrides)  # a bad config is refused before any server or flow run starts
             try:
-                summary = finetune(config_path=str(config), overrides=dict(_split(o) for o in args.overrides),
-                                   stop_after=args.stop_after)
+                summary = finetune(config_path=str(config), overrides=overrides, stop_after=args.stop_after)
             except GateRejected as err:
                 summary_file = Path(err.run_dir) / "summary.json" if err.run_dir else None
                 if summary_file is not None and summary_file.is_file():
@@ -236,13 +236,6 @@ def _progress_bars():
             bars[phase].close()
 
     return update
-
-
-def _split(text: str) -> tuple[str, object]:
-    """Parse one ``key=value`` override (value as YAML)."""
-    from finetune.config import parse_override
-
-    return parse_override(text)
 
 
 if __name__ == "__main__":

@@ -13,15 +13,9 @@ from pathlib import Path
 from typing import Any
 
 SYSTEMS = ("base", "LoRA", "full FT")
-_COLUMNS = (
-    ("f1_micro", "violation F1 (micro)"),
-    ("f1_macro", "violation F1 (macro)"),
-    ("check_accuracy", "check-line accuracy"),
-    ("rouge_l", "directive ROUGE-L"),
-    ("forgetting_increase", "forgetting (NLL increase)"),
-    ("tokens_per_second", "training tokens/s"),
-    ("train_seconds", "training time"),
-)
+# The report's headline figures the terminal shows (labels and formats come from evaluation.report).
+_SHOWN = ("f1_micro", "f1_macro", "check_accuracy", "rouge_l", "forgetting_increase", "tokens_per_second",
+          "train_seconds")
 
 
 def evaluation_result(eval_dir: Path) -> dict[str, Any]:
@@ -38,18 +32,6 @@ def evaluation_result(eval_dir: Path) -> dict[str, Any]:
     }
 
 
-def _cell(key: str, value: Any) -> str:
-    if value is None:
-        return "-"
-    if key == "forgetting_increase":
-        return f"{value:+.1%}"
-    if key == "tokens_per_second":
-        return f"{value:,.0f}"
-    if key == "train_seconds":
-        return f"{int(value) // 60}m {int(value) % 60:02d}s"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
 def _ui_address() -> str | None:
     """The Prefect UI's address when a server answers there (PREFECT_API_URL, else the stack's default port)."""
     api = os.environ.get("PREFECT_API_URL") or f"http://127.0.0.1:{os.environ.get('PREFECT_PORT', '4200')}/api"
@@ -64,16 +46,19 @@ def _ui_address() -> str | None:
 
 def render_terminal_summary(summary: dict[str, Any]) -> str:
     """A short, plain-text end of run: result table, full FT - LoRA, gate criteria, where things are, what next."""
+    from evaluation.report import HEADLINE, format_figure  # matplotlib loads only when a summary is printed
+
     result = summary.get("result", {})
     lines = ["", "=" * 78, f"finetune run finished: {summary.get('run_dir')}"]
     rows = {r["system"]: r for r in result.get("rows", [])}
     if rows:
         systems = [s for s in SYSTEMS if s in rows]
-        width = max(len(label) for _, label in _COLUMNS)
+        columns = [(key, label) for key, label in HEADLINE if key in _SHOWN]
+        width = max(len(label) for _, label in columns)
         lines.append(f"\nResults on {result.get('n_test')} held-out test reports:")
         lines.append(" " * width + "".join(f"{s:>12}" for s in systems))
-        for key, label in _COLUMNS:
-            lines.append(f"{label:<{width}}" + "".join(f"{_cell(key, rows[s].get(key)):>12}" for s in systems))
+        for key, label in columns:
+            lines.append(f"{label:<{width}}" + "".join(f"{format_figure(key, rows[s].get(key)):>12}" for s in systems))
         paired = (result.get("paired_full_minus_lora") or {}).get("f1_micro") or {}
         if paired.get("difference") is not None:
             ci = (f"{paired['ci_low']:+.3f} to {paired['ci_high']:+.3f}" if paired.get("ci_low") is not None
