@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import flows.finetune  # noqa: F401  Prefect sets up its log handlers on import: at collection, not inside capsys
 from finetune.cli import main
 from finetune.config import load_config
 from finetune.errors import ConfigError
