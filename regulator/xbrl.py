@@ -12,9 +12,9 @@ import errno
 import math
 import re
 import stat
-from datetime import date
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from xml.etree.ElementTree import Element, ParseError
 
@@ -69,6 +69,10 @@ class _Context:
     dims: frozenset[tuple[str, str]]
 
 
+_NOT_FILES = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a device"),
+              (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+
+
 def read_bounded(path: Path, max_bytes: int) -> bytes:
     """The bytes of a regular file of at most ``max_bytes``; ``XBRLError`` for anything else.
 
@@ -82,9 +86,7 @@ def read_bounded(path: Path, max_bytes: int) -> bytes:
         reason = "a symbolic link loop" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
         raise XBRLError(f"{path}: cannot read the XBRL instance ({reason})") from exc
     if not stat.S_ISREG(mode):
-        kind = "a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else \
-            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else \
-            "not a regular file"
+        kind = next((name for test, name in _NOT_FILES if test(mode)), "not a regular file")
         raise XBRLError(f"{path}: is {kind}, not a file; give XBRL instance files or folders of them")
     try:
         with path.open("rb") as fh:
@@ -241,13 +243,12 @@ def _iso_date(text: str | None, context_id: str | None, source: str) -> str | No
         return None
     value = text.strip()
     match = _XS_DATE.fullmatch(value)
-    try:
-        if match is None:
-            raise ValueError(value)
-        return date.fromisoformat(match.group(1)).isoformat()
-    except ValueError:
-        raise XBRLError(f"{source}: context {context_id!r} has period date {value[:40]!r}, not an xs:date "
-                        "(YYYY-MM-DD)") from None
+    if match is not None:
+        try:
+            return date.fromisoformat(match.group(1)).isoformat()
+        except ValueError:  # 2015-13-01: the right shape, not a date
+            pass
+    raise XBRLError(f"{source}: context {context_id!r} has period date {value[:40]!r}, not an xs:date (YYYY-MM-DD)")
 
 
 def _units(root: Element) -> dict[str, str]:

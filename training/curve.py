@@ -38,8 +38,7 @@ class LearningCurve:
 
             self.steps = {max(1, round(total_steps * k / points)) for k in range(1, points + 1)} | ({0} if start else set())
             self.examples = load_decision_examples(dataset_dir, tokenizer, split="validation", limit=examples)
-        done = {r["step"] for r in read_curve(self.path)} if self.path.exists() else set()
-        self.steps -= done
+        self.steps -= {r["step"] for r in read_curve(self.path)}
 
     def maybe_score(self, model: Any, step: int) -> dict[str, Any] | None:
         """Score ``model`` if ``step`` is a curve point not yet recorded; return the record (or None)."""
