@@ -85,11 +85,11 @@ def _add_analyze_parser(sub: argparse._SubParsersAction) -> None:
 def _plan(args: argparse.Namespace) -> int:
     from finetune.audit import choose_plan, plan_table
     from finetune.config import load_config
-    from finetune.models import resolve_model
-    from training.memory import GiB, model_shape
+    from finetune.models import model_config
+    from training.memory import GiB, config_shape
 
     cfg = load_config(args.config, args.overrides)
-    shape = model_shape(resolve_model(cfg.model.ref))
+    shape = config_shape(model_config(cfg.model.ref))  # reads a config; converts and loads no weights
     plans = plan_table(cfg, shape)
     print(f"{cfg.model.name}: {shape.n_params / 1e6:.1f} M parameters; micro-batch {cfg.train.micro_batch_size} x "
           f"{cfg.model.max_seq_len} tokens; {'bf16' if cfg.train.precision != 'fp32' else 'fp32'}")
@@ -109,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             from finetune.config import load_config, parse_override
 
+            from finetune.models import model_config
+
             cfg = load_config(args.config, args.overrides)
+            model_config(cfg.model.ref)  # the model reference too: a missing or damaged folder is refused here
             print(f"{args.config}: valid ({cfg.name}; world size {cfg.world_size()}, "
                   f"gradient accumulation {cfg.grad_accum_steps()})")
         elif args.command == "config-doc":

@@ -181,7 +181,7 @@ def cross_field_problems(cfg: RunConfig) -> list[str]:
     if hw.hostfile is not None and not Path(hw.hostfile).is_file():
         problems.append(f"hardware.hostfile: {hw.hostfile} does not exist or is not a file")
     per_step = tr.micro_batch_size * cfg.world_size()
-    if tr.effective_batch_size % per_step:
+    if per_step and tr.effective_batch_size % per_step:  # no processes at all is reported above
         problems.append(
             f"train.effective_batch_size: {tr.effective_batch_size} is not a multiple of micro_batch_size x world size "
             f"= {tr.micro_batch_size} x {cfg.world_size()} = {per_step}"

@@ -24,6 +24,10 @@ class ModelProvisioningError(FinetuneError):
     """The base model could not be found, converted or verified."""
 
 
+class AttemptsExhausted(FinetuneError):
+    """An automatic re-run of a crashed run was started beyond the run's ``max_attempts``: nothing is run again."""
+
+
 class MemoryPlanError(FinetuneError):
     """No ZeRO stage / offload choice fits the declared hardware."""
 

@@ -53,11 +53,53 @@ def resolve_model(ref: str) -> Path:
     if ref in ("packaged", PACKAGED_MODEL):
         return provision_base_model()
     path = Path(ref).expanduser()
-    if not (path / "config.json").is_file():
-        raise ModelProvisioningError(
-            f"model {ref!r} is neither 'packaged' nor a local Hugging Face folder with a config.json"
-        )
+    read_folder_config(path, ref)
     return path.resolve()
+
+
+def read_folder_config(path: Path, ref: str | None = None) -> dict[str, Any]:
+    """The ``config.json`` of a local model folder as a dict, checked to be readable JSON naming an architecture
+    transformers knows; ``ModelProvisioningError`` naming the file and the problem otherwise."""
+    import json
+
+    from transformers import CONFIG_MAPPING
+
+    name = ref if ref is not None else str(path)
+    file = path / "config.json"
+    if not file.is_file():
+        raise ModelProvisioningError(
+            f"model {name!r} is neither 'packaged' nor a local Hugging Face folder with a config.json")
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelProvisioningError(f"{file} is not readable JSON ({exc}); the model folder is damaged") from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type not in CONFIG_MAPPING:
+        raise ModelProvisioningError(f"{file} names model_type {model_type!r}, not an architecture transformers "
+                                     "knows; the model folder is damaged or not a causal LM")
+    return config
+
+
+def model_config(ref: str) -> Any:
+    """The Hugging Face config of a model reference without building or converting anything: for ``packaged``
+    the provisioned folder's config when it exists, else the config stored in the packaged GGUF's header."""
+    from transformers import AutoConfig
+
+    if ref in ("packaged", PACKAGED_MODEL):
+        target = base_model_dir()
+        if is_complete(target):
+            return AutoConfig.from_pretrained(target)
+        gguf = packaged_gguf_path()
+        config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        return config
+    path = Path(ref).expanduser()
+    read_folder_config(path, ref)
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelProvisioningError(f"{path / 'config.json'}: transformers cannot read it: {exc}") from None
 
 
 def provision_base_model(*, force: bool = False) -> Path:
@@ -74,6 +116,7 @@ def provision_base_model(*, force: bool = False) -> Path:
         info = _materialise_gguf(gguf, tmp)
         info.update(verify_model_dir(tmp))
         mark_complete(tmp, info)
+    model_fingerprint(target)  # recorded now, so a read-only copy (e.g. in an image) never needs to write
     return target
 
 
@@ -171,6 +214,9 @@ def model_fingerprint(model_dir: Path) -> str:
         marker = read_marker(model_dir)
         if "content_hash" not in marker:
             marker["content_hash"] = hash_path(model_dir, exclude=frozenset({COMPLETE_MARKER}))
-            mark_complete(model_dir, marker)
+            try:
+                mark_complete(model_dir, marker)
+            except OSError:  # a read-only model folder (an image's, another user's): hash again next time
+                log.info("%s is read-only: its content hash is not recorded", model_dir)
         return marker["content_hash"]
     return hash_path(model_dir)

@@ -50,6 +50,10 @@ def render_terminal_summary(summary: dict[str, Any]) -> str:
 
     result = summary.get("result", {})
     lines = ["", "=" * 78, f"finetune run finished: {summary.get('run_dir')}"]
+    stages = [(name, m) for name, m in summary.get("stages", {}).items() if isinstance(m, dict) and "wall_s" in m]
+    if stages:
+        lines.append("Stages: " + ", ".join(
+            f"{name} {m['wall_s']:.0f} s{' (cached)' if m.get('cached') else ''}" for name, m in stages))
     rows = {r["system"]: r for r in result.get("rows", [])}
     if rows:
         systems = [s for s in SYSTEMS if s in rows]
@@ -80,7 +84,7 @@ def render_terminal_summary(summary: dict[str, Any]) -> str:
         lines.append(f"Prefect UI: {ui}")
     if gate and gate.get("version"):
         lines.append("\nNext: analyse filings with the promoted model, guarded by the rule engine:")
-        lines.append("  .venv/bin/finetune analyze PATH/TO/FILINGS --out analysis/   (PATH: XBRL files or folders)")
+        lines.append("  .venv/bin/finetune analyze PATH/TO/FILINGS --out analysis.jsonl   (PATH: XBRL files or folders)")
     elif gate:
         lines.append("\nNext: read the report, change the config (see README 'Config reference') and run again.")
     lines.append("=" * 78)

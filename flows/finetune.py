@@ -22,7 +22,7 @@ import yaml
 from prefect import flow, get_run_logger
 
 from finetune.config import RunConfig, load_config
-from finetune.errors import GateRejected
+from finetune.errors import AttemptsExhausted, GateRejected
 from finetune.models import model_fingerprint, resolve_model
 from finetune.paths import default_registry_dir, new_run_dir, project_home, record_stage, write_json_atomic
 from finetune.hashing import hash_path
@@ -49,6 +49,9 @@ def finetune(
     config_path: str = "configs/regulator-cpu.yaml",
     overrides: dict[str, Any] | None = None,
     stop_after: Stage | None = None,
+    attempt: int = 1,
+    max_attempts: int = 3,
+    rerun_of: str | None = None,
 ) -> dict[str, Any]:
     """Run the fine-tuning engagement for one config.
 
@@ -56,10 +59,18 @@ def finetune(
         config_path: YAML run config (see ``configs/``), relative to the project folder or absolute.
         overrides: dotted-key overrides, e.g. ``{"train.lr": 1e-4, "data.n_examples": 200}``.
         stop_after: run the stages up to and including this one, then stop.
+        attempt: 1 for a run started by a person or a schedule; the re-run automation
+            (``deploy/automations.yaml``) starts a crashed run again with ``attempt + 1``.
+        max_attempts: an ``attempt`` above this ends the run Failed at once (a run that crashes every time is
+            not started for ever).
+        rerun_of: the id of the crashed flow run this one re-runs (set by the automation; for the log).
     Returns:
         A summary: the run folder and every stage's manifest.
     """
     log = get_run_logger()
+    check_attempt(attempt, max_attempts, rerun_of)
+    if rerun_of:
+        log.info("attempt %d of %d: automatic re-run of crashed flow run %s", attempt, max_attempts, rerun_of)
     path = Path(config_path)
     cfg = load_config(path if path.is_absolute() else project_home() / path, overrides)
     cfg_dict = cfg.model_dump(mode="json")
@@ -138,6 +149,16 @@ def finetune(
         err.run_dir = str(run_dir)
         raise
     return _summary(run_dir, done)
+
+
+def check_attempt(attempt: int, max_attempts: int, rerun_of: str | None) -> None:
+    """Refuse an automatic re-run beyond ``max_attempts`` (a final Failed state: the re-run automation reacts
+    to Crashed only, so the chain of re-runs ends here)."""
+    if attempt > max_attempts:
+        raise AttemptsExhausted(
+            f"attempt {attempt} > max_attempts {max_attempts}: the run crashed {attempt - 1} times"
+            f"{f' (last: flow run {rerun_of})' if rerun_of else ''}; not running it again automatically. "
+            "Read the crashed runs' logs, fix the cause, then start the deployment by hand.")
 
 
 def _source_hash(cfg: RunConfig) -> str:

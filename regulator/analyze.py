@@ -388,20 +388,13 @@ def resolve_model_ref(ref: str, registry_dir: Path) -> Path:
 
 def check_model_folder(path: Path) -> Path:
     """``path`` if it holds a loadable Hugging Face causal LM (a readable config of a known architecture, weights);
-    else ``DataError`` saying what is wrong, before any filing is read."""
+    else an error saying what is wrong, before any filing is read."""
+    from finetune.models import read_folder_config
+
     if not (path / "config.json").is_file():
         raise DataError(f"{path} is not a Hugging Face model folder (no config.json); pass a model folder, "
                         "'production' or a registry version")
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}/config.json is not readable JSON ({exc}); the model folder is damaged") from None
-    from transformers import CONFIG_MAPPING
-
-    model_type = config.get("model_type") if isinstance(config, dict) else None
-    if model_type not in CONFIG_MAPPING:
-        raise DataError(f"{path}/config.json names model_type {model_type!r}, not an architecture transformers "
-                        "knows; the model folder is damaged or not a causal LM")
+    read_folder_config(path)
     if not any(path.glob("*.safetensors")) and not any(path.glob("pytorch_model*.bin")):
         raise DataError(f"{path} has no weights (*.safetensors or pytorch_model*.bin); the model folder is "
                         "incomplete")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local Prefect stack of this project: a server (SQLite under a project-local PREFECT_HOME), the process work
-# pool, the deployments of prefect.yaml and one worker.
+# pool, the deployments of prefect.yaml, the automations of deploy/automations.yaml (a run whose process died is
+# marked Crashed and started again) and one worker.
 #
 #   scripts/stack.sh up       start what is not running yet (idempotent), (re-)deploy, print the UI address
 #   scripts/stack.sh status   what runs, where; exit 0 when server and worker are up, 3 otherwise
@@ -16,6 +17,7 @@ cd "$ROOT"
 
 export PREFECT_HOME=${PREFECT_HOME:-$ROOT/.prefect}
 PREFECT=${PREFECT_BIN:-$ROOT/.venv/bin/prefect}
+PYTHON=${PYTHON_BIN:-$ROOT/.venv/bin/python}
 POOL=${FINETUNE_POOL:-finetune-pool}
 TIMEOUT=${STACK_TIMEOUT_S:-180}
 LOGS=$PREFECT_HOME/logs
@@ -96,6 +98,12 @@ up() {
   echo "==> deploying prefect.yaml to pool $POOL"
   if ! "$PREFECT" --no-prompt deploy --all >>"$LOGS/deploy.log" 2>&1; then
     echo "deploy failed; last lines of $LOGS/deploy.log:" >&2
+    tail -n 30 "$LOGS/deploy.log" >&2
+    exit 1
+  fi
+  echo "==> automations of deploy/automations.yaml (crashed-run detection and re-run)"
+  if ! "$PYTHON" -m flows.automations "$ROOT/deploy/automations.yaml" >>"$LOGS/deploy.log" 2>&1; then
+    echo "creating the automations failed; last lines of $LOGS/deploy.log:" >&2
     tail -n 30 "$LOGS/deploy.log" >&2
     exit 1
   fi

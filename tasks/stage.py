@@ -14,6 +14,7 @@ import fcntl
 import inspect
 import os
 import shutil
+import time
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -89,9 +90,12 @@ def run_stage(task: Task, *, stage: str, inputs: dict[str, Any], code: tuple[str
               ) -> dict[str, Any]:
     """Call a stage task with its content-hash cache key; rebuild when its output folder is gone or corrupted.
 
-    ``code`` names the project packages the stage runs (their sources join the key). The task receives ``out_dir`` (the folder named by the key) and ``key``; it must build into a temporary
-    folder (``building``) and seal it with ``finish_stage``. Returns the task's manifest, with ``out_dir`` added.
+    ``code`` names the project packages the stage runs (their sources join the key). The task receives
+    ``out_dir`` (the folder named by the key) and ``key``; it must build into a temporary folder (``building``) and
+    seal it with ``finish_stage``. Returns the task's manifest with what this run did: ``out_dir``, ``cached``
+    (the sealed folder was reused, nothing ran) and ``wall_s`` (seconds this run spent on the stage).
     """
+    started = time.monotonic()
     key = stage_key(task, inputs, code)
     out_dir = stage_dir(stage, key)
     fresh = not output_valid(out_dir)
@@ -102,11 +106,12 @@ def run_stage(task: Task, *, stage: str, inputs: dict[str, Any], code: tuple[str
         # The sealed folder is the cache, whatever Prefect's result store holds (another server, a wiped
         # PREFECT_HOME): the stage is not run again, and its task run shows as Cached in the UI.
         state = _reuse_sealed.with_options(name=task.name, task_run_name=run_name)(out_dir=str(out_dir))
-        return {**state.result(), "out_dir": str(out_dir)}
+        return {**state.result(), "out_dir": str(out_dir), "cached": True,
+                "wall_s": round(time.monotonic() - started, 2)}
     policy = CacheKeyFnPolicy(cache_key_fn=lambda _ctx, _params: f"{stage}-{key}") + TASK_SOURCE
     configured = task.with_options(cache_policy=policy, refresh_cache=True, task_run_name=run_name)
     manifest = configured(out_dir=str(out_dir), key=key, **kwargs)
-    return {**manifest, "out_dir": str(out_dir)}
+    return {**manifest, "out_dir": str(out_dir), "cached": False, "wall_s": round(time.monotonic() - started, 2)}
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)

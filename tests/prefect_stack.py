@@ -142,6 +142,19 @@ class Stack:
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))))
         return {a.key: a for a in arts if a.key}
 
+    def run_folder(self, run_id: str) -> Path:
+        """The run folder a flow run wrote (its log line 'run folder: ...')."""
+        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+        deadline = time.monotonic() + 60  # logs reach the API in batches, possibly after the final state
+        while True:
+            logs = self.call(lambda c: c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id]))))
+            lines = [log.message for log in logs if log.message.startswith("run folder: ")]
+            if lines or time.monotonic() > deadline:
+                (line,) = lines
+                return Path(line.removeprefix("run folder: "))
+            time.sleep(2)
+
     def worker_log_tail(self, n: int = 40) -> str:
         log = self.prefect_home / "logs" / "worker.log"
         return "\n".join(log.read_text(errors="replace").splitlines()[-n:]) if log.exists() else "(no worker log)"

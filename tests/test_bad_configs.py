@@ -67,3 +67,37 @@ def test_run_refuses_a_bad_config_before_starting_anything(tmp_path: Path, capsy
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "nosuch: unknown field" in err and "Traceback" not in err
     assert (sorted(runs.iterdir()) if runs.exists() else []) == before  # no flow run, no run folder
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({}, "model.ref: "),
+        ({"config.json": "{garbage"}, "config.json is not readable JSON"),
+        ({"config.json": '{"model_type": "no_such_arch"}'}, "names model_type 'no_such_arch'"),
+    ],
+)
+@pytest.mark.parametrize("command", ["validate", "plan"])
+def test_a_damaged_model_folder_is_refused_by_validate_and_plan(
+    tmp_path: Path, files: dict[str, str], expected: str, command: str, capsys: pytest.CaptureFixture
+) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    for name, text in files.items():
+        (model / name).write_text(text)
+    assert main([command, str(ROOT / "configs/regulator-cpu.yaml"), "--set", f"model.ref={model}"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+
+
+def test_plan_on_a_fresh_home_converts_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture) -> None:
+    """`plan` runs nothing: on a home where the packaged model was never provisioned it reads the model's shape
+    from the GGUF header and leaves the model cache empty."""
+    from finetune.models import base_model_dir
+
+    monkeypatch.setenv("FINETUNE_MODEL_CACHE", str(tmp_path / "models"))
+    assert main(["plan", str(ROOT / "configs/regulator.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "134.5 M parameters" in out and "chosen: ZeRO-" in out
+    assert not base_model_dir().exists() and not (tmp_path / "models").exists()

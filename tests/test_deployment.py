@@ -5,6 +5,7 @@ a run on bad data stops at prepare_data with the contract report and never train
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,35 @@ def test_second_run_is_served_from_the_cache(stack: Stack, completed_run: str, t
     if first != second:  # keys hash the project's code: someone edited it between the runs (shared checkout)
         pytest.skip(f"stage keys changed between the two runs (code edited meanwhile): {first} -> {second}")
     assert stack.task_states(run_id) == {stage: "Cached" for stage in STAGES}
+
+
+def test_another_server_with_an_empty_result_store_recomputes_nothing(stack: Stack, completed_run: str,
+                                                                       tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The same config through another Prefect server (``finetune run``'s own temporary one, a fresh PREFECT_HOME:
+    no result store, no cache records): every stage is reused from its sealed folder, nothing runs again."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    first = json.loads((stack.run_folder(completed_run) / "summary.json").read_text())["stages"]
+    overrides = small_overrides(tiny_model_dir)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update({"PREFECT_HOME": str(tmp_path / "other-prefect-home"), "FINETUNE_HOME": str(stack.finetune_home),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"})
+    cmd = [str(root / ".venv" / "bin" / "finetune"), "run", str(root / "configs" / "regulator-cpu.yaml")]
+    cmd += [arg for key, value in overrides.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
+    out = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    folder = re.search(r"finetune run finished: (\S+)", out.stdout)
+    assert folder, out.stdout
+    second = json.loads((Path(folder.group(1)) / "summary.json").read_text())["stages"]
+    if {s: first[s]["key"] for s in STAGES} != {s: second[s]["key"] for s in STAGES}:
+        pytest.skip("stage keys changed between the two runs (the project's code was edited meanwhile)")
+    assert {s: second[s]["cached"] for s in STAGES} == {s: True for s in STAGES}, second
+    assert {s: second[s]["content_hash"] for s in STAGES} == {s: first[s]["content_hash"] for s in STAGES}
+    assert "(cached)" in out.stdout and "Deployment gate: PASSED" in out.stdout
+    print("\nstage wall time, first server -> second server (s): " + ", ".join(
+        f"{s} {first[s]['wall_s']:.1f} -> {second[s]['wall_s']:.1f}" for s in STAGES))
 
 
 def _bad_jsonl(path: Path) -> Path:

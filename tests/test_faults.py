@@ -2,11 +2,11 @@
 that dies during train_full loses no finished checkpoint (the re-run resumes), concurrent runs keep their own run
 folders.
 
-What Prefect does with a run whose worker died (Prefect 3.9, process work pool, no heartbeat automation): nothing.
-The run stays ``Running`` for ever: the worker that submitted it is gone and nothing else watches the process. A
-person (or an automation on missing flow-run heartbeats) marks it ``Crashed`` — in the UI: the run's menu, "Change
-state"; here through the API — and starts a new run of the deployment. The new run gets the same stage cache keys,
-so audit/infra_check/prepare_data are ``Cached`` and train_full resumes from the last complete checkpoint in
+What happens to a run whose worker died (Prefect 3.9, process work pool): every flow run sends a heartbeat event
+every 30 s; the automation ``finetune-crash-zombie-runs`` (deploy/automations.yaml, created by ``stack.sh up``)
+marks a run that sent none for 90 s ``Crashed``, and ``finetune-rerun-crashed`` starts it again from its
+deployment with the same parameters. The new run gets the same stage cache keys, so audit/infra_check/prepare_data
+are ``Cached`` and train_full resumes from the last complete checkpoint in
 ``.cache/stages/train_full/<key>.work/checkpoints``: the step counter continues.
 """
 
@@ -57,20 +57,6 @@ def _complete_checkpoints(ckpt_dir: Path) -> list[int]:
     return sorted(int(p.name.split("-")[1]) for p in ckpt_dir.glob("step-*") if (p / "COMPLETE.json").is_file())
 
 
-def _run_dir(stack: Stack, run_id: str) -> Path:
-    """The run folder a flow run wrote (its log line 'run folder: ...')."""
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-
-    deadline = time.monotonic() + 60  # logs reach the API in batches, possibly after the final state
-    while True:
-        logs = stack.call(lambda c: c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id]))))
-        lines = [log.message for log in logs if log.message.startswith("run folder: ")]
-        if lines or time.monotonic() > deadline:
-            (line,) = lines
-            return Path(line.removeprefix("run folder: "))
-        time.sleep(2)
-
-
 def test_every_stage_fails_once_and_is_retried(stack: Stack, tiny_model_dir: Path, tmp_path: Path) -> None:
     overrides = small_overrides(tiny_model_dir, **{"data.seed": 99, "train.seed": 99})  # fresh keys: all stages run
     run_id = stack.run_deployment("finetune/regulator-cpu", overrides,
@@ -85,15 +71,44 @@ def test_every_stage_fails_once_and_is_retried(stack: Stack, tiny_model_dir: Pat
     assert {r.name.rsplit("-", 1)[0]: r.run_count for r in task_runs} == {stage: 2 for stage in STAGES}
 
 
-def test_a_worker_killed_during_train_full_loses_no_checkpoint(stack: Stack, tiny_model_dir: Path) -> None:
-    from prefect.states import Crashed
+def _rerun_of(stack: Stack, run_id: str, timeout: float) -> str:
+    """The id of the flow run the re-run automation started for crashed run ``run_id`` (its ``rerun_of``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = stack.call(lambda c: c.read_flow_runs(limit=50))
+        found = [r.id for r in runs if (r.parameters or {}).get("rerun_of") == run_id]
+        if found:
+            (rerun,) = found
+            return str(rerun)
+        assert time.monotonic() < deadline, (f"no automatic re-run of {run_id} after {timeout}s; failed automation "
+                                             f"actions: {_failed_actions(stack)}")
+        time.sleep(2)
+
+
+def _failed_actions(stack: Stack) -> list[str]:
+    """The reasons of the automation actions that failed on the stack's server (for a test's failure message)."""
+    import httpx
+
+    response = httpx.post(f"{stack.api_url}/events/filter", timeout=30, json={
+        "filter": {"event": {"prefix": ["prefect.automation.action.failed"]}}, "limit": 20})
+    return [e["payload"].get("reason", "") for e in response.json().get("events", [])]
+
+
+def test_a_killed_worker_heals_without_a_human(stack: Stack, tiny_model_dir: Path) -> None:
+    """The worker's machine dies mid-train_full. Nobody touches the run: the zombie automation marks it Crashed
+    (no heartbeat for 90 s), the re-run automation starts it again with the same parameters, the new worker picks it
+    up, finished stages are Cached, train_full resumes from its last complete checkpoint, the model is promoted once.
+    """
+    from finetune.registry import list_versions
 
     overrides = small_overrides(tiny_model_dir, **{"name": "worker-kill", "train.seed": 5, "train.max_steps": 10,
                                                    "train.checkpoint_every_steps": 2,
                                                    "train.keep_last_checkpoints": 2})
+    registry = stack.finetune_home / "registry"
+    versions_before = list_versions(registry) if registry.exists() else []
     stages = stack.finetune_home / ".cache" / "stages" / "train_full"
     before = set(stages.glob("*.work")) if stages.exists() else set()
-    run_id = stack.run_deployment("finetune/regulator-cpu", overrides, stop_after="train_full")
+    run_id = stack.run_deployment("finetune/regulator-cpu", overrides)
 
     deadline = time.monotonic() + 900
     while True:  # wait for two complete checkpoints of this run's training
@@ -107,30 +122,35 @@ def test_a_worker_killed_during_train_full_loses_no_checkpoint(stack: Stack, tin
 
     # The worker "machine" dies: the worker, the flow run it started and the training below it, all at once.
     worker = stack.pid("worker")
-    victims = [worker, *_descendants(worker)]
-    for pid in victims:
+    for pid in [worker, *_descendants(worker)]:
         os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
     saved = _complete_checkpoints(work / "checkpoints")
-    time.sleep(5)
-    assert stack.flow_run(run_id).state.type.value == "RUNNING"  # Prefect does not notice by itself
-    assert _complete_checkpoints(work / "checkpoints")[-1] == saved[-1]  # nothing trains any more
-
-    assert stack.script("up").returncode == 0  # server still up: only a new worker starts
+    up = stack.script("up")  # the machine comes back: a new worker; the automations are left as they are
+    assert up.returncode == 0, up.stdout + up.stderr
     assert stack.pid("worker") != worker
-    stack.call(lambda c: c.set_flow_run_state(run_id, Crashed(message="worker died during train_full"), force=True))
-    assert stack.flow_run(run_id).state.type.value == "CRASHED"
+    assert "finetune-crash-zombie-runs: unchanged" in (stack.prefect_home / "logs" / "deploy.log").read_text()
 
-    rerun = stack.run_deployment("finetune/regulator-cpu", overrides, stop_after="train_full")
-    run = stack.wait(rerun)
+    crashed = stack.wait(run_id, timeout=400)  # no heartbeat for 90 s (one every 30 s) -> Crashed, by itself
+    to_crashed = time.monotonic() - killed
+    assert crashed.state.type.value == "CRASHED", crashed.state
+    assert "heartbeat" in (crashed.state.message or ""), crashed.state.message
+    rerun = _rerun_of(stack, run_id, timeout=120)
+    run = stack.wait(rerun, timeout=900)
+    to_completed = time.monotonic() - killed
     assert run.state.type.value == "COMPLETED", f"{run.state.message}\n{stack.worker_log_tail()}"
+    assert run.parameters["attempt"] == 2 and run.parameters["overrides"] == overrides
+    print(f"\nkill -> Crashed {to_crashed:.0f} s, kill -> re-run Completed {to_completed:.0f} s")
+
     states = stack.task_states(rerun)
-    assert states["prepare_data"] == "Cached" and states["train_full"] == "Completed"
-    manifest = json.loads((_run_dir(stack, rerun) / "stages" / "train_full.json").read_text())
+    assert {states[s] for s in ("audit", "infra_check", "prepare_data")} == {"Cached"}, states
+    assert states["train_full"] == "Completed" and states["deployment_gate"] == "Completed", states
+    manifest = json.loads((stack.run_folder(rerun) / "stages" / "train_full.json").read_text())
     resumed = manifest["figures"]["resumed_from"]
     assert resumed is not None and int(resumed.split("-")[1]) >= saved[-1]
+    assert not work.exists()  # the sealed stage keeps model, metrics and summary; checkpoints go with the work folder
     # metrics.jsonl is appended by both trainings: 1..k before the kill (k >= the checkpoint), then the resumed
     # training continues the step counter from the checkpoint to the last step.
-    assert not work.exists()  # the sealed stage keeps model, metrics and summary; checkpoints go with the work folder
     stage_out = Path(manifest["out_dir"])
     records = [json.loads(line) for line in (stage_out / "metrics.jsonl").read_text().splitlines()]
     steps, total = [r["step"] for r in records], records[-1]["total_steps"]
@@ -138,6 +158,25 @@ def test_a_worker_killed_during_train_full_loses_no_checkpoint(stack: Stack, tin
     resume_step = int(resumed.split("-")[1])
     assert steps[:resume_step] == list(range(1, resume_step + 1))
     assert steps[-(total - resume_step):] == list(range(resume_step + 1, total + 1))
+    new_versions = [v for v in list_versions(registry) if v not in versions_before]
+    assert len(new_versions) == 1, new_versions
+
+
+def test_a_run_beyond_max_attempts_fails_at_once(stack: Stack, tiny_model_dir: Path) -> None:
+    """The end of a chain of automatic re-runs: attempt > max_attempts is Failed (not Crashed, so not re-run)."""
+    config = Path(__file__).resolve().parents[1] / "configs" / "regulator-cpu.yaml"
+    params = {"config_path": str(config), "overrides": small_overrides(tiny_model_dir), "attempt": 4,
+              "max_attempts": 3, "rerun_of": "00000000-0000-0000-0000-000000000000"}
+
+    async def start(client):
+        deployment = await client.read_deployment_by_name("finetune/regulator-cpu")
+        return str((await client.create_flow_run_from_deployment(deployment.id, parameters=params)).id)
+
+    run_id = stack.call(start)
+    run = stack.wait(run_id, timeout=300)
+    assert run.state.type.value == "FAILED", run.state
+    assert "attempt 4 > max_attempts 3" in (run.state.message or ""), run.state.message
+    assert stack.task_states(run_id) == {}  # refused before any stage
 
 
 def test_a_server_restart_mid_run_does_not_lose_the_run(stack: Stack, tiny_model_dir: Path) -> None:
@@ -184,7 +223,7 @@ def test_concurrent_runs_keep_their_own_run_folders(stack: Stack, tiny_model_dir
     assert [r.state.type.value for r in runs] == ["COMPLETED", "COMPLETED"], stack.worker_log_tail()
     a, b = runs
     assert a.start_time < b.end_time and b.start_time < a.end_time, "the two runs did not overlap"
-    folders = [_run_dir(stack, i) for i in ids]
+    folders = [stack.run_folder(i) for i in ids]
     assert folders[0] != folders[1]
     outputs = []
     for folder in folders:

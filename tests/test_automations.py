@@ -1,0 +1,65 @@
+"""The self-healing automations of deploy/automations.yaml, checked without a server: they validate against
+Prefect's own automation schema, and the re-run action's parameter templates render, through Prefect's own
+hydration, to the crashed run's parameters with ``attempt`` one higher. (tests/test_faults.py runs them for real.)"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from pathlib import Path
+
+import pytest
+
+from finetune.errors import AttemptsExhausted
+from flows.automations import DEFAULT_FILE, _definition, load_automations
+from flows.finetune import check_attempt
+
+
+def _render(parameters: dict, flow_run_parameters: dict) -> dict:
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.server.events.actions import RunDeployment
+    from prefect.utilities.schema_tools.hydration import HydrationContext, hydrate
+
+    params = copy.deepcopy(parameters)
+    RunDeployment._upgrade_v1_templates(params)  # what the server does with plain "{{ ... }}" strings
+    run = FlowRun(id=uuid.UUID(int=7), flow_id=uuid.uuid4(), parameters=flow_run_parameters)
+    return hydrate(params, HydrationContext(raise_on_error=True, render_jinja=True, jinja_context={"flow_run": run}))
+
+
+def test_the_automations_validate_and_say_what_they_do() -> None:
+    zombie, rerun = load_automations(DEFAULT_FILE)
+    assert zombie.trigger.posture == "Proactive" and zombie.trigger.within.total_seconds() == 90
+    assert zombie.trigger.after == {"prefect.flow-run.heartbeat"}
+    assert zombie.actions[0].type == "change-flow-run-state" and zombie.actions[0].state.value == "CRASHED"
+    assert rerun.trigger.expect == {"prefect.flow-run.Crashed"} and rerun.actions[0].type == "run-deployment"
+    assert _definition(rerun) == _definition(load_automations(DEFAULT_FILE)[1])  # stable: `up` leaves it alone
+
+
+@pytest.mark.parametrize(
+    ("crashed", "expected_attempt"),
+    [
+        ({"config_path": "configs/regulator.yaml", "overrides": {"train.lr": 1e-5, "x": [1, 2]}}, 2),
+        ({"config_path": "/abs/c.yaml", "overrides": {}, "stop_after": "train_full", "attempt": 2,
+          "max_attempts": 5, "rerun_of": "prior"}, 3),
+    ],
+)
+def test_a_rerun_gets_the_crashed_runs_parameters(crashed: dict, expected_attempt: int) -> None:
+    _, rerun = load_automations(DEFAULT_FILE)
+    params = _render(rerun.actions[0].parameters, crashed)
+    assert params == {"config_path": crashed["config_path"], "overrides": crashed["overrides"],
+                      "stop_after": crashed.get("stop_after"), "max_attempts": crashed.get("max_attempts", 3),
+                      "attempt": expected_attempt, "rerun_of": str(uuid.UUID(int=7))}
+
+
+def test_the_chain_of_reruns_ends_at_max_attempts() -> None:
+    check_attempt(3, 3, "some-run")
+    with pytest.raises(AttemptsExhausted, match=r"attempt 4 > max_attempts 3: the run crashed 3 times \(last: flow "
+                                                r"run r3\)"):
+        check_attempt(4, 3, "r3")
+
+
+def test_a_bad_automations_file_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "a.yaml"
+    bad.write_text("automations: {}\n")
+    with pytest.raises(ValueError, match="expected a mapping with an 'automations' list"):
+        load_automations(bad)

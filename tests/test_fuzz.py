@@ -1,0 +1,167 @@
+"""Seeded mutation fuzzing of the two front doors that take user files: the XBRL parser (with the rule engine and
+the report renderer behind it) and the config loader.
+
+Seeds are real and generated inputs: the EBA's published COREP 4.0 sample (tests/fixtures/real), generated US and
+EU filings, and the shipped configs. Each mutant must either be accepted (and then assessed without an exception,
+every figure finite) or be refused with the project's own error type (``XBRLError`` / ``ConfigError``), whose
+message names the file. Anything else (a ``KeyError``, an ``OverflowError``, a ``RecursionError`` ...) is a bug.
+The mutator is seeded, so a failure names a mutant that reproduces; the number of mutants is fixed (no clock).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from finetune.config import load_config
+from finetune.errors import ConfigError, XBRLError
+from regulator.generator import generate_dataset
+from regulator.rules import evaluate_rules
+from regulator.xbrl import parse_xbrl_bytes, render_report
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = sorted((ROOT / "tests" / "fixtures" / "real").glob("*.xbrl"))
+N_XBRL_MUTANTS = 1500
+N_CONFIG_MUTANTS = 1000
+
+# Values that have broken parsers and loaders before: non-finite, huge, negative, empty, other types, dates.
+_ODD_NUMBERS = ["NaN", "INF", "-INF", "1e400", "-1e400", "1e-400", "-0", "", " ", "0x10", "1,5", "1_000",
+                "99999999999999999999999999999999", "-5", "0", "1e308", "abc", "12.3.4"]
+_ODD_DATES = ["31/12/2015", "2015-02-30", "2015-13-01", "", "0000-00-00", "2015-12-31T00:00:00", "99999-01-01"]
+_ODD_YAML = [".inf", "-.inf", ".nan", "-1", "0", "1e400", "null", "''", "[]", "{}", "[1", "{a: b}", "true",
+             "yes", "~", "!!binary aGVsbG8=", "&a 1", "*a", "'x' * 100", "0o777", "1_000", "\"\\x00\"",
+             "99999999999999999999999999999"]
+
+
+def _mutate_xbrl(data: bytes, rng: random.Random) -> bytes:
+    """One to three structural or value mutations of an XBRL instance."""
+    text = data.decode("utf-8", errors="replace")
+    for _ in range(rng.randint(1, 3)):
+        kind = rng.randrange(9)
+        if kind == 0:  # a fact's value
+            values = list(re.finditer(r">(-?[0-9][0-9.eE+-]*)<", text))
+            if values:
+                m = rng.choice(values)
+                text = text[:m.start(1)] + rng.choice(_ODD_NUMBERS) + text[m.end(1):]
+        elif kind == 1:  # a date
+            dates = list(re.finditer(r"\d{4}-\d{2}-\d{2}", text))
+            if dates:
+                m = rng.choice(dates)
+                text = text[:m.start()] + rng.choice(_ODD_DATES) + text[m.end():]
+        elif kind == 2:  # truncate
+            text = text[: rng.randrange(len(text) + 1)]
+        elif kind == 3:  # drop a line
+            lines = text.splitlines(keepends=True)
+            if lines:
+                del lines[rng.randrange(len(lines))]
+                text = "".join(lines)
+        elif kind == 4:  # duplicate a line
+            lines = text.splitlines(keepends=True)
+            if lines:
+                i = rng.randrange(len(lines))
+                lines.insert(i, lines[i])
+                text = "".join(lines)
+        elif kind == 5:  # an attribute's value (contextRef, unitRef, decimals, scheme ...)
+            attrs = list(re.finditer(r'="([^"]*)"', text))
+            if attrs:
+                m = rng.choice(attrs)
+                text = text[:m.start(1)] + rng.choice(["", "x", "-3", "INF", "c0", "EUR", "pure"]) + text[m.end(1):]
+        elif kind == 6:  # random bytes somewhere
+            i = rng.randrange(len(text) + 1)
+            text = text[:i] + "".join(chr(rng.randrange(1, 0x2FF)) for _ in range(rng.randint(1, 8))) + text[i:]
+        elif kind == 7:  # swap two lines
+            lines = text.splitlines(keepends=True)
+            if len(lines) > 1:
+                i, j = rng.randrange(len(lines)), rng.randrange(len(lines))
+                lines[i], lines[j] = lines[j], lines[i]
+                text = "".join(lines)
+        else:  # rename an element
+            tags = list(re.finditer(r"<([A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)", text))
+            if tags:
+                m = rng.choice(tags)
+                text = text[:m.start(2)] + rng.choice(["x", "context", "unit", "entity", "xbrl"]) + text[m.end(2):]
+    return text.encode("utf-8", errors="surrogatepass")
+
+
+@pytest.fixture(scope="module")
+def xbrl_seeds(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
+    out = tmp_path_factory.mktemp("fuzz-seeds")
+    generate_dataset(6, seed=17, out_dir=out / "eu", eu_fraction=1.0, n_train_balanced=3)
+    generate_dataset(6, seed=18, out_dir=out / "us", eu_fraction=0.0, n_train_balanced=3)
+    generated = sorted(out.glob("*/xbrl/*.xml"))
+    assert {p.name[:2] for p in generated} == {"EU", "US"}
+    return [p.read_bytes() for p in [*REAL, *generated]]
+
+
+def test_the_parser_and_rules_survive_mutated_filings(xbrl_seeds: list[bytes]) -> None:
+    rng = random.Random(20261201)
+    outcomes = {"parsed": 0, "refused": 0}
+    for i in range(N_XBRL_MUTANTS):
+        seed = rng.randrange(len(xbrl_seeds))
+        mutant = _mutate_xbrl(xbrl_seeds[seed], rng)
+        source = f"mutant-{i}-of-seed-{seed}.xml"
+        try:
+            parsed = parse_xbrl_bytes(mutant, source=source)
+        except XBRLError as err:
+            assert source in str(err), f"{source}: the refusal does not name the file: {err}"
+            outcomes["refused"] += 1
+            continue
+        outcomes["parsed"] += 1
+        assert all(v is None or math.isfinite(v) for v in parsed.facts.values()), (source, parsed.facts)
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", parsed.report_date), (source, parsed.report_date)
+        result = evaluate_rules(parsed)  # must not raise on whatever the parser accepted
+        assert result is not None
+        assert render_report(parsed)
+    # Both paths were exercised: the mutator neither only breaks nor only keeps files.
+    assert outcomes["parsed"] >= N_XBRL_MUTANTS // 10 and outcomes["refused"] >= N_XBRL_MUTANTS // 10, outcomes
+
+
+def _mutate_yaml(text: str, rng: random.Random) -> str:
+    """One to three mutations of a YAML config: values, keys, indentation, lines, bytes."""
+    for _ in range(rng.randint(1, 3)):
+        lines = text.splitlines(keepends=True) or [""]
+        i = rng.randrange(len(lines))
+        kind = rng.randrange(6)
+        if kind == 0:  # a value
+            m = re.match(r"(\s*[\w.-]+:\s*)(\S.*)?$", lines[i].rstrip("\n"))
+            if m:
+                lines[i] = m.group(1) + rng.choice(_ODD_YAML) + "\n"
+        elif kind == 1:  # a key
+            lines[i] = re.sub(r"^(\s*)[\w.-]+:", lambda m: m.group(1) + rng.choice(
+                ["x:", "train:", "lr:", "1:", "null:", "'':", "<<:"]), lines[i])
+        elif kind == 2:  # indentation
+            lines[i] = " " * rng.choice([0, 1, 2, 3, 4, 8]) + lines[i].lstrip(" ")
+        elif kind == 3:  # drop or duplicate a line
+            if rng.random() < 0.5:
+                del lines[i]
+            else:
+                lines.insert(i, lines[i])
+        elif kind == 4:  # truncate
+            lines = lines[: rng.randrange(len(lines) + 1)]
+        else:  # odd characters
+            lines[i] = lines[i][: len(lines[i]) // 2] + rng.choice(["\t", "\x00", "\ufeff", "%", "@", "`", "{", "]"]) \
+                + lines[i][len(lines[i]) // 2:]
+        text = "".join(lines)
+    return text
+
+
+def test_the_config_loader_survives_mutated_configs(tmp_path: Path) -> None:
+    seeds = [p.read_text() for p in sorted((ROOT / "configs").glob("*.yaml"))]
+    rng = random.Random(1201)
+    outcomes = {"valid": 0, "refused": 0}
+    path = tmp_path / "mutant.yaml"
+    for i in range(N_CONFIG_MUTANTS):
+        path.write_text(_mutate_yaml(rng.choice(seeds), rng), encoding="utf-8", errors="surrogatepass")
+        try:
+            cfg = load_config(path)
+        except ConfigError as err:
+            assert str(err).strip(), f"mutant {i}: an empty refusal"
+            outcomes["refused"] += 1
+            continue
+        outcomes["valid"] += 1
+        assert cfg.world_size() >= 1 and cfg.grad_accum_steps() >= 1, f"mutant {i}"
+    assert outcomes["valid"] >= N_CONFIG_MUTANTS // 10 and outcomes["refused"] >= N_CONFIG_MUTANTS // 10, outcomes
