@@ -31,7 +31,8 @@ from typing import Any, Callable
 
 from evaluation.parse import ParsedAnswer, check_lines, parse_answer
 from finetune.errors import DataError, XBRLError
-from regulator.rules import DATA_QUALITY, RULE_CODES, Rule, RuleResult, applicable_rules, evaluate_rules
+from regulator.rules import (DATA_QUALITY, RULE_CODES, Rule, RuleResult, applicable_rules, assessable_rules,
+                             evaluate_rules)
 from regulator.taxonomy import BY_CODE, KIND, RATIO
 from regulator.xbrl import ParsedReport, parse_xbrl_file, render_report, render_value
 
@@ -344,7 +345,8 @@ def review_answer(parsed: ParsedReport, result: RuleResult, answer: str) -> tupl
 
 def analyze_report(parsed: ParsedReport, answer: str | None = None) -> FilingResult:
     """Assess one parsed filing with the rule engine and, when given, review the model's ``answer``."""
-    rules = applicable_rules(parsed.jurisdiction, parsed.report_date)
+    in_force = applicable_rules(parsed.jurisdiction, parsed.report_date)
+    rules = assessable_rules(parsed)
     result = evaluate_rules(parsed)
     out = FilingResult(
         file=parsed.source, status=OK, entity=parsed.entity_name, entity_id=parsed.entity_id,
@@ -352,7 +354,14 @@ def analyze_report(parsed: ParsedReport, answer: str | None = None) -> FilingRes
         key_figures=key_figures(parsed, rules), rule_findings=_findings(result),
         rule_violations=list(result.violations), pca_category=result.pca_category,
     )
-    missing = missing_facts_reason(parsed, rules)
+    skipped = [rule for rule in in_force if rule not in rules]
+    if skipped:
+        why = {code: parsed.unreadable[code] for rule in skipped for code in (rule.figure, rule.threshold_fact)
+               if code in parsed.unreadable}
+        out.reasons.append("not assessed: " + ", ".join(dict.fromkeys(r.code for r in skipped)) + " (" + "; ".join(
+            f"{_label(code)} {code} {reason}" for code, reason in why.items()) + ")")
+    missing = missing_facts_reason(parsed, rules) if rules or not in_force else (
+        "cannot assess: no figure a rule in force needs can be read from this filing")
     if missing:
         out.reasons.append(missing)
     # A parser warning means the figures assessed rest on a choice the parser made (a duplicate fact, a currency).

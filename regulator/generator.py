@@ -20,6 +20,7 @@ from finetune.errors import XBRLError
 from regulator.render import TEMPLATE_FAMILIES, family_for_bank, render_directive, render_target
 from regulator.rules import evaluate_rules
 from regulator.taxonomy import (
+    EBA_BASE,
     EU_DATAPOINTS,
     EU_NAME_DATAPOINT,
     EU_SCHEMA_REF,
@@ -30,6 +31,7 @@ from regulator.taxonomy import (
     US_DATAPOINTS,
     US_SCHEMA_REF,
     Datapoint,
+    dimension_namespace,
 )
 from regulator.xbrl import ParsedReport, parse_xbrl_file, render_report
 
@@ -343,12 +345,13 @@ def _figures_eu(rng: random.Random, bank: Bank, states: dict[str, str]) -> dict[
         "C 03.00 r0030 c0010": t1 / 10_000,
         "C 03.00 r0050 c0010": total / 10_000,
         "C 03.00 r0170 c0010": req / 10_000,
-        "C 47.00 r0310 c0010": lev_exposure,
+        "C 47.00 r0290 c0010": lev_exposure,
+        "C 47.00 r0310 c0010": t1_amt,
         "C 47.00 r0330 c0010": round(t1_amt / lev_exposure, 4),
         "C 76.00 r0010 c0010": buffer,
         "C 76.00 r0020 c0010": outflow,
         "C 76.00 r0030 c0010": round(buffer / outflow, 4),
-        "C 84.00 r0220 c0010": (10_000 + _spread(rng, _margin(rng, states["NSFR"]))) / 10_000,
+        "C 84.00 r0220 c0040": (10_000 + _spread(rng, _margin(rng, states["NSFR"]))) / 10_000,
         "C 28.00 r0010 c0322": le_amt,
         "C 28.00 r0010 c0350": round(le_amt / t1_amt, 4),
     }
@@ -428,17 +431,24 @@ def _fact_xml(prefix: str, local: str, ctx: str, dp_kind: str, unit: str, value:
 
 
 def eu_instance(lei: str, name: str, report_date: str, figures: dict[str, float | None]) -> str:
-    """EBA xBRL-XML instance: one context per dimension combination, EUR and pure units, filing indicators."""
+    """EBA xBRL-XML instance of taxonomy release 4.0: each fact a metric plus the dimension members of the EBA DPM
+    (regulator/dpm_cells.json), one context per combination, EUR and pure units, filing indicators."""
     contexts, facts = [], []
     datapoints: list[Datapoint] = [*EU_DATAPOINTS, EU_NAME_DATAPOINT]
+    domains: set[str] = set()
     for i, dp in enumerate(datapoints):
-        members = "".join(
-            f'<xbrldi:explicitMember dimension="{dim}">{member}</xbrldi:explicitMember>' for dim, member in dp.dims
-        )
+        dim_prefix = "eba_dim_4.0" if dimension_namespace(dp.release) == NS["eba_dim_4.0"] else "eba_dim"
+        members = []
+        for dim, member in dp.dims:
+            domain, _, local = member.partition(":")
+            domains.add(domain)
+            members.append(f'<xbrldi:explicitMember dimension="{dim_prefix}:{dim}">eba_{domain}:{local}'
+                           "</xbrldi:explicitMember>")
+        scenario = f"<xbrli:scenario>{''.join(members)}</xbrli:scenario>" if members else ""
         contexts.append(
             f'<xbrli:context id="c{i}"><xbrli:entity><xbrli:identifier scheme="{LEI_SCHEME}">{lei}.CON'
             f"</xbrli:identifier></xbrli:entity><xbrli:period><xbrli:instant>{report_date}</xbrli:instant>"
-            f"</xbrli:period><xbrli:scenario>{members}</xbrli:scenario></xbrli:context>"
+            f"</xbrli:period>{scenario}</xbrli:context>"
         )
         if dp is EU_NAME_DATAPOINT:
             facts.append(f'<eba_met:{dp.metric} contextRef="c{i}">{escape(name)}</eba_met:{dp.metric}>')
@@ -447,12 +457,13 @@ def eu_instance(lei: str, name: str, report_date: str, figures: dict[str, float 
             facts.append(_fact_xml("eba_met", dp.metric, f"c{i}", dp.kind, unit, figures[dp.code]))
     templates = sorted({dp.code[:7].replace(" ", "_") for dp in EU_DATAPOINTS})
     indicators = "".join(f'<find:filingIndicator contextRef="c0">{t}</find:filingIndicator>' for t in templates)
+    domain_ns = " ".join(f'xmlns:eba_{d}="{EBA_BASE}dom/{d}"' for d in sorted(domains))
     return (
         '<?xml version="1.0" encoding="utf-8"?>\n'
         f'<xbrli:xbrl xmlns:xbrli="{NS["xbrli"]}" xmlns:link="{NS["link"]}" xmlns:xlink="{NS["xlink"]}" '
         f'xmlns:xbrldi="{NS["xbrldi"]}" xmlns:iso4217="{NS["iso4217"]}" xmlns:xsi="{NS["xsi"]}" '
         f'xmlns:find="{NS["find"]}" xmlns:eba_met="{NS["eba_met"]}" xmlns:eba_dim="{NS["eba_dim"]}" '
-        f'xmlns:eba_MC="{NS["eba_MC"]}">\n'
+        f'xmlns:eba_dim_4.0="{NS["eba_dim_4.0"]}" {domain_ns}>\n'
         f'<link:schemaRef xlink:type="simple" xlink:href="{EU_SCHEMA_REF}"/>\n'
         '<xbrli:unit id="uEUR"><xbrli:measure>iso4217:EUR</xbrli:measure></xbrli:unit>\n'
         '<xbrli:unit id="uPURE"><xbrli:measure>xbrli:pure</xbrli:measure></xbrli:unit>\n'

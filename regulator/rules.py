@@ -75,7 +75,7 @@ RULES: tuple[Rule, ...] = (
     _r("COMBINED_BUFFER", "EU", "CET1 ratio", "C 03.00 r0010 c0010", None, "CRD Art 141", "2016-01-01",
        label="buffer requirement", fact="C 03.00 r0170 c0010"),
     _r("LEVERAGE", "EU", "Leverage ratio", "C 47.00 r0330 c0010", 0.03, "CRR Art 92(1)(d)", "2021-06-28",
-       num="C 01.00 r0015 c0010", den="C 47.00 r0310 c0010"),
+       num="C 47.00 r0310 c0010", den="C 47.00 r0290 c0010"),
     # LCR phase-in under Delegated Regulation 2015/61 Art 38: 60% -> 70% -> 80% -> 100%.
     _r("LCR", "EU", "LCR", "C 76.00 r0030 c0010", 0.60, "CRR Art 412(1)", "2015-10-01",
        num="C 76.00 r0010 c0010", den="C 76.00 r0020 c0010"),
@@ -85,7 +85,7 @@ RULES: tuple[Rule, ...] = (
        num="C 76.00 r0010 c0010", den="C 76.00 r0020 c0010"),
     _r("LCR", "EU", "LCR", "C 76.00 r0030 c0010", 1.00, "CRR Art 412(1)", "2018-01-01",
        num="C 76.00 r0010 c0010", den="C 76.00 r0020 c0010"),
-    _r("NSFR", "EU", "NSFR", "C 84.00 r0220 c0010", 1.00, "CRR Art 428b", "2021-06-28"),
+    _r("NSFR", "EU", "NSFR", "C 84.00 r0220 c0040", 1.00, "CRR Art 428b", "2021-06-28"),
     _r("LARGE_EXPOSURE", "EU", "Large exposure % of Tier 1", "C 28.00 r0010 c0350", 0.25, "CRR Art 395(1)",
        "2014-01-01", cmp="<=", label="limit", num="C 28.00 r0010 c0322", den="C 01.00 r0015 c0010"),
     _r("CET1_RATIO", "US", "CET1 ratio", "RCOAP793", 0.045, "12 CFR 324.10(a)(1)(i)", "2015-01-01",
@@ -178,7 +178,7 @@ def meets(value: float, threshold: float, comparison: str) -> bool:
 
 def evaluate_rules(parsed: ParsedReport) -> RuleResult:
     """Evaluate every applicable rule on the reported figures, then the data-quality checks; return the result."""
-    rules = applicable_rules(parsed.jurisdiction, parsed.report_date)
+    rules = assessable_rules(parsed)
     checks = [_check_rule(rule, parsed) for rule in rules]
     checks.extend(_data_quality_checks(rules, parsed))
     codes = {c.code for c in checks if c.outcome == BREACH}
@@ -187,6 +187,17 @@ def evaluate_rules(parsed: ParsedReport) -> RuleResult:
     violations = tuple(code for code in RULE_CODES if code in codes)
     pca = pca_category(parsed.facts) if parsed.jurisdiction == "US" else None
     return RuleResult(tuple(checks), violations, pca)
+
+
+def assessable_rules(parsed: ParsedReport) -> list[Rule]:
+    """The rules in force on the report date whose figures this filing can give (see ``_readable``)."""
+    return [rule for rule in applicable_rules(parsed.jurisdiction, parsed.report_date) if _readable(rule, parsed)]
+
+
+def _readable(rule: Rule, parsed: ParsedReport) -> bool:
+    """False when the filing cannot give the rule's figure or threshold whatever the bank reported (its template
+    is not in this module-wise submission, or the DPM mapping lacks the cell): the rule is not assessed."""
+    return not any(code in parsed.unreadable for code in (rule.figure, rule.threshold_fact) if code)
 
 
 def _check_rule(rule: Rule, parsed: ParsedReport) -> Check:
@@ -219,7 +230,7 @@ def _data_quality_checks(rules: list[Rule], parsed: ParsedReport) -> list[Check]
     missing: list[str] = []
     for rule in rules:
         for code in (rule.numerator, rule.denominator):
-            if code and facts.get(code) is None and code not in missing:
+            if code and facts.get(code) is None and code not in missing and code not in parsed.unreadable:
                 missing.append(code)
     for code in missing:
         state = "nil" if code in facts else "not reported"

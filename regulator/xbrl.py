@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import errno
+import io
 import math
 import re
 import stat
@@ -24,6 +25,8 @@ import defusedxml.ElementTree as DET
 from finetune.errors import XBRLError
 from regulator.taxonomy import (
     DATAPOINTS,
+    DPM_RELEASES,
+    EBA_BASE,
     EU_BY_IDENTITY,
     KIND,
     MONETARY,
@@ -32,6 +35,7 @@ from regulator.taxonomy import (
     TEXT,
     US_BY_CONCEPT,
     Datapoint,
+    not_mapped,
 )
 
 MAX_BYTES = 8 * 1024 * 1024
@@ -47,6 +51,10 @@ class ParsedReport:
 
     ``facts`` maps a datapoint code to its value (``None`` for a nil fact; absent when not reported); monetary values
     are in currency units, ratios are decimals (0.1234 = 12.34%). ``units`` gives each fact's unit measure.
+    ``unreadable`` names the datapoints this filing cannot give whatever the bank did: ``not filed`` (its template
+    is not among the filing indicators of a module-wise EBA submission) or ``not mapped`` (the DPM mapping has no
+    identity for the cell in the filing's taxonomy release); rules on them are not assessed rather than flagged.
+    ``release`` is the EBA taxonomy release from the schemaRef (``4.0``), empty for call reports.
     """
 
     source: str
@@ -59,6 +67,8 @@ class ParsedReport:
     facts: dict[str, float | None] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    unreadable: dict[str, str] = field(default_factory=dict)
+    release: str = ""
 
 
 @dataclass(frozen=True)
@@ -108,14 +118,16 @@ def parse_xbrl_bytes(data: bytes, *, source: str = "<bytes>", max_bytes: int = M
     root = _safe_root(data, source, max_bytes)
     if root.tag != _XBRLI + "xbrl":
         raise XBRLError(f"{source}: root element is {_qname(root.tag)}, not xbrli:xbrl: this is not an XBRL instance")
-    jurisdiction, form = _taxonomy(root, source)
-    contexts = _contexts(root, source)
+    namespaces = _namespaces(data)
+    jurisdiction, form, release = _taxonomy(root, source, namespaces)
+    contexts = _contexts(root, source, namespaces)
     units = _units(root)
     report_date = _report_date(contexts, source)
     warnings: list[str] = []
     facts: dict[str, float | None] = {}
     fact_units: dict[str, str] = {}
     names: list[str] = []
+    advanced: dict[str, tuple[float | None, str]] = {}  # FFIEC 031 RCFW* (advanced approaches), used if no RCFA*
     for el in root:
         if not isinstance(el.tag, str):
             continue  # comments and processing instructions
@@ -127,23 +139,32 @@ def parse_xbrl_bytes(data: bytes, *, source: str = "<bytes>", max_bytes: int = M
         if ctx is None:
             warnings.append(f"fact {local} refers to unknown context {ctx_id!r}; ignored")
             continue
-        if ctx.instant != report_date:
-            continue  # other periods (prior quarter, year-to-date durations) are not what the rules assess
-        dp = _datapoint(jurisdiction, ns, local, ctx)
+        if report_date not in (ctx.instant, ctx.end):
+            continue  # other periods (prior quarters) are not what the rules assess; a duration ending on the
+            # report date is kept (call reports put some capital items, e.g. the buffer H311, on CD_ contexts)
+        dp = _datapoint(jurisdiction, release, ns, local, ctx)
         if dp is None:
             continue
         if dp.kind == TEXT:
             names.append((el.text or "").strip())
             continue
         value = _numeric_value(el, dp.code, warnings)
+        unit = units.get(el.get("unitRef") or "", "")
+        if jurisdiction == "US" and local.startswith("RCFW"):
+            advanced.setdefault(dp.code, (value, unit))
+            continue
         if dp.code in facts and facts[dp.code] != value:
             warnings.append(f"{dp.code} reported twice with different values; kept the first ({facts[dp.code]})")
             continue
         facts[dp.code] = value
-        fact_units[dp.code] = units.get(el.get("unitRef") or "", "")
+        fact_units[dp.code] = unit
+    for code, (value, unit) in advanced.items():
+        if code not in facts:
+            facts[code], fact_units[code] = value, unit
     currency = _currency(facts, fact_units, jurisdiction, warnings)
     ids = Counter(c.identifier for c in contexts.values() if c.instant == report_date)
     entity_id = re.sub(r"\.(CON|IND)$", "", ids.most_common(1)[0][0]) if ids else ""
+    unreadable = _unreadable(root, jurisdiction, release, facts, warnings) if jurisdiction == "EU" else {}
     return ParsedReport(
         source=source,
         jurisdiction=jurisdiction,
@@ -155,7 +176,59 @@ def parse_xbrl_bytes(data: bytes, *, source: str = "<bytes>", max_bytes: int = M
         facts=facts,
         units=fact_units,
         warnings=tuple(warnings),
+        unreadable=unreadable,
+        release=release,
     )
+
+
+def _namespaces(data: bytes) -> dict[str, str]:
+    """Prefix -> namespace URI of every declaration in the document (the first one of a prefix wins).
+
+    QNames in attribute values and text (an XBRL dimension and its member) are resolved with these, so an
+    instance is read by namespace URI and local name whatever prefixes it chose.
+    """
+    out: dict[str, str] = {}
+    try:
+        for _event, (prefix, uri) in DET.iterparse(io.BytesIO(data), events=("start-ns",), forbid_dtd=True,
+                                                   forbid_entities=True, forbid_external=True):
+            out.setdefault(prefix, uri)
+    except (ParseError, defusedxml.DefusedXmlException):  # already refused by _safe_root with a clear message
+        pass
+    return out
+
+
+def _resolve(qname: str, namespaces: dict[str, str]) -> tuple[str, str]:
+    """``prefix:local`` -> (namespace URI, local); an unknown prefix keeps the prefix as the 'URI'."""
+    prefix, _, local = qname.strip().rpartition(":")
+    return namespaces.get(prefix, prefix), local
+
+
+def _eba_dimension(dimension: str, member: str, namespaces: dict[str, str]) -> tuple[str, str]:
+    """An explicit member as the DPM mapping names it: (dimension local name, ``DOMAIN:member``)."""
+    dim_ns, dim_local = _resolve(dimension, namespaces)
+    mem_ns, mem_local = _resolve(member, namespaces)
+    if not (dim_ns.startswith(EBA_BASE + "dim") and mem_ns.startswith(EBA_BASE + "dom/")):
+        return dimension.strip(), member.strip()  # not an EBA dimension: kept as written, matches nothing
+    return dim_local, f"{mem_ns.removeprefix(EBA_BASE + 'dom/')}:{mem_local}"
+
+
+def _unreadable(root: Element, jurisdiction: str, release: str, facts: dict[str, float | None],
+                warnings: list[str]) -> dict[str, str]:
+    """EU datapoints this filing cannot give: templates outside its filing indicators, cells the mapping lacks."""
+    filed = {(el.text or "").strip().replace("_", " ") for el in root.iter("{%s}filingIndicator" % NS["find"])
+             if el.get("filed", "true") != "false"}
+    out: dict[str, str] = {}
+    for dp in DATAPOINTS[jurisdiction]:
+        if dp.code in facts:
+            continue
+        if filed and dp.code[:7] not in filed:
+            out[dp.code] = "not filed"
+    unmapped = {code: why for code, why in not_mapped(release).items() if code not in facts and code not in out}
+    if unmapped:
+        out.update({code: "not mapped" for code in unmapped})
+        cells = ", ".join(code.rsplit(" ", 1)[0] for code in unmapped)
+        warnings.append(f"taxonomy corep {release or '?'}: cells {cells} not mapped ({next(iter(unmapped.values()))})")
+    return out
 
 
 def _safe_root(data: bytes, source: str, max_bytes: int) -> Element:
@@ -196,23 +269,39 @@ def _qname(tag: str) -> str:
     return f"{prefix}:{local}"
 
 
-def _taxonomy(root: Element, source: str) -> tuple[str, str]:
+_COREP_RELEASE = re.compile(r"/corep/(\d+\.\d+)(?:\.\d+)*/")
+_CALL_FORM = re.compile(r"(?:ffiec|call-report)0?(031|041|051)")
+
+
+def _taxonomy(root: Element, source: str, namespaces: dict[str, str]) -> tuple[str, str, str]:
+    """(jurisdiction, form, EBA release) from the schemaRef; a call report also by its concepts namespace, since
+    CDR instances carry relative schemaRefs (``call-report051-2020-09-30-v215.xsd``, ``concepts.xsd``)."""
     hrefs = [el.get("{%s}href" % NS["xlink"], "") for el in root.iter("{%s}schemaRef" % NS["link"])]
     for href in hrefs:
         low = href.lower()
         if "eba.europa.eu" in low and "/corep/" in low:
-            return "EU", "COREP"
-        if "ffiec.gov" in low:
-            match = re.search(r"ffiec0?(031|041|051)", low)
-            return "US", f"FFIEC {match.group(1) if match else '041'}"
+            match = _COREP_RELEASE.search(low)
+            return "EU", "COREP", match.group(1) if match else ""
+    call_concepts = any(_is_call_concepts(uri) for uri in namespaces.values())
+    for href in hrefs:
+        low = href.lower()
+        match = _CALL_FORM.search(low)
+        if "ffiec.gov" in low or (match and call_concepts):
+            return "US", f"FFIEC {match.group(1) if match else '041'}", ""
     found = ", ".join(hrefs) if hrefs else "no link:schemaRef"
     raise XBRLError(
         f"{source}: unsupported taxonomy ({found}); supported: EBA COREP (eba.europa.eu .../corep/...) and "
-        "FFIEC Call Report (ffiec.gov)"
+        "FFIEC Call Report (ffiec.gov, or a call-reportNNN schema with the FFIEC call concepts namespace)"
     )
 
 
-def _contexts(root: Element, source: str) -> dict[str, _Context]:
+def _is_call_concepts(uri: str) -> bool:
+    """The FFIEC Call Report concepts namespace, in either CDR generation (http://www.ffiec.gov/... or
+    https://www.cdr.ffiec.gov/...)."""
+    return "ffiec.gov/" in uri and uri.rstrip("/").endswith("/xbrl/call/concepts")
+
+
+def _contexts(root: Element, source: str, namespaces: dict[str, str]) -> dict[str, _Context]:
     out: dict[str, _Context] = {}
     for el in root.iter(_XBRLI + "context"):
         ident = el.find(f"{_XBRLI}entity/{_XBRLI}identifier")
@@ -222,7 +311,7 @@ def _contexts(root: Element, source: str) -> dict[str, _Context]:
         instant = _iso_date(period.findtext(_XBRLI + "instant"), el.get("id"), source)
         end = _iso_date(period.findtext(_XBRLI + "endDate"), el.get("id"), source)
         dims = frozenset(
-            (m.get("dimension", ""), (m.text or "").strip())
+            _eba_dimension(m.get("dimension", ""), m.text or "", namespaces)
             for m in el.iter("{%s}explicitMember" % NS["xbrldi"])
         )
         out[el.get("id", "")] = _Context((ident.text or "").strip(), instant, end, dims)
@@ -267,10 +356,20 @@ def _report_date(contexts: dict[str, _Context], source: str) -> str:
     return max(instants)
 
 
-def _datapoint(jurisdiction: str, ns: str, local: str, ctx: _Context) -> Datapoint | None:
+def _datapoint(jurisdiction: str, release: str, ns: str, local: str, ctx: _Context) -> Datapoint | None:
+    """The datapoint a fact is, by namespace URI and local name (US: the MDRM, RC-R's RCFA/RCFW read as RCOA; EU:
+    metric + dimension members through the DPM identities of the filing's release, or of every release when the
+    schemaRef names one the mapping does not have)."""
     if jurisdiction == "US":
-        return US_BY_CONCEPT.get(local) if ns == NS["cc"] else None
-    return EU_BY_IDENTITY.get((local, ctx.dims)) if ns == NS["eba_met"] else None
+        if not _is_call_concepts(ns):
+            return None
+        if local[:4] in ("RCFA", "RCFW"):
+            local = "RCOA" + local[4:]
+        return US_BY_CONCEPT.get(local)
+    if ns != NS["eba_met"]:
+        return None
+    table = EU_BY_IDENTITY.get(release if release in DPM_RELEASES else None, EU_BY_IDENTITY[None])
+    return table.get((local, ctx.dims))
 
 
 def _numeric_value(el: Element, code: str, warnings: list[str]) -> float | None:
@@ -322,10 +421,11 @@ def format_amount(value: float) -> str:
     return f"{value / 1e6:.0f}"
 
 
-def render_value(code: str, value: float | None, present: bool) -> str:
-    """Render one fact value as the report text shows it (also used by check lines quoting the report)."""
+def render_value(code: str, value: float | None, present: bool, absent: str = "not reported") -> str:
+    """Render one fact value as the report text shows it (also used by check lines quoting the report); ``absent``
+    says why a missing fact is missing (``not reported``, ``not filed``, ``not mapped``)."""
     if not present:
-        return "not reported"
+        return absent
     if value is None:
         return "nil"
     return format_ratio(value) if KIND.get(code) == RATIO else format_amount(value)
@@ -341,7 +441,8 @@ def render_report(parsed: ParsedReport) -> str:
     header = f"{parsed.jurisdiction} {parsed.form} {parsed.report_date} {parsed.entity_name} ({parsed.currency} m)"
     groups: dict[str, list[str]] = {}
     for dp in DATAPOINTS[parsed.jurisdiction]:
-        value = render_value(dp.code, parsed.facts.get(dp.code), dp.code in parsed.facts)
+        value = render_value(dp.code, parsed.facts.get(dp.code), dp.code in parsed.facts,
+                             parsed.unreadable.get(dp.code, "not reported"))
         key = dp.code[:7] if parsed.jurisdiction == "EU" else dp.kind
         groups.setdefault(key, []).append(f"{dp.label} {value}")
     return "\n".join([header, *("; ".join(items) for items in groups.values())])

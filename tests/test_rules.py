@@ -107,7 +107,7 @@ def test_missing_and_nil_facts_are_data_quality() -> None:
     missing = evaluate_rules(_report("US", facts))
     assert "DATA_QUALITY" in missing.violations
     assert any(c.description == "Required fact RWA (RCOAA223) not reported" for c in missing.checks)
-    nil_ratio = evaluate_rules(_report("EU", {**EU_FIGURES, "C 84.00 r0220 c0010": None}))
+    nil_ratio = evaluate_rules(_report("EU", {**EU_FIGURES, "C 84.00 r0220 c0040": None}))
     nsfr = next(c for c in nil_ratio.checks if c.code == "NSFR")
     assert nsfr.outcome == DATA_QUALITY and "NSFR nil vs 100.00% minimum" in nsfr.description
 
@@ -131,9 +131,9 @@ def test_pca_categories(changes: dict, category: str) -> None:
 def test_pca_only_for_us_and_case_kinds() -> None:
     assert evaluate_rules(_report("EU", EU_FIGURES)).pca_category is None
     assert evaluate_rules(_report("EU", EU_FIGURES)).case_kind == "compliant"
-    near = {**EU_FIGURES, "C 84.00 r0220 c0010": 1.0049}
+    near = {**EU_FIGURES, "C 84.00 r0220 c0040": 1.0049}
     assert evaluate_rules(_report("EU", near)).case_kind == "near_miss"
-    one = {**EU_FIGURES, "C 84.00 r0220 c0010": 0.9999}
+    one = {**EU_FIGURES, "C 84.00 r0220 c0040": 0.9999}
     assert evaluate_rules(_report("EU", one)).case_kind == "single_breach"
     two = {**one, "C 76.00 r0030 c0010": 0.9999, "C 76.00 r0010 c0010": 19_998_000_000.0}
     assert evaluate_rules(_report("EU", two)).case_kind == "multi_breach"

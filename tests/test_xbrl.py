@@ -10,7 +10,7 @@ import pytest
 
 from finetune.errors import XBRLError
 from regulator.generator import eu_instance, us_instance
-from regulator.taxonomy import EU_SCHEMA_REF
+from regulator.taxonomy import BY_CODE, EU_SCHEMA_REF
 from regulator.xbrl import parse_xbrl_bytes, parse_xbrl_file, render_report
 
 EU_FIGURES = {
@@ -22,12 +22,13 @@ EU_FIGURES = {
     "C 03.00 r0030 c0010": 0.1341,
     "C 03.00 r0050 c0010": 0.1524,
     "C 03.00 r0170 c0010": 0.09,
-    "C 47.00 r0310 c0010": 240_000_000_000.0,
+    "C 47.00 r0290 c0010": 240_000_000_000.0,
+    "C 47.00 r0310 c0010": 13_410_000_000.0,
     "C 47.00 r0330 c0010": 0.0559,
     "C 76.00 r0010 c0010": 30_000_000_000.0,
     "C 76.00 r0020 c0010": 20_000_000_000.0,
     "C 76.00 r0030 c0010": 1.5,
-    "C 84.00 r0220 c0010": 1.141,
+    "C 84.00 r0220 c0040": 1.141,
     "C 28.00 r0010 c0322": 3_000_000_000.0,
     "C 28.00 r0010 c0350": 0.2237,
 }
@@ -75,21 +76,23 @@ def test_us_round_trip_ignores_irrelevant_facts_and_other_periods(tmp_path: Path
 
 
 def test_several_periods_pick_latest_instant_and_scale_and_nil(tmp_path: Path) -> None:
-    xml = eu_instance(LEI, "Nordhafen Bank AG", "2024-12-31", {**EU_FIGURES, "C 84.00 r0220 c0010": None})
+    xml = eu_instance(LEI, "Nordhafen Bank AG", "2024-12-31", {**EU_FIGURES, "C 84.00 r0220 c0040": None})
+    cet1_ratio, trea = BY_CODE["C 03.00 r0010 c0010"].metric, BY_CODE["C 02.00 r0010 c0010"].metric
     # add an older context carrying a conflicting CET1 ratio, and express TREA with an inline-XBRL scale
     older = xml.replace('id="c4"', 'id="old4"').split('<xbrli:context id="old4">', 1)
     assert len(older) == 2
     old_ctx = '<xbrli:context id="old4">' + older[1].split("</xbrli:context>", 1)[0].replace(
         "2024-12-31", "2024-09-30") + "</xbrli:context>"
     xml = xml.replace("<find:fIndicators>", old_ctx + "\n<find:fIndicators>")
-    xml = xml.replace("</xbrli:xbrl>", '<eba_met:pi364 contextRef="old4" unitRef="uPURE" decimals="4">0.0100'
-                      "</eba_met:pi364>\n</xbrli:xbrl>")
-    xml = xml.replace('decimals="-3">100000000000</eba_met:mi158>', 'decimals="-3" scale="3">100000000</eba_met:mi158>')
+    xml = xml.replace("</xbrli:xbrl>", f'<eba_met:{cet1_ratio} contextRef="old4" unitRef="uPURE" decimals="4">0.0100'
+                      f"</eba_met:{cet1_ratio}>\n</xbrli:xbrl>")
+    xml = xml.replace(f'decimals="-3">100000000000</eba_met:{trea}>',
+                      f'decimals="-3" scale="3">100000000</eba_met:{trea}>')
     parsed = parse_xbrl_bytes(xml.encode(), source="multi.xml")
     assert parsed.report_date == "2024-12-31"
     assert parsed.facts["C 03.00 r0010 c0010"] == pytest.approx(0.1282)
     assert parsed.facts["C 02.00 r0010 c0010"] == pytest.approx(1e11)
-    assert parsed.facts["C 84.00 r0220 c0010"] is None
+    assert parsed.facts["C 84.00 r0220 c0040"] is None
     text = render_report(parsed)
     assert "NSFR nil" in text
 
