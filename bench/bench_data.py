@@ -1,4 +1,5 @@
-"""Benchmark the data stage at reference scale (6,800 examples): generation, XBRL parsing, contract validation.
+"""Benchmark the data stage at reference scale (6,800 examples): generation, XBRL parsing, `analyze --rules-only`,
+contract validation.
 
 Prints rows/s per step and returns them as a dict. Run: ``.venv/bin/python bench/bench_data.py``.
 """
@@ -18,6 +19,7 @@ def run(n_examples: int = N_EXAMPLES, seed: int = 0) -> dict:
 
     from data_contracts.contracts import ContractLimits, validate_raw, validate_splits
     from data_contracts.prepare import split_by_bank
+    from regulator.analyze import analyze_filings
     from regulator.generator import generate_dataset
     from regulator.xbrl import parse_xbrl_file
 
@@ -32,6 +34,10 @@ def run(n_examples: int = N_EXAMPLES, seed: int = 0) -> dict:
         for path in files:
             parse_xbrl_file(path)
         results["parse XBRL"] = _rate(len(files), start)
+
+        start = time.perf_counter()
+        analyze_filings(files, model_dir=None)  # `finetune analyze --rules-only`: parse, assess, review reasons
+        results["analyze --rules-only"] = _rate(len(files), start)
 
         start = time.perf_counter()
         validate_raw(raw, ContractLimits())

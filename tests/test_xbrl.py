@@ -158,3 +158,26 @@ def test_oversized_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(XBRLError, match="over the 1,000-byte limit"):
         parse_xbrl_file(path, max_bytes=1000)
 
+
+
+def test_call_report_shapes_of_the_cdr(tmp_path: Path) -> None:
+    """As the FFIEC CDR hands instances out: relative schemaRefs (no host), RC-R items as RCFA* on FFIEC 031 (RCFW*
+    for advanced-approaches banks, used only when no RCFA* is filed), the conservation buffer on the year-to-date
+    duration context."""
+    xml = us_instance("3705098", "Pioneer Savings Bank", date(2024, 6, 30), US_FIGURES, random.Random(0))
+    xml = xml.replace("http://www.ffiec.gov/xbrl/call/concepts/FFIEC041/2024-12-31/call-report041-2024-12-31.xsd",
+                      "call-report031-2024-06-30-v253.xsd")
+    xml = xml.replace('<link:schemaRef', '<link:schemaRef xlink:type="simple" xlink:href="concepts.xsd"/>\n'
+                      '<link:schemaRef', 1)
+    xml = xml.replace("cc:RCOA", "cc:RCFA").replace(
+        '<cc:RCFAH311 contextRef="CI_3705098_2024-06-30"', '<cc:RCFAH311 contextRef="CD_3705098_2024-06-30"')
+    xml = xml.replace("</xbrli:xbrl>", '<cc:RCFW7206 contextRef="CI_3705098_2024-06-30" unitRef="PURE" '
+                      'decimals="4">0.0999</cc:RCFW7206>\n<cc:RCFWA223 contextRef="CI_3705098_2024-06-30" unitRef="USD"'
+                      ' decimals="-3">1</cc:RCFWA223>\n</xbrli:xbrl>')
+    xml = xml.replace(f'<cc:RCFAA223 contextRef="CI_3705098_2024-06-30" unitRef="USD" decimals="-3">'
+                      f'{US_FIGURES["RCOAA223"]:.0f}</cc:RCFAA223>', "")
+    parsed = parse_xbrl_file(_write(tmp_path, "cdr.xml", xml))
+    assert (parsed.jurisdiction, parsed.form) == ("US", "FFIEC 031")
+    assert parsed.facts["RCOAH311"] == pytest.approx(0.0585)  # from the CD_ context
+    assert parsed.facts["RCOA7206"] == pytest.approx(US_FIGURES["RCOA7206"])  # RCFA kept over RCFW
+    assert parsed.facts["RCOAA223"] == 1.0  # only RCFW filed: used
