@@ -67,7 +67,8 @@ def _add_analyze_parser(sub: argparse._SubParsersAction) -> None:
                     "disagreement for review. Exit 0 when every filing was read (needs_review included), 1 when "
                     "any filing could not be read, 2 on a usage or model error.")
     an.add_argument("paths", nargs="+", type=Path, metavar="PATH",
-                    help="XBRL instance files or folders (searched recursively for *.xml and *.xbrl)")
+                    help="XBRL instance files, zips (xBRL-CSV report packages, bulk zips of instances) or folders "
+                         "(searched recursively for *.xml, *.xbrl, *.zip)")
     which = an.add_mutually_exclusive_group()
     which.add_argument("--model", default="production",
                        help="'production' (default), a registry version such as v0003-1a2b3c4d, or a Hugging Face "

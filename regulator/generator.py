@@ -455,7 +455,7 @@ def eu_instance(lei: str, name: str, report_date: str, figures: dict[str, float 
         elif dp.code in figures:
             unit = "uPURE" if dp.kind == RATIO else "uEUR"
             facts.append(_fact_xml("eba_met", dp.metric, f"c{i}", dp.kind, unit, figures[dp.code]))
-    templates = sorted({dp.code[:7].replace(" ", "_") for dp in EU_DATAPOINTS})
+    templates = sorted({code[:7].replace(" ", "_") for code in figures})  # the templates this report carries
     indicators = "".join(f'<find:filingIndicator contextRef="c0">{t}</find:filingIndicator>' for t in templates)
     domain_ns = " ".join(f'xmlns:eba_{d}="{EBA_BASE}dom/{d}"' for d in sorted(domains))
     return (

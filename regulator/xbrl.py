@@ -161,10 +161,12 @@ def parse_xbrl_bytes(data: bytes, *, source: str = "<bytes>", max_bytes: int = M
     for code, (value, unit) in advanced.items():
         if code not in facts:
             facts[code], fact_units[code] = value, unit
-    currency = _currency(facts, fact_units, jurisdiction, warnings)
+    currency = check_currency(facts, fact_units, jurisdiction, warnings)
     ids = Counter(c.identifier for c in contexts.values() if c.instant == report_date)
     entity_id = re.sub(r"\.(CON|IND)$", "", ids.most_common(1)[0][0]) if ids else ""
-    unreadable = _unreadable(root, jurisdiction, release, facts, warnings) if jurisdiction == "EU" else {}
+    filed = {(el.text or "").strip() for el in root.iter("{%s}filingIndicator" % NS["find"])
+             if el.get("filed", "true") != "false"}
+    unreadable = unreadable_datapoints(filed, release, facts, warnings) if jurisdiction == "EU" else {}
     return ParsedReport(
         source=source,
         jurisdiction=jurisdiction,
@@ -212,16 +214,14 @@ def _eba_dimension(dimension: str, member: str, namespaces: dict[str, str]) -> t
     return dim_local, f"{mem_ns.removeprefix(EBA_BASE + 'dom/')}:{mem_local}"
 
 
-def _unreadable(root: Element, jurisdiction: str, release: str, facts: dict[str, float | None],
-                warnings: list[str]) -> dict[str, str]:
-    """EU datapoints this filing cannot give: templates outside its filing indicators, cells the mapping lacks."""
-    filed = {(el.text or "").strip().replace("_", " ") for el in root.iter("{%s}filingIndicator" % NS["find"])
-             if el.get("filed", "true") != "false"}
+def unreadable_datapoints(filed: set[str], release: str, facts: dict[str, float | None],
+                          warnings: list[str]) -> dict[str, str]:
+    """EU datapoints a filing cannot give: templates outside its filing indicators (``filed``, e.g. ``C_47.00``;
+    empty: no indicators, every template counts as filed) and cells the DPM mapping lacks for ``release``."""
+    templates = {t.replace("_", " ")[:7] for t in filed}
     out: dict[str, str] = {}
-    for dp in DATAPOINTS[jurisdiction]:
-        if dp.code in facts:
-            continue
-        if filed and dp.code[:7] not in filed:
+    for dp in DATAPOINTS["EU"]:
+        if dp.code not in facts and templates and dp.code[:7] not in templates:
             out[dp.code] = "not filed"
     unmapped = {code: why for code, why in not_mapped(release).items() if code not in facts and code not in out}
     if unmapped:
@@ -269,7 +269,7 @@ def _qname(tag: str) -> str:
     return f"{prefix}:{local}"
 
 
-_COREP_RELEASE = re.compile(r"/corep/(\d+\.\d+)(?:\.\d+)*/")
+COREP_RELEASE = re.compile(r"/corep/(\d+\.\d+)(?:\.\d+)*/")
 _CALL_FORM = re.compile(r"(?:ffiec|call-report)0?(031|041|051)")
 
 
@@ -280,7 +280,7 @@ def _taxonomy(root: Element, source: str, namespaces: dict[str, str]) -> tuple[s
     for href in hrefs:
         low = href.lower()
         if "eba.europa.eu" in low and "/corep/" in low:
-            match = _COREP_RELEASE.search(low)
+            match = COREP_RELEASE.search(low)
             return "EU", "COREP", match.group(1) if match else ""
     call_concepts = any(_is_call_concepts(uri) for uri in namespaces.values())
     for href in hrefs:
@@ -308,8 +308,8 @@ def _contexts(root: Element, source: str, namespaces: dict[str, str]) -> dict[st
         period = el.find(_XBRLI + "period")
         if ident is None or period is None:
             raise XBRLError(f"{source}: context {el.get('id')!r} lacks an entity identifier or a period")
-        instant = _iso_date(period.findtext(_XBRLI + "instant"), el.get("id"), source)
-        end = _iso_date(period.findtext(_XBRLI + "endDate"), el.get("id"), source)
+        instant = iso_date(period.findtext(_XBRLI + "instant"), el.get("id"), source)
+        end = iso_date(period.findtext(_XBRLI + "endDate"), el.get("id"), source)
         dims = frozenset(
             _eba_dimension(m.get("dimension", ""), m.text or "", namespaces)
             for m in el.iter("{%s}explicitMember" % NS["xbrldi"])
@@ -323,7 +323,7 @@ def _contexts(root: Element, source: str, namespaces: dict[str, str]) -> dict[st
 _XS_DATE = re.compile(r"(\d{4}-\d{2}-\d{2})(?:T[\d:.]*(?:Z|[+-]\d{2}:\d{2})?)?")
 
 
-def _iso_date(text: str | None, context_id: str | None, source: str) -> str | None:
+def iso_date(text: str | None, context_id: str | None, source: str) -> str | None:
     """An XBRL period date as ``YYYY-MM-DD`` (a dateTime keeps its date); ``XBRLError`` for anything else.
 
     Report dates are compared as ISO strings (rule versions are dated), so ``31/12/2015`` must never get through.
@@ -372,10 +372,9 @@ def _datapoint(jurisdiction: str, release: str, ns: str, local: str, ctx: _Conte
     return table.get((local, ctx.dims))
 
 
-def _numeric_value(el: Element, code: str, warnings: list[str]) -> float | None:
-    if el.get(_XSI_NIL) == "true":
-        return None
-    text = (el.text or "").strip()
+def parse_number(text: str, code: str, warnings: list[str]) -> float | None:
+    """A fact's value as a finite float; None (with a warning naming the datapoint) for anything else."""
+    text = text.strip()
     try:
         value = float(text)
     except ValueError:
@@ -383,6 +382,15 @@ def _numeric_value(el: Element, code: str, warnings: list[str]) -> float | None:
         return None
     if not math.isfinite(value):  # "NaN", "INF" and "1e400" are floats to Python, never a reported figure
         warnings.append(f"{code} has non-finite value {text[:30]!r}; treated as not reported")
+        return None
+    return value
+
+
+def _numeric_value(el: Element, code: str, warnings: list[str]) -> float | None:
+    if el.get(_XSI_NIL) == "true":
+        return None
+    value = parse_number(el.text or "", code, warnings)
+    if value is None:
         return None
     scale = el.get("scale")  # inline-XBRL style scaling, honoured when a converter leaves it on the fact
     if scale:
@@ -396,7 +404,7 @@ def _numeric_value(el: Element, code: str, warnings: list[str]) -> float | None:
     return value
 
 
-def _currency(facts: dict, units: dict[str, str], jurisdiction: str, warnings: list[str]) -> str:
+def check_currency(facts: dict, units: dict[str, str], jurisdiction: str, warnings: list[str]) -> str:
     expected = "EUR" if jurisdiction == "EU" else "USD"
     seen = {units[c].rpartition(":")[2] for c in facts if KIND.get(c) == MONETARY and units.get(c)}
     for cur in sorted(seen - {expected}):

@@ -6,7 +6,8 @@ xz-compressed SQLite of the DPM). The wheel asks for Python >= 3.12 and is ~89 M
     .venv/bin/python scripts/dpm_mapping.py [--dpm-version 2026.10.13.1] [--work /tmp/dpm]
 
 The output names the package version, the releases and, for each cell, the table version it came from, or why it
-is not mapped (open tables keyed per counterparty, tables the database lists without cells).
+is not mapped (open tables keyed per counterparty, tables the database lists without cells). ``datapoint`` is the
+key of the cell in xBRL-CSV report packages (``dp`` + the DPM VariableID).
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def cell_identity(c: sqlite3.Connection, release: int, tables: tuple[str, ...], 
         if n_cells == 0:
             return {"not_mapped": f"{table} (TableVID {tvid}) has no cells in this DPM database"}
         found = c.execute(f"""
-            SELECT vv.PropertyID, vv.ContextID, t.HasOpenRows FROM TableVersionCell tvc
+            SELECT vv.PropertyID, vv.ContextID, vv.VariableID FROM TableVersionCell tvc
             JOIN Cell ce ON ce.CellID = tvc.CellID
             JOIN "Table" t ON t.TableID = ce.TableID
             JOIN HeaderVersion r ON r.HeaderID = ce.RowID AND {_valid('r.')}
@@ -104,11 +105,12 @@ def cell_identity(c: sqlite3.Connection, release: int, tables: tuple[str, ...], 
                 return {"not_mapped": f"{table} (TableVID {tvid}) has open rows (one per counterparty): no fixed "
                                       f"cell r{row}"}
             continue
-        prop, context, _ = found[0]
+        prop, context, variable = found[0]
         dims = sorted((_signature(c, p, release), _signature(c, i, release)) for p, i in c.execute(
             "SELECT PropertyID, ItemID FROM ContextComposition WHERE ContextID = ?", (context,))) if context else []
+        # xBRL-CSV keys a fact by "dp" + the DPM VariableID (datapoint,factValue rows of e.g. c_47.00.csv)
         return {"metric": _signature(c, prop, release), "dims": [list(d) for d in dims],
-                "table": f"{table} (TableVID {tvid})"}
+                "datapoint": f"dp{variable}", "table": f"{table} (TableVID {tvid})"}
     return {"not_mapped": f"no cell r{row} c{col} in {' / '.join(tables)} for this release"}
 
 

@@ -119,7 +119,7 @@ def test_missing_paths_and_empty_folders_are_errors(tmp_path: Path) -> None:
     files, errors = expand_paths([tmp_path / "nope.xml", tmp_path / "empty"])
     assert files == []
     assert [e.status for e in errors] == ["error", "error"]
-    assert "no such file" in errors[0].reasons[0] and "no *.xml or *.xbrl" in errors[1].reasons[0]
+    assert "no such file" in errors[0].reasons[0] and "no *.xml, *.xbrl or *.zip" in errors[1].reasons[0]
 
 
 # ---------------------------------------------------------------------------------------------------------------
