@@ -32,7 +32,7 @@ from typing import Any, Callable
 from evaluation.parse import ParsedAnswer, check_lines, parse_answer
 from finetune.errors import DataError, XBRLError
 from regulator.rules import (DATA_QUALITY, RULE_CODES, Rule, RuleResult, applicable_rules, assessable_rules,
-                             evaluate_rules)
+                             evaluate_rules, regime)
 from regulator.taxonomy import BY_CODE, KIND, RATIO
 from regulator.xbrl import ParsedReport, parse_xbrl_file, render_report, render_value
 
@@ -342,7 +342,7 @@ def review_answer(parsed: ParsedReport, result: RuleResult, answer: str) -> tupl
             reasons.append(f"model missed {code}{said}")
         elif code in model_set - rules_set:
             reasons.append(f"model reported {code} which the rules do not find")
-    rules = applicable_rules(parsed.jurisdiction, parsed.report_date)
+    rules = applicable_rules(regime(parsed), parsed.report_date)
     applicable = {c.code for c in result.checks}
     for code in RULE_CODES:
         if code in applicable and code not in model_outcome:
@@ -362,7 +362,7 @@ def review_answer(parsed: ParsedReport, result: RuleResult, answer: str) -> tupl
 
 def analyze_report(parsed: ParsedReport, answer: str | None = None) -> FilingResult:
     """Assess one parsed filing with the rule engine and, when given, review the model's ``answer``."""
-    in_force = applicable_rules(parsed.jurisdiction, parsed.report_date)
+    in_force = applicable_rules(regime(parsed), parsed.report_date)
     rules = assessable_rules(parsed)
     result = evaluate_rules(parsed)
     out = FilingResult(

@@ -29,11 +29,10 @@ from regulator.taxonomy import (
     RATIO,
     RSSD_SCHEME,
     US_DATAPOINTS,
-    US_SCHEMA_REF,
     Datapoint,
     dimension_namespace,
 )
-from regulator.xbrl import ParsedReport, parse_xbrl_file, render_report
+from regulator.xbrl import CBLR_NOT_REPORTED, ParsedReport, parse_xbrl_file, render_report
 
 RAW_COLUMNS: tuple[str, ...] = (
     "id",
@@ -357,14 +356,26 @@ def _figures_eu(rng: random.Random, bank: Bank, states: dict[str, str]) -> dict[
     }
 
 
+def us_form(bank: Bank) -> str:
+    """The Call Report form a bank files, by size: FFIEC 031 (the largest, with foreign offices), 051 (small,
+    under ~$5bn of assets), 041 otherwise."""
+    return "031" if bank.rwa_units >= 10_000 else "051" if bank.rwa_units < 300 else "041"
+
+
+def cblr_elector(bank: Bank) -> bool:
+    """Half of the FFIEC 051 filers elect the community bank leverage ratio framework (12 CFR 324.12)."""
+    return us_form(bank) == "051" and int(bank.bank_id) % 2 == 0
+
+
 def _figures_us(rng: random.Random, bank: Bank, states: dict[str, str]) -> dict[str, float]:
     cet1, t1, total = _capital_bp(rng, states, 250)
     rwa = bank.rwa_units * 10_000_000 * rng.uniform(0.95, 1.05) // 10_000_000 * 10_000_000
     t1_amt = t1 * rwa / 10_000
-    lev = 400 + _margin(rng, states["LEVERAGE"], healthy_max=500)
+    # a CBLR elector's leverage ratio is drawn against the framework's 9% instead of the 4% minimum
+    lev = (900 if cblr_elector(bank) else 400) + _margin(rng, states["LEVERAGE"], healthy_max=500)
     lev_assets = _round(t1_amt * 10_000 / lev, 1000)
     buffer = min(cet1 - 450, t1 - 600, total - 800)
-    return {
+    figures = {
         "RCOAP859": cet1 * rwa / 10_000,
         "RCOA8274": t1_amt,
         "RCOA3792": total * rwa / 10_000,
@@ -377,6 +388,9 @@ def _figures_us(rng: random.Random, bank: Bank, states: dict[str, str]) -> dict[
         "RCOA7204": round(t1_amt / lev_assets, 4),
         "RCOAH311": buffer / 10_000,
     }
+    if cblr_elector(bank):
+        return {code: value for code, value in figures.items() if code not in CBLR_NOT_REPORTED}
+    return figures
 
 
 def _round(value: float, step: int) -> float:
@@ -389,6 +403,8 @@ def _inject_data_quality(rng: random.Random, figures: dict, jur: str) -> dict[st
               "C 76.00 r0030 c0010"] if jur == "EU" else ["RCOAP793", "RCOA7206", "RCOA7205", "RCOA7204"]
     amounts = ["C 01.00 r0020 c0010", "C 01.00 r0010 c0010", "C 02.00 r0010 c0010"] if jur == "EU" else \
         ["RCOAP859", "RCOA3792", "RCOAA223", "RCOAA224"]
+    ratios = [c for c in ratios if c in figures] or ratios  # a CBLR elector reports no risk-based ratio
+    amounts = [c for c in amounts if c in figures] or amounts
     out: dict[str, float | None | str] = dict(figures)
     kind = rng.choice(("mismatch", "ratio_scale", "amount_scale", "missing", "nil"))
     if kind == "mismatch":
@@ -419,7 +435,8 @@ def build_instance(bank: Bank, report_date: date, intent: str, rng: random.Rando
         figures = _inject_data_quality(rng, figures, bank.jurisdiction)
     if bank.jurisdiction == "EU":
         return eu_instance(bank.bank_id, bank.name, report_date.isoformat(), figures)
-    return us_instance(bank.bank_id, bank.name, report_date, figures, rng)
+    return us_instance(bank.bank_id, bank.name, report_date, figures, rng, form=us_form(bank),
+                       cblr=cblr_elector(bank))
 
 
 def _fact_xml(prefix: str, local: str, ctx: str, dp_kind: str, unit: str, value: float | None) -> str:
@@ -474,8 +491,12 @@ def eu_instance(lei: str, name: str, report_date: str, figures: dict[str, float 
     )
 
 
-def us_instance(rssd: str, name: str, report_date: date, figures: dict[str, float | None], rng: random.Random) -> str:
-    """FFIEC Call Report instance: flat cc: MDRM facts, instant/duration contexts, USD/PURE/NON-MONETARY units.
+def us_instance(rssd: str, name: str, report_date: date, figures: dict[str, float | None], rng: random.Random,
+                *, form: str = "041", cblr: bool = False) -> str:
+    """FFIEC Call Report instance as the CDR hands it out: flat cc: MDRM facts, relative schemaRefs
+    (``call-report051-<date>.xsd``, ``concepts.xsd``), instant (``CI_``) and year-to-date (``CD_``) contexts,
+    USD/PURE/NON-MONETARY units; Schedule RC-R items as ``RCFA*`` on FFIEC 031 and ``RCOA*`` on 041/051; a CBLR
+    elector's ``RCOALE74`` = 1.
 
     Like a real filing it also carries facts the rules do not need (balance sheet, income, a prior-quarter value).
     """
@@ -493,10 +514,13 @@ def us_instance(rssd: str, name: str, report_date: date, figures: dict[str, floa
     )
     facts = [f'<cc:RSSD9017 contextRef="{ci}">{escape(name)}</cc:RSSD9017>',
              f'<cc:RCON9999 contextRef="{ci}">{d}</cc:RCON9999>']
+    if cblr:
+        facts.append(f'<cc:RCOALE74 contextRef="{ci}">1</cc:RCOALE74>')
     for dp in US_DATAPOINTS:
         if dp.code in figures:
             unit = "PURE" if dp.kind == RATIO else "USD"
-            facts.append(_fact_xml("cc", dp.code, ci, dp.kind, unit, figures[dp.code]))
+            concept = "RCFA" + dp.code[4:] if form == "031" and dp.code.startswith("RCOA") else dp.code
+            facts.append(_fact_xml("cc", concept, ci, dp.kind, unit, figures[dp.code]))
     assets = figures.get("RCON2170") or figures.get("RCOAA224") or 1e9
     irrelevant = {"RCON2200": 0.78, "RCON2122": 0.62, "RCON2948": 0.9, "RCON3210": 0.1, "RCON0010": 0.04,
                   "RCONB987": 0.01, "RCON1773": 0.12}
@@ -511,7 +535,8 @@ def us_instance(rssd: str, name: str, report_date: date, figures: dict[str, floa
         '<?xml version="1.0" encoding="utf-8"?>\n'
         f'<xbrli:xbrl xmlns:xbrli="{NS["xbrli"]}" xmlns:link="{NS["link"]}" xmlns:xlink="{NS["xlink"]}" '
         f'xmlns:iso4217="{NS["iso4217"]}" xmlns:xsi="{NS["xsi"]}" xmlns:cc="{NS["cc"]}">\n'
-        f'<link:schemaRef xlink:type="simple" xlink:href="{US_SCHEMA_REF}"/>\n'
+        f'<link:schemaRef xlink:type="simple" xlink:href="call-report{form}-{d}.xsd"/>\n'
+        '<link:schemaRef xlink:type="simple" xlink:href="concepts.xsd"/>\n'
         f"{contexts}\n"
         '<xbrli:unit id="USD"><xbrli:measure>iso4217:USD</xbrli:measure></xbrli:unit>\n'
         '<xbrli:unit id="PURE"><xbrli:measure>xbrli:pure</xbrli:measure></xbrli:unit>\n'

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from regulator.rules import BREACH, DATA_QUALITY, RuleResult
+from regulator.rules import BREACH, CBLR, DATA_QUALITY, RuleResult, regime
 from regulator.xbrl import ParsedReport
 
 # Per family: (first sentence, follow-up sentence for a further remedy, sentence when no measure is needed).
@@ -90,7 +90,9 @@ _REMEDIES: dict[str, _Remedy] = {
             "restore the leverage ratio above the minimum",
             "submit a plan to restore the leverage ratio",
         ),
-        {"EU": "CRR Art 92(1)(d) and CRD Art 104(1)(c)", "US": "12 U.S.C. 1831o(e)(2)"},
+        # a CBLR elector below the framework's ratio has a two-quarter grace period, then the generally applicable
+        # capital rule (12 CFR 324.12(c))
+        {"EU": "CRR Art 92(1)(d) and CRD Art 104(1)(c)", "US": "12 U.S.C. 1831o(e)(2)", CBLR: "12 CFR 324.12(c)"},
         30,
     ),
     "liquidity": _Remedy(
@@ -122,7 +124,7 @@ _REMEDIES: dict[str, _Remedy] = {
             "submit capital and liquidity projections",
             "report monthly on the ratios close to their thresholds",
         ),
-        {"EU": "CRD Art 104(1)(j)", "US": "12 CFR 324.10"},
+        {"EU": "CRD Art 104(1)(j)", "US": "12 CFR 324.10", CBLR: "12 CFR 324.12"},
         30,
     ),
     "none": _Remedy(("",), {"EU": "", "US": ""}, 90),
@@ -142,9 +144,10 @@ _REVIEW_LAG_DAYS = 40  # supervisors review a quarter-end report about six weeks
 
 
 def situations(parsed: ParsedReport, result: RuleResult) -> list[str]:
-    """The remedies a report calls for, highest priority first (US leverage breaches are PCA capital matters)."""
+    """The remedies a report calls for, highest priority first (US leverage breaches are PCA capital matters, except
+    under the CBLR framework, which has its own consequence)."""
     found = {_SITUATION_OF_CODE[code] for code in result.violations}
-    if parsed.jurisdiction == "US" and "leverage" in found:
+    if parsed.jurisdiction == "US" and regime(parsed) != CBLR and "leverage" in found:
         found = (found - {"leverage"}) | {"capital"}
     if not found:
         near = any(c.severity == "watch" for c in result.checks)
@@ -161,7 +164,7 @@ def render_directive(parsed: ParsedReport, result: RuleResult, family: str) -> s
     sentences = []
     for i, situation in enumerate(situations(parsed, result)[:3]):
         remedy = _REMEDIES[situation]
-        legal = remedy.legal[parsed.jurisdiction]
+        legal = remedy.legal.get(regime(parsed), remedy.legal[parsed.jurisdiction])
         if situation == "capital" and parsed.jurisdiction == "US" and result.pca_category:
             legal = f"{legal}, as {result.pca_category.replace('_', ' ')} under 12 CFR 324.403"
         deadline = _fmt_date(review + timedelta(days=remedy.days))

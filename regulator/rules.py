@@ -25,6 +25,7 @@ RULE_CODES: tuple[str, ...] = (
 )
 CASE_KINDS: tuple[str, ...] = ("compliant", "near_miss", "single_breach", "multi_breach", "data_quality")
 OK, BREACH, DATA_QUALITY = "OK", "BREACH", "DATA_QUALITY"
+CBLR = "US-CBLR"  # the rule set of a US community bank leverage ratio elector
 NEAR_MISS_MARGIN = 0.005  # 50 bp
 # A reported ratio may differ from numerator/denominator by rounding; beyond this it is a data-quality finding.
 RATIO_TOLERANCE_ABS = 0.001
@@ -101,6 +102,17 @@ RULES: tuple[Rule, ...] = (
     _r("COMBINED_BUFFER", "US", "Conservation buffer", "RCOAH311", 0.0125, "12 CFR 324.11", "2017-01-01"),
     _r("COMBINED_BUFFER", "US", "Conservation buffer", "RCOAH311", 0.01875, "12 CFR 324.11", "2018-01-01"),
     _r("COMBINED_BUFFER", "US", "Conservation buffer", "RCOAH311", 0.025, "12 CFR 324.11", "2019-01-01"),
+    # Community bank leverage ratio framework (12 CFR 324.12) for banks that elect it (Call Report RCOALE74 = 1):
+    # the leverage ratio alone, greater than 9 percent, and no risk-based ratio at all. The CARES Act interim rules
+    # lowered it to 8 percent from Q2 2020 and 8.5 percent for 2021 (12 CFR 324.303(e)).
+    _r("LEVERAGE", CBLR, "CBLR leverage ratio", "RCOA7204", 0.09, "12 CFR 324.12(a)(1)", "2020-01-01", cmp=">",
+       num="RCOA8274", den="RCOAA224"),
+    _r("LEVERAGE", CBLR, "CBLR leverage ratio", "RCOA7204", 0.08, "12 CFR 324.303(e)", "2020-04-01", cmp=">",
+       num="RCOA8274", den="RCOAA224"),
+    _r("LEVERAGE", CBLR, "CBLR leverage ratio", "RCOA7204", 0.085, "12 CFR 324.303(e)", "2021-01-01", cmp=">",
+       num="RCOA8274", den="RCOAA224"),
+    _r("LEVERAGE", CBLR, "CBLR leverage ratio", "RCOA7204", 0.09, "12 CFR 324.12(a)(1)", "2022-01-01", cmp=">",
+       num="RCOA8274", den="RCOAA224"),
 )
 
 PCA_REFERENCE = "12 CFR 324.403"
@@ -160,8 +172,15 @@ class RuleResult:
         return "near_miss" if near else "compliant"
 
 
+def regime(parsed: ParsedReport) -> str:
+    """The rule set a filing is assessed under: its jurisdiction, or ``US-CBLR`` for a community bank leverage
+    ratio elector."""
+    return CBLR if parsed.jurisdiction == "US" and parsed.framework == "CBLR" else parsed.jurisdiction
+
+
 def applicable_rules(jurisdiction: str, report_date: str) -> list[Rule]:
-    """The rules in force at ``report_date`` for ``jurisdiction``: per code, the latest version not after the date."""
+    """The rules in force at ``report_date`` for ``jurisdiction`` (a ``regime``): per code, the latest version not
+    after the date."""
     current: dict[str, Rule] = {}
     for rule in RULES:
         if rule.jurisdiction == jurisdiction and rule.effective_from <= report_date:
@@ -171,8 +190,11 @@ def applicable_rules(jurisdiction: str, report_date: str) -> list[Rule]:
 
 
 def meets(value: float, threshold: float, comparison: str) -> bool:
-    """True when ``value`` satisfies the rule; exactly at the threshold satisfies it (both >= and <=)."""
+    """True when ``value`` satisfies the rule; exactly at the threshold satisfies ``>=`` and ``<=``, not ``>``
+    (the community bank leverage ratio must be *greater than* 9 percent)."""
     diff = round(value - threshold, 10)  # reported decimals like 0.045 must compare equal to the constant
+    if comparison == ">":
+        return diff > 0
     return diff >= 0 if comparison == ">=" else diff <= 0
 
 
@@ -186,12 +208,15 @@ def evaluate_rules(parsed: ParsedReport) -> RuleResult:
         codes.add(DATA_QUALITY)
     violations = tuple(code for code in RULE_CODES if code in codes)
     pca = pca_category(parsed.facts) if parsed.jurisdiction == "US" else None
+    if regime(parsed) == CBLR:  # an elector above the CBLR requirement is deemed well capitalized (324.12(a)(2))
+        leverage = next((c for c in checks if c.code == "LEVERAGE"), None)
+        pca = "well_capitalized" if leverage is not None and leverage.outcome == OK else None
     return RuleResult(tuple(checks), violations, pca)
 
 
 def assessable_rules(parsed: ParsedReport) -> list[Rule]:
     """The rules in force on the report date whose figures this filing can give (see ``_readable``)."""
-    return [rule for rule in applicable_rules(parsed.jurisdiction, parsed.report_date) if _readable(rule, parsed)]
+    return [rule for rule in applicable_rules(regime(parsed), parsed.report_date) if _readable(rule, parsed)]
 
 
 def _readable(rule: Rule, parsed: ParsedReport) -> bool:
@@ -216,7 +241,7 @@ def _check_rule(rule: Rule, parsed: ParsedReport) -> Check:
     detail = f"{fig_text} vs {short_thr} {_SHORT_LABEL.get(rule.threshold_label, rule.threshold_label)}"
     if figure is None or threshold is None:
         return Check(rule.code, text, figure, threshold, DATA_QUALITY, None, "medium", rule.legal_reference, detail)
-    margin = round(figure - threshold if rule.comparison == ">=" else threshold - figure, 10)
+    margin = round(figure - threshold if rule.comparison in (">=", ">") else threshold - figure, 10)
     if meets(figure, threshold, rule.comparison):
         severity = "watch" if margin < NEAR_MISS_MARGIN else "none"
         return Check(rule.code, text, figure, threshold, OK, margin, severity, rule.legal_reference, detail)

@@ -41,7 +41,6 @@ NS = {
 }
 
 EU_SCHEMA_REF = "http://www.eba.europa.eu/eu/fr/xbrl/crr/fws/corep/4.0/mod/corep_of.xsd"
-US_SCHEMA_REF = "http://www.ffiec.gov/xbrl/call/concepts/FFIEC041/2024-12-31/call-report041-2024-12-31.xsd"
 LEI_SCHEME = "http://standards.iso.org/iso/17442"
 RSSD_SCHEME = "http://www.ffiec.gov/cdr"
 

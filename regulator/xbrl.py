@@ -39,6 +39,8 @@ from regulator.taxonomy import (
 )
 
 MAX_BYTES = 8 * 1024 * 1024
+# What a community bank leverage ratio elector does not report: the risk-based capital figures and ratios.
+CBLR_NOT_REPORTED = ("RCOAP859", "RCOA3792", "RCOAA223", "RCOAP793", "RCOA7206", "RCOA7205", "RCOAH311")
 _XBRLI = "{%s}" % NS["xbrli"]
 _XSI_NIL = "{%s}nil" % NS["xsi"]
 _SKIP_NAMESPACES = {NS["xbrli"], NS["link"], NS["find"]}
@@ -69,6 +71,7 @@ class ParsedReport:
     warnings: tuple[str, ...] = ()
     unreadable: dict[str, str] = field(default_factory=dict)
     release: str = ""
+    framework: str = ""  # "CBLR" for a US community bank leverage ratio elector (RCOALE74 = 1)
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,7 @@ def parse_xbrl_bytes(data: bytes, *, source: str = "<bytes>", max_bytes: int = M
     fact_units: dict[str, str] = {}
     names: list[str] = []
     advanced: dict[str, tuple[float | None, str]] = {}  # FFIEC 031 RCFW* (advanced approaches), used if no RCFA*
+    framework = ""
     for el in root:
         if not isinstance(el.tag, str):
             continue  # comments and processing instructions
@@ -142,6 +146,9 @@ def parse_xbrl_bytes(data: bytes, *, source: str = "<bytes>", max_bytes: int = M
         if report_date not in (ctx.instant, ctx.end):
             continue  # other periods (prior quarters) are not what the rules assess; a duration ending on the
             # report date is kept (call reports put some capital items, e.g. the buffer H311, on CD_ contexts)
+        if jurisdiction == "US" and local == "RCOALE74" and _is_call_concepts(ns):
+            framework = "CBLR" if (el.text or "").strip().lower() in ("1", "true") else framework
+            continue
         dp = _datapoint(jurisdiction, release, ns, local, ctx)
         if dp is None:
             continue
@@ -167,6 +174,8 @@ def parse_xbrl_bytes(data: bytes, *, source: str = "<bytes>", max_bytes: int = M
     filed = {(el.text or "").strip() for el in root.iter("{%s}filingIndicator" % NS["find"])
              if el.get("filed", "true") != "false"}
     unreadable = unreadable_datapoints(filed, release, facts, warnings) if jurisdiction == "EU" else {}
+    if framework == "CBLR":  # an elector reports no risk-based figure (Schedule RC-R Part I, items 32-53)
+        unreadable = {code: "n/a" for code in CBLR_NOT_REPORTED if code not in facts}
     return ParsedReport(
         source=source,
         jurisdiction=jurisdiction,
@@ -180,6 +189,7 @@ def parse_xbrl_bytes(data: bytes, *, source: str = "<bytes>", max_bytes: int = M
         warnings=tuple(warnings),
         unreadable=unreadable,
         release=release,
+        framework=framework,
     )
 
 
@@ -446,7 +456,8 @@ def render_report(parsed: ParsedReport) -> str:
     (``CET1 ratio 12.82%; T1 ratio 13.41%; ...``) or, for a call report, one line of amounts and one of ratios. Amounts are in millions, ratios in percent; a nil fact shows ``nil``, an absent one ``not reported``.
     Identifiers (LEI, RSSD, MDRM codes) are left out: the model needs the figures, and ``analyze`` keeps the ids.
     """
-    header = f"{parsed.jurisdiction} {parsed.form} {parsed.report_date} {parsed.entity_name} ({parsed.currency} m)"
+    form = f"{parsed.form} {parsed.framework}" if parsed.framework else parsed.form
+    header = f"{parsed.jurisdiction} {form} {parsed.report_date} {parsed.entity_name} ({parsed.currency} m)"
     groups: dict[str, list[str]] = {}
     for dp in DATAPOINTS[parsed.jurisdiction]:
         value = render_value(dp.code, parsed.facts.get(dp.code), dp.code in parsed.facts,

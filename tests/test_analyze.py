@@ -107,7 +107,7 @@ def test_data_quality_near_miss_and_key_figures_are_surfaced(generated) -> None:
 def test_a_missing_rule_figure_cannot_be_assessed(generated, tmp_path: Path) -> None:
     _, df = generated
     row = _row(df, case_kind="compliant", jurisdiction="US")
-    text = re.sub(r"<cc:RCOA7204 [^>]*>[^<]*</cc:RCOA7204>", "", Path(row.source_file).read_text())
+    text = re.sub(r"<cc:RC[OF]A7204 [^>]*>[^<]*</cc:RC[OF]A7204>", "", Path(row.source_file).read_text())
     (tmp_path / "no_leverage.xml").write_text(text)
     r = analyze_filings([tmp_path / "no_leverage.xml"], model_dir=None)[0]
     assert r.status == "cannot_assess"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from datetime import date
 from pathlib import Path
 
@@ -164,20 +165,37 @@ def test_call_report_shapes_of_the_cdr(tmp_path: Path) -> None:
     """As the FFIEC CDR hands instances out: relative schemaRefs (no host), RC-R items as RCFA* on FFIEC 031 (RCFW*
     for advanced-approaches banks, used only when no RCFA* is filed), the conservation buffer on the year-to-date
     duration context."""
-    xml = us_instance("3705098", "Pioneer Savings Bank", date(2024, 6, 30), US_FIGURES, random.Random(0))
-    xml = xml.replace("http://www.ffiec.gov/xbrl/call/concepts/FFIEC041/2024-12-31/call-report041-2024-12-31.xsd",
-                      "call-report031-2024-06-30-v253.xsd")
-    xml = xml.replace('<link:schemaRef', '<link:schemaRef xlink:type="simple" xlink:href="concepts.xsd"/>\n'
-                      '<link:schemaRef', 1)
-    xml = xml.replace("cc:RCOA", "cc:RCFA").replace(
-        '<cc:RCFAH311 contextRef="CI_3705098_2024-06-30"', '<cc:RCFAH311 contextRef="CD_3705098_2024-06-30"')
+    xml = us_instance("3705098", "Pioneer Savings Bank", date(2024, 6, 30), US_FIGURES, random.Random(0), form="031")
+    assert 'xlink:href="call-report031-2024-06-30.xsd"' in xml and 'xlink:href="concepts.xsd"' in xml
+    assert "cc:RCFA7206" in xml and "cc:RCOA7206" not in xml
+    xml = xml.replace('<cc:RCFAH311 contextRef="CI_3705098_2024-06-30"', '<cc:RCFAH311 contextRef="CD_3705098_2024-06-30"')
     xml = xml.replace("</xbrli:xbrl>", '<cc:RCFW7206 contextRef="CI_3705098_2024-06-30" unitRef="PURE" '
                       'decimals="4">0.0999</cc:RCFW7206>\n<cc:RCFWA223 contextRef="CI_3705098_2024-06-30" unitRef="USD"'
                       ' decimals="-3">1</cc:RCFWA223>\n</xbrli:xbrl>')
-    xml = xml.replace(f'<cc:RCFAA223 contextRef="CI_3705098_2024-06-30" unitRef="USD" decimals="-3">'
-                      f'{US_FIGURES["RCOAA223"]:.0f}</cc:RCFAA223>', "")
+    xml = re.sub(r"<cc:RCFAA223 [^>]*>[^<]*</cc:RCFAA223>", "", xml)
     parsed = parse_xbrl_file(_write(tmp_path, "cdr.xml", xml))
     assert (parsed.jurisdiction, parsed.form) == ("US", "FFIEC 031")
     assert parsed.facts["RCOAH311"] == pytest.approx(0.0585)  # from the CD_ context
     assert parsed.facts["RCOA7206"] == pytest.approx(US_FIGURES["RCOA7206"])  # RCFA kept over RCFW
     assert parsed.facts["RCOAA223"] == 1.0  # only RCFW filed: used
+
+
+def test_a_cblr_elector_is_assessed_under_the_cblr_framework(tmp_path: Path) -> None:
+    """RCOALE74 = 1: the leverage ratio against the CBLR framework's 9% (greater than, 12 CFR 324.12), no
+    risk-based rule and so no 'cannot assess' for the RWA an elector does not report."""
+    from regulator.analyze import analyze_filings
+    from regulator.rules import evaluate_rules
+
+    figures = {"RCOA8274": 48_600_000.0, "RCOAA224": 540_000_000.0, "RCON2170": 545_000_000.0, "RCOA7204": 0.09}
+    xml = us_instance("3705098", "Pioneer Savings Bank", date(2024, 6, 30), figures, random.Random(0), form="051",
+                      cblr=True)
+    parsed = parse_xbrl_file(_write(tmp_path, "cblr.xml", xml))
+    assert parsed.framework == "CBLR" and render_report(parsed).startswith("US FFIEC 051 CBLR 2024-06-30")
+    assert "CET1 ratio n/a" in render_report(parsed)
+    result = evaluate_rules(parsed)
+    (check,) = [c for c in result.checks if c.code == "LEVERAGE"]
+    assert check.outcome == "BREACH" and check.legal_reference == "12 CFR 324.12(a)(1)"  # 9.00% is not > 9%
+    assert [c.code for c in result.checks] == ["LEVERAGE"]
+    above = _write(tmp_path, "above.xml", xml.replace(">0.0900<", ">0.0901<"))  # within rounding of T1 / assets
+    [r] = analyze_filings([above], model_dir=None)
+    assert r.status == "ok" and r.pca_category == "well_capitalized" and r.rule_violations == [], r.reasons
