@@ -19,7 +19,7 @@ def run(n_examples: int = N_EXAMPLES, seed: int = 0) -> dict:
 
     from data_contracts.contracts import ContractLimits, validate_raw, validate_splits
     from data_contracts.prepare import split_by_bank
-    from regulator.analyze import analyze_filings
+    from finetune.analysis import analyze_filings
     from regulator.generator import generate_dataset
     from regulator.xbrl import parse_xbrl_file
 

@@ -28,7 +28,7 @@ from rouge_score import rouge_scorer
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 from sklearn.preprocessing import MultiLabelBinarizer
 
-from evaluation.parse import RULE_CODES, ParsedAnswer, parse_answer
+from regulator.answers import RULE_CODES, ParsedAnswer, parse_answer
 from finetune.errors import EvaluationError
 
 DEFAULT_N_BOOTSTRAP = 1000

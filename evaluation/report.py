@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from evaluation.parse import RULE_CODES, parse_answer
+from regulator.answers import RULE_CODES, parse_answer
 from finetune.errors import EvaluationError
 
 HEADLINE = [

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import torch
 
-from evaluation.parse import CHECK_LINE, OUTCOMES, implied_violations
+from regulator.answers import CHECK_LINE, OUTCOMES, implied_violations
 from regulator.rules import RULE_CODES
 
 

@@ -59,7 +59,7 @@ def _positive_int(text: str) -> int:
 
 
 def _add_analyze_parser(sub: argparse._SubParsersAction) -> None:
-    from regulator.analyze import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
+    from finetune.analysis import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 
     an = sub.add_parser(
         "analyze", help="analyse XBRL filings with the production model, guarded by the rule engine",
@@ -154,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
 def _analyze(args: argparse.Namespace) -> int:
     from finetune.errors import DataError, RegistryError
     from finetune.paths import default_registry_dir
-    from regulator.analyze import (ERROR, analyze_filings, model_agreement, resolve_model_ref, summarize,
-                                   write_results)
+    from finetune.analysis import analyze_filings, resolve_model_ref
+    from regulator.analyze import ERROR, model_agreement, summarize, write_results
 
     if args.out is not None and (args.out.is_dir() or not args.out.parent.is_dir()):
         what = "is a folder" if args.out.is_dir() else f"is in {args.out.parent}, which does not exist"

@@ -16,7 +16,9 @@ Statuses, most severe first: ``error`` (the file could not be read or parsed; th
 disagrees with the rules or quotes an unverifiable figure, or the parser warned), ``ok``. A violation is not an
 error: a compliant and a breaching bank are both ``ok`` when the assessment itself is trustworthy.
 
-No Prefect here: the CLI (``finetune analyze``) and the flow ``flows/analyze.py`` both call :func:`analyze_filings`.
+No Prefect and no model here (this package is the domain: parse, rules, render, generate): the model's answers come
+in through :func:`assess_filings`'s ``answer`` function, which ``finetune.analysis`` builds from a model folder;
+the CLI (``finetune analyze``) and the flow ``flows/analyze.py`` call ``finetune.analysis.analyze_filings``.
 """
 
 from __future__ import annotations
@@ -29,20 +31,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from evaluation.parse import ParsedAnswer, check_lines, parse_answer
+from regulator.answers import ParsedAnswer, check_lines, parse_answer
 from finetune.errors import DataError, XBRLError
 from regulator.rules import (DATA_QUALITY, RULE_CODES, Rule, RuleResult, applicable_rules, assessable_rules,
                              evaluate_rules, regime)
 from regulator.taxonomy import BY_CODE, KIND, RATIO
-from regulator.xbrl import ParsedReport, parse_xbrl_file, render_report, render_value
+from regulator.xbrl import ParsedReport, parse_xbrl_file, render_value
 
 OK, NEEDS_REVIEW, CANNOT_ASSESS, ERROR = "ok", "needs_review", "cannot_assess", "error"
 STATUSES: tuple[str, ...] = (OK, NEEDS_REVIEW, CANNOT_ASSESS, ERROR)
 XBRL_SUFFIXES = (".xml", ".xbrl", ".zip")  # a zip: an xBRL-CSV report package or a bulk zip of instances
-DEFAULT_BATCH_SIZE = 8
-# Reference answers are 130-430 SmolLM2 tokens (mean 241, p99 354, max 425 over 800 generated reports): 448 lets
-# the longest finish, and rows that finish leave the batch, so the bound only stops an answer that runs away.
-DEFAULT_MAX_NEW_TOKENS = 448
 # US prompt-corrective-action inputs beyond the rules' own facts (total assets, for the tangible-equity test).
 _PCA_FACTS = ("RCON2170",)
 
@@ -396,53 +394,20 @@ def analyze_report(parsed: ParsedReport, answer: str | None = None) -> FilingRes
     return out
 
 
-def resolve_model_ref(ref: str, registry_dir: Path) -> Path:
-    """A model for analysis: a Hugging Face folder path, ``"production"`` or a registry version name.
-
-    Raises ``RegistryError`` (nothing promoted, unknown version) or ``DataError`` for a folder without config.json.
-    """
-    from finetune.registry import resolve_model
-
-    path = Path(ref).expanduser()
-    if path.is_dir():
-        check_model_folder(path)
-        return path.resolve()
-    if "/" in ref or path.is_symlink():
-        raise DataError(f"{ref}: no such model folder; pass a model folder, 'production' or a registry version")
-    return check_model_folder(resolve_model(Path(registry_dir), ref))
+AnswerFn = Callable[[list[ParsedReport], "Progress | None"], list[str]]
 
 
-def check_model_folder(path: Path) -> Path:
-    """``path`` if it holds a loadable Hugging Face causal LM (a readable config of a known architecture, weights);
-    else an error saying what is wrong, before any filing is read."""
-    from finetune.models import read_folder_config
+def assess_filings(paths: list[Path], *, answer: AnswerFn | None = None, progress: Progress | None = None,
+                   ) -> list[FilingResult]:
+    """Assess every filing under ``paths`` (files, zips or folders); one result per filing, in file order.
 
-    if not (path / "config.json").is_file():
-        raise DataError(f"{path} is not a Hugging Face model folder (no config.json); pass a model folder, "
-                        "'production' or a registry version")
-    read_folder_config(path)
-    if not any(path.glob("*.safetensors")) and not any(path.glob("pytorch_model*.bin")):
-        raise DataError(f"{path} has no weights (*.safetensors or pytorch_model*.bin); the model folder is "
-                        "incomplete")
-    return path
-
-
-def analyze_filings(
-    paths: list[Path],
-    *,
-    model_dir: Path | None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    progress: Progress | None = None,
-) -> list[FilingResult]:
-    """Analyse every XBRL filing under ``paths`` (files or folders); one result per file, in file order.
-
-    Unreadable files and paths come first as ``error`` results; no file stops the others. With ``model_dir``
-    None only the rule engine runs (``model_*`` fields stay None).
+    Unreadable files and paths come first as ``error`` results; no file stops the others. ``answer``, when given,
+    returns a model's answer for each parsed report (the model itself lives above this package:
+    ``finetune.analysis``); without it only the rule engine runs (``model_*`` fields stay None).
 
     Args:
-        progress: called as ``progress(phase, done, total)`` with phase ``"read"`` per file and ``"generate"`` per
-            generation batch.
+        progress: called as ``progress(phase, done, total)`` with phase ``"read"`` per file (and ``"generate"``
+            per generation batch, by the answer function).
     """
     files, results = expand_paths(paths)
     parsed: list[ParsedReport] = []
@@ -455,31 +420,16 @@ def analyze_filings(
         if progress is not None:
             progress("read", i, len(files))
     answers: list[str | None] = [None] * len(parsed)
-    if model_dir is not None and parsed:
-        answers = list(_generate(parsed, Path(model_dir), batch_size, max_new_tokens, progress))
-    for report, answer in zip(parsed, answers):
+    if answer is not None and parsed:
+        answers = list(answer(parsed, progress))
+    for report, text in zip(parsed, answers):
         try:
-            results.append(analyze_report(report, answer))
+            results.append(analyze_report(report, text))
         except Exception as exc:  # a rule-engine failure on one odd filing is that filing's error, not the batch's
             results.append(FilingResult(report.source, ERROR, [f"{report.source}: the rule engine failed "
                                                                 f"({type(exc).__name__}: {exc})"]))
     order = {str(p): i for i, p in enumerate(files)}  # a zip's members ("bulk.zip!bank.xml") sort with their zip
     return sorted(results, key=lambda r: (r.file.split("!")[0] in order, order.get(r.file.split("!")[0], 0), r.file))
-
-
-def _generate(parsed: list[ParsedReport], model_dir: Path, batch_size: int, max_new_tokens: int,
-              progress: Progress | None) -> list[str]:
-    import torch
-
-    from evaluation.generate import generate_answers, load_model_for_eval
-    from regulator.prompts import render_prompt
-
-    device = "cuda" if torch.cuda.is_available() else None
-    model, tokenizer = load_model_for_eval(model_dir, device=device)
-    prompts = [render_prompt(tokenizer, render_report(p)) for p in parsed]
-    report = (lambda done, total: progress("generate", done, total)) if progress is not None else None
-    return generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                            progress=report)
 
 
 def summarize(results: list[FilingResult] | list[dict[str, Any]]) -> dict[str, int]:

@@ -13,7 +13,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from regulator.analyze import analyze_filings
+from finetune.analysis import analyze_filings
 from tasks.stage import RETRIES, RETRY_DELAY_S, transient_only
 
 

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from finetune.cli import main
-from regulator.analyze import analyze_filings, analyze_report, expand_paths, quoted_figures
+from finetune.analysis import analyze_filings
+from regulator.analyze import analyze_report, expand_paths, quoted_figures
 from regulator.generator import generate_dataset
 from regulator.xbrl import parse_xbrl_file
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from finetune.cli import main
-from regulator.analyze import analyze_filings
+from finetune.analysis import analyze_filings
 from regulator.generator import us_instance
 from tests.test_xbrl import US_FIGURES
 

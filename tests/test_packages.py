@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from finetune.errors import XBRLError
-from regulator.analyze import analyze_filings
+from finetune.analysis import analyze_filings
 from regulator.generator import eu_instance, us_instance
 from regulator.packages import MAX_RATIO, read_zip, write_report_package
 from regulator.rules import evaluate_rules

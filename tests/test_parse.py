@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from evaluation.parse import check_lines, parse_answer
+from regulator.answers import check_lines, parse_answer
 
 CANONICAL = """ANALYSIS:
 - CET1_RATIO 3.51% vs 4.5% min: BREACH

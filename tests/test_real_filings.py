@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from regulator.analyze import analyze_filings
+from finetune.analysis import analyze_filings
 from regulator.xbrl import parse_xbrl_file, render_report
 
 REAL = Path(__file__).parent / "fixtures" / "real"

@@ -183,7 +183,7 @@ def test_call_report_shapes_of_the_cdr(tmp_path: Path) -> None:
 def test_a_cblr_elector_is_assessed_under_the_cblr_framework(tmp_path: Path) -> None:
     """RCOALE74 = 1: the leverage ratio against the CBLR framework's 9% (greater than, 12 CFR 324.12), no
     risk-based rule and so no 'cannot assess' for the RWA an elector does not report."""
-    from regulator.analyze import analyze_filings
+    from finetune.analysis import analyze_filings
     from regulator.rules import evaluate_rules
 
     figures = {"RCOA8274": 48_600_000.0, "RCOAA224": 540_000_000.0, "RCON2170": 545_000_000.0, "RCOA7204": 0.09}

@@ -1,0 +1,84 @@
+"""A model on filings: the room above the domain package ``regulator``.
+
+``regulator.analyze.assess_filings`` reads filings and checks answers against the rule engine without knowing any
+model; here a model folder (a Hugging Face folder, ``production`` or a registry version) is resolved, checked, loaded
+and asked for its answers in batches. The CLI (``finetune analyze``) and the flow ``flows/analyze.py`` call
+:func:`analyze_filings`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from finetune.errors import DataError
+from regulator.analyze import AnswerFn, FilingResult, Progress, assess_filings
+from regulator.xbrl import ParsedReport, render_report
+
+DEFAULT_BATCH_SIZE = 8
+# Reference answers are 130-430 SmolLM2 tokens (mean 241, p99 354, max 425 over 800 generated reports): 448 lets
+# the longest finish, and rows that finish leave the batch, so the bound only stops an answer that runs away.
+DEFAULT_MAX_NEW_TOKENS = 448
+
+
+def analyze_filings(
+    paths: list[Path],
+    *,
+    model_dir: Path | None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    progress: Progress | None = None,
+) -> list[FilingResult]:
+    """Analyse every filing under ``paths`` with the model of ``model_dir`` guarded by the rule engine (the rule
+    engine alone when ``model_dir`` is None); one result per filing, in file order."""
+    answer = model_answers(Path(model_dir), batch_size, max_new_tokens) if model_dir is not None else None
+    return assess_filings(paths, answer=answer, progress=progress)
+
+
+def model_answers(model_dir: Path, batch_size: int, max_new_tokens: int) -> AnswerFn:
+    """An answer function for ``assess_filings``: the model, loaded on first use, answers each rendered report."""
+
+    def answer(parsed: list[ParsedReport], progress: Progress | None) -> list[str]:
+        import torch
+
+        from evaluation.generate import generate_answers, load_model_for_eval
+        from regulator.prompts import render_prompt
+
+        device = "cuda" if torch.cuda.is_available() else None
+        model, tokenizer = load_model_for_eval(model_dir, device=device)
+        prompts = [render_prompt(tokenizer, render_report(p)) for p in parsed]
+        report = (lambda done, total: progress("generate", done, total)) if progress is not None else None
+        return generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                progress=report)
+
+    return answer
+
+
+def resolve_model_ref(ref: str, registry_dir: Path) -> Path:
+    """A model for analysis: a Hugging Face folder path, ``"production"`` or a registry version name.
+
+    Raises ``RegistryError`` (nothing promoted, unknown version) or ``DataError`` for a folder without config.json.
+    """
+    from finetune.registry import resolve_model
+
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        check_model_folder(path)
+        return path.resolve()
+    if "/" in ref or path.is_symlink():
+        raise DataError(f"{ref}: no such model folder; pass a model folder, 'production' or a registry version")
+    return check_model_folder(resolve_model(Path(registry_dir), ref))
+
+
+def check_model_folder(path: Path) -> Path:
+    """``path`` if it holds a loadable Hugging Face causal LM (a readable config of a known architecture, weights);
+    else an error saying what is wrong, before any filing is read."""
+    from finetune.models import read_folder_config
+
+    if not (path / "config.json").is_file():
+        raise DataError(f"{path} is not a Hugging Face model folder (no config.json); pass a model folder, "
+                        "'production' or a registry version")
+    read_folder_config(path)
+    if not any(path.glob("*.safetensors")) and not any(path.glob("pytorch_model*.bin")):
+        raise DataError(f"{path} has no weights (*.safetensors or pytorch_model*.bin); the model folder is "
+                        "incomplete")
+    return path
