@@ -25,11 +25,12 @@ IGNORE_INDEX = -100
 
 
 def load_raw(source: Path | str) -> pd.DataFrame:
-    """Load the raw example table from JSONL, Parquet or a folder of XBRL instances; ``DataError`` if unusable."""
+    """Load the raw example table from JSONL, Parquet, a folder of XBRL filings (instances and zips) or a zip (an
+    xBRL-CSV report package or a bulk zip of instances); ``DataError`` if unusable."""
     path = Path(source)
     if not path.exists():
-        raise DataError(f"{path}: no such file or folder; give a .jsonl, a .parquet or a folder of XBRL instances")
-    if path.is_dir():
+        raise DataError(f"{path}: no such file or folder; give a .jsonl, a .parquet, a zip or a folder of XBRL filings")
+    if path.is_dir() or path.suffix.lower() == ".zip":
         return _normalise(load_xbrl_folder(path), path)
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty; expected one example per row")
@@ -42,7 +43,7 @@ def load_raw(source: Path | str) -> pd.DataFrame:
         except Exception as exc:  # pyarrow raises several unrelated types for a corrupt file
             raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})") from exc
     else:
-        raise DataError(f"{path}: unsupported format {suffix or '(no suffix)'!r}; use .jsonl, .parquet or a folder")
+        raise DataError(f"{path}: unsupported format {suffix or '(no suffix)'!r}; use .jsonl, .parquet, .zip or a folder")
     if df.empty:
         raise DataError(f"{path}: holds no rows; expected one example per row")
     return _normalise(df, path)

@@ -53,7 +53,8 @@ class HardwareConfig(_Section):
 class DataConfig(_Section):
     """Where the examples come from and the data contract's limits."""
 
-    source: str = Field("synthetic", description="'synthetic' (generated XBRL reports) or a JSONL/Parquet file or a folder of XBRL instances.")
+    source: str = Field("synthetic", description="'synthetic' (generated XBRL reports), a JSONL/Parquet file, a folder of XBRL filings (instances, xBRL-CSV report packages, bulk zips) or one zip; filings are labelled by the rule engine.")
+    mix_synthetic: int = Field(0, ge=0, le=1_000_000, description="Generated reports added to a file or folder source (0: the source alone); they are split by bank like the rest, so real and generated reports share the contracts and the splits.")
     n_examples: int = Field(400, ge=10, le=1_000_000, description="Examples to generate (synthetic source only).")
     eu_fraction: float = Field(0.5, ge=0, le=1, description="Share of EU COREP reports among generated examples.")
     train_balanced: int = Field(0, ge=0, le=1_000_000, description="Extra generated training-only reports with a rebalanced mix (each rule's check not OK in about half of them, margins wide to narrow); validation and test keep the natural mix (synthetic source only).")
@@ -194,6 +195,9 @@ def cross_field_problems(cfg: RunConfig) -> list[str]:
         problems.append(f"train.replay_file: {tr.replay_file} does not exist")
     if cfg.lora.enabled and cfg.lora.lr <= tr.lr:
         problems.append(f"lora.lr: {cfg.lora.lr} should be above train.lr {tr.lr} (LoRA needs a higher learning rate)")
+    if cfg.data.source == "synthetic" and cfg.data.mix_synthetic:
+        problems.append("data.mix_synthetic: only with a file or folder data.source (a synthetic source is "
+                        "sized by data.n_examples)")
     if cfg.data.source != "synthetic" and not Path(cfg.data.source).exists():
         problems.append(f"data.source: {cfg.data.source} is neither 'synthetic' nor an existing file or folder")
     if cfg.model.ref != "packaged" and not (Path(cfg.model.ref) / "config.json").is_file():

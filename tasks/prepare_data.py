@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
@@ -60,6 +61,11 @@ def prepare_data(cfg: dict, model_dir: str, out_dir: str, key: str) -> dict:
             raw["source_file"] = [os.path.relpath(p, tmp) if p else "" for p in raw["source_file"]]
         else:
             raw = load_raw(d.source)
+            if d.mix_synthetic:  # real filings topped up with generated ones (other banks, the same contracts)
+                synthetic = generate_dataset(n_examples=d.mix_synthetic, seed=d.seed, out_dir=tmp / "raw",
+                                             eu_fraction=d.eu_fraction, n_train_balanced=d.train_balanced)
+                synthetic["source_file"] = [os.path.relpath(p, tmp) if p else "" for p in synthetic["source_file"]]
+                raw = pd.concat([raw, synthetic], ignore_index=True)
         try:
             manifest = prepare_dataset(raw=raw, tokenizer=tokenizer, out_dir=tmp, seed=d.seed,
                                        max_seq_len=run_cfg.model.max_seq_len, limits=contract_limits(run_cfg),

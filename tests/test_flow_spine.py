@@ -114,3 +114,27 @@ def test_a_permanent_error_is_not_retried() -> None:
         state.result()
     runs = asyncio.run(_task_runs(state.state_details.flow_run_id))
     assert runs["infra_check"] == ("Failed", 1)  # one attempt: a missing GPU does not appear on a retry
+
+
+def test_a_folder_of_filings_mixed_with_generated_reports_is_prepared(tmp_path: Path) -> None:
+    """data.source = a folder as a supervisor receives filings (a bulk zip of instances plus loose ones), topped up
+    with generated reports (data.mix_synthetic): labelled by the rule engine, through the same contracts, split."""
+    import zipfile
+
+    from regulator.generator import generate_dataset
+
+    generate_dataset(48, seed=8, out_dir=tmp_path / "received")
+    files = sorted((tmp_path / "received" / "xbrl").iterdir())
+    folder = tmp_path / "filings"
+    folder.mkdir()
+    with zipfile.ZipFile(folder / "bulk.zip", "w") as zf:
+        for src in files[:32]:
+            zf.write(src, src.name)
+    for src in files[32:]:
+        (folder / src.name).write_bytes(src.read_bytes())
+    overrides = {"name": "spine-filings", "data.source": str(folder), "data.mix_synthetic": 160,
+                 "data.train_balanced": 0}
+    state = finetune(config_path=CONFIG, overrides=overrides, stop_after="prepare_data", return_state=True)
+    assert state.is_completed(), state.message
+    rows = state.result()["stages"]["prepare_data"]["figures"]["rows"]
+    assert sum(rows.values()) == 48 + 160, rows
