@@ -57,6 +57,7 @@ class DataConfig(_Section):
     mix_synthetic: int = Field(0, ge=0, le=1_000_000, description="Generated reports added to a file or folder source (0: the source alone); they are split by bank like the rest, so real and generated reports share the contracts and the splits.")
     n_examples: int = Field(400, ge=10, le=1_000_000, description="Examples to generate (synthetic source only).")
     eu_fraction: float = Field(0.5, ge=0, le=1, description="Share of EU COREP reports among generated examples.")
+    eu_csv_fraction: float = Field(0.0, ge=0, le=1, description="Share of the generated EU reports written as EBA xBRL-CSV report packages (.zip) instead of xBRL-XML; the rest is xBRL-XML.")
     train_balanced: int = Field(0, ge=0, le=1_000_000, description="Extra generated training-only reports with a rebalanced mix (each rule's check not OK in about half of them, margins wide to narrow); validation and test keep the natural mix (synthetic source only).")
     seed: int = Field(1234, description="Seed of generation and of the split.")
     split_fractions: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="Train / validation / test shares (grouped by bank).")

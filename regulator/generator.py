@@ -32,6 +32,7 @@ from regulator.taxonomy import (
     Datapoint,
     dimension_namespace,
 )
+from regulator.packages import read_zip, write_report_package
 from regulator.xbrl import CBLR_NOT_REPORTED, ParsedReport, parse_xbrl_file, render_report
 
 RAW_COLUMNS: tuple[str, ...] = (
@@ -107,17 +108,20 @@ class Bank:
 
 
 def generate_dataset(
-    n_examples: int, seed: int, out_dir: Path, eu_fraction: float = 0.5, n_train_balanced: int = 0
+    n_examples: int, seed: int, out_dir: Path, eu_fraction: float = 0.5, n_train_balanced: int = 0,
+    eu_csv_fraction: float = 0.0,
 ) -> pd.DataFrame:
     """Write ``n_examples`` (+ ``n_train_balanced``) XBRL instances under ``out_dir/xbrl/``; return the labelled table.
 
     The first ``n_examples`` follow the natural mix of the domain recipe (they are split into train, validation and
     test). The ``n_train_balanced`` more come from further banks with a rebalanced mix (every rule's check line not
     OK in about 30-75% of reports, near misses within 50 bp among the OK ones; see ``_BALANCED_DRAW``) and are
-    marked ``train_only``: they teach the decision, while validation and test keep the mix a supervisor meets. Deterministic for a given ``seed``; each
-    instance is parsed back and labelled by the rule engine.
+    marked ``train_only``: they teach the decision, while validation and test keep the mix a supervisor meets.
+    About ``eu_csv_fraction`` of the EU reports are written as EBA xBRL-CSV report packages (``.zip``) instead of
+    xBRL-XML, as the EBA receives them from taxonomy 4.0 on. Deterministic for a given ``seed``; each filing is
+    parsed back and labelled by the rule engine.
     """
-    if n_examples < 1 or n_train_balanced < 0 or not 0.0 <= eu_fraction <= 1.0:
+    if n_examples < 1 or n_train_balanced < 0 or not 0.0 <= eu_fraction <= 1.0 or not 0.0 <= eu_csv_fraction <= 1.0:
         raise ValueError(f"need n_examples >= 1, n_train_balanced >= 0 and 0 <= eu_fraction <= 1, got "
                          f"{n_examples}, {n_train_balanced}, {eu_fraction}")
     rng = random.Random(seed)
@@ -132,10 +136,19 @@ def generate_dataset(
     rows = []
     for bank, nth, intent, train_only in plan:
         report_date = _quarter_end(bank.first_quarter + nth)
-        xml = build_instance(bank, report_date, intent, rng)
-        path = xbrl_dir / f"{bank.jurisdiction}_{bank.bank_id}_{report_date.isoformat()}.xml"
-        path.write_text(xml, encoding="utf-8")
-        row = label_instance(parse_xbrl_file(path), family=bank.family, bank_name=bank.name)
+        stem = xbrl_dir / f"{bank.jurisdiction}_{bank.bank_id}_{report_date.isoformat()}"
+        # the format draw has its own stream, so the figures are the same whatever the share of packages
+        as_csv = bank.jurisdiction == "EU" and random.Random(f"{seed}/{stem.name}").random() < eu_csv_fraction
+        if as_csv:
+            figures = report_figures(bank, intent, rng)
+            path = stem.with_suffix(".zip")
+            path.write_bytes(write_report_package(bank.bank_id, report_date.isoformat(), figures))
+            (parsed,) = read_zip(path)
+        else:
+            path = stem.with_suffix(".xml")
+            path.write_text(build_instance(bank, report_date, intent, rng), encoding="utf-8")
+            parsed = parse_xbrl_file(path)
+        row = label_instance(parsed, family=bank.family, bank_name=bank.name)
         rows.append({**row, TRAIN_ONLY: train_only})
     return pd.DataFrame(rows, columns=[*RAW_COLUMNS, TRAIN_ONLY])
 
@@ -167,8 +180,6 @@ def load_xbrl_folder(folder: Path, *, on_error: str = "raise") -> pd.DataFrame:
     ``on_error="raise"`` raises one ``XBRLError`` listing every filing that failed; ``"skip"`` returns the good rows
     and lists the failures in ``df.attrs["errors"]``. Directive wording uses each bank's stable template family.
     """
-    from regulator.packages import read_zip
-
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     folder = Path(folder)
@@ -438,12 +449,18 @@ def _inject_data_quality(rng: random.Random, figures: dict, jur: str) -> dict[st
 # XBRL writing
 
 
-def build_instance(bank: Bank, report_date: date, intent: str, rng: random.Random) -> str:
-    """The XBRL instance text of one synthetic report (EBA COREP for EU banks, FFIEC Call Report for US banks)."""
+def report_figures(bank: Bank, intent: str, rng: random.Random) -> dict[str, float | None]:
+    """The reported figures of one synthetic report (datapoint code -> value), broken as ``intent`` says."""
     states = _states(rng, bank.jurisdiction, intent)
     figures = _figures_eu(rng, bank, states) if bank.jurisdiction == "EU" else _figures_us(rng, bank, states)
     if intent == "data_quality" or (intent == BALANCED and rng.random() < _BALANCED_DQ):
         figures = _inject_data_quality(rng, figures, bank.jurisdiction)
+    return figures
+
+
+def build_instance(bank: Bank, report_date: date, intent: str, rng: random.Random) -> str:
+    """The XBRL instance text of one synthetic report (EBA COREP for EU banks, FFIEC Call Report for US banks)."""
+    figures = report_figures(bank, intent, rng)
     if bank.jurisdiction == "EU":
         return eu_instance(bank.bank_id, bank.name, report_date.isoformat(), figures)
     return us_instance(bank.bank_id, bank.name, report_date, figures, rng, form=us_form(bank),
@@ -483,7 +500,7 @@ def eu_instance(lei: str, name: str, report_date: str, figures: dict[str, float 
         elif dp.code in figures:
             unit = "uPURE" if dp.kind == RATIO else "uEUR"
             facts.append(_fact_xml("eba_met", dp.metric, f"c{i}", dp.kind, unit, figures[dp.code]))
-    templates = sorted({code[:7].replace(" ", "_") for code in figures})  # the templates this report carries
+    templates = sorted({dp.code[:7].replace(" ", "_") for dp in EU_DATAPOINTS})  # a bank files every template
     indicators = "".join(f'<find:filingIndicator contextRef="c0">{t}</find:filingIndicator>' for t in templates)
     domain_ns = " ".join(f'xmlns:eba_{d}="{EBA_BASE}dom/{d}"' for d in sorted(domains))
     return (

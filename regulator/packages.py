@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.errors import XBRLError
-from regulator.taxonomy import BY_CODE, DPM_RELEASES, MONETARY, RATIO
+from regulator.taxonomy import BY_CODE, DPM_RELEASES, EU_DATAPOINTS, MONETARY, RATIO
 from regulator.xbrl import (
     COREP_RELEASE,
     MAX_BYTES,
@@ -194,7 +194,7 @@ def write_report_package(lei: str, report_date: str, figures: dict[str, float | 
     top = f"{lei}.CON_FR_{module.upper()}_{report_date}"
     report = {"documentInfo": {"documentType": XBRL_CSV, "extends": [
         f"http://www.eba.europa.eu/eu/fr/xbrl/crr/fws/corep/{release}/mod/{module}.json"]}}
-    indicators = sorted({code[:7].replace(" ", "_") for code in figures})
+    indicators = sorted({dp.code[:7].replace(" ", "_") for dp in EU_DATAPOINTS})  # a bank files every template
     members = {
         f"{top}/META-INF/reportPackage.json": json.dumps(
             {"documentInfo": {"documentType": "https://xbrl.org/report-package/2023"}}),

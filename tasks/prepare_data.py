@@ -57,13 +57,14 @@ def prepare_data(cfg: dict, model_dir: str, out_dir: str, key: str) -> dict:
     def build(tmp: Path) -> dict:
         if d.source == "synthetic":
             raw = generate_dataset(n_examples=d.n_examples, seed=d.seed, out_dir=tmp / "raw", eu_fraction=d.eu_fraction,
-                                   n_train_balanced=d.train_balanced)
+                                   n_train_balanced=d.train_balanced, eu_csv_fraction=d.eu_csv_fraction)
             raw["source_file"] = [os.path.relpath(p, tmp) if p else "" for p in raw["source_file"]]
         else:
             raw = load_raw(d.source)
             if d.mix_synthetic:  # real filings topped up with generated ones (other banks, the same contracts)
                 synthetic = generate_dataset(n_examples=d.mix_synthetic, seed=d.seed, out_dir=tmp / "raw",
-                                             eu_fraction=d.eu_fraction, n_train_balanced=d.train_balanced)
+                                             eu_fraction=d.eu_fraction, n_train_balanced=d.train_balanced,
+                                             eu_csv_fraction=d.eu_csv_fraction)
                 synthetic["source_file"] = [os.path.relpath(p, tmp) if p else "" for p in synthetic["source_file"]]
                 raw = pd.concat([raw, synthetic], ignore_index=True)
         try:

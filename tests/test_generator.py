@@ -162,3 +162,15 @@ def test_a_source_folder_of_zips_and_instances_is_labelled_like_its_instances(
     assert set(package["violations"]) <= set(by_id.loc[package["id"], "violations"])
     assert [v for v in by_id.loc[package["id"], "violations"] if v not in ("LARGE_EXPOSURE", "DATA_QUALITY")] == [
         v for v in package["violations"] if v != "DATA_QUALITY"]
+
+
+def test_a_share_of_eu_reports_is_written_as_xbrl_csv_packages(tmp_path: Path) -> None:
+    """eu_csv_fraction: that share of EU filings are EBA xBRL-CSV report packages, read back by the same reader
+    `analyze` uses; the figures do not depend on the format draw."""
+    df = generate_dataset(40, seed=9, out_dir=tmp_path / "mixed", eu_fraction=1.0, eu_csv_fraction=0.5)
+    plain = generate_dataset(40, seed=9, out_dir=tmp_path / "plain", eu_fraction=1.0)
+    packages = df["source_file"].str.endswith(".zip")
+    assert 10 <= packages.sum() <= 30
+    assert df.loc[packages, "report_text"].str.contains("TREA not mapped").all()  # no 4.0 xBRL-CSV datapoint
+    same = ~packages
+    assert (df.loc[same, "target"] == plain.loc[same, "target"]).all()

@@ -37,8 +37,7 @@ def _zip(tmp_path: Path, name: str, members: dict[str, bytes | str], method: int
 
 def test_an_xbrl_csv_package_reads_like_its_xml_twin(tmp_path: Path) -> None:
     """Same figures as xBRL-XML and as xBRL-CSV: same facts, same rendered report, same rule results. (C 02.00 has
-    no cells in the DPM 2.0 database for 4.0 and C 28.00 is an open table: the package leaves them out, the XML
-    twin too.)"""
+    no cells in the DPM 2.0 database for 4.0 and C 28.00 is an open table: both are filed and "not mapped".)"""
     path = tmp_path / "package.zip"
     path.write_bytes(write_report_package(LEI, "2024-12-31", CSV_CELLS))
     (from_csv,) = list(read_zip(path))
@@ -49,7 +48,8 @@ def test_an_xbrl_csv_package_reads_like_its_xml_twin(tmp_path: Path) -> None:
     assert render_report(from_csv).splitlines()[1:] == render_report(from_xml).splitlines()[1:]
     assert evaluate_rules(from_csv) == evaluate_rules(from_xml)
     assert from_csv.unreadable == from_xml.unreadable == {
-        "C 02.00 r0010 c0010": "not filed", "C 28.00 r0010 c0322": "not filed", "C 28.00 r0010 c0350": "not filed"}
+        "C 02.00 r0010 c0010": "not mapped", "C 28.00 r0010 c0322": "not mapped", "C 28.00 r0010 c0350": "not mapped"}
+    assert any("cells C 02.00 r0010, C 28.00 r0010, C 28.00 r0010 not mapped" in w for w in from_csv.warnings)
 
 
 def test_a_bulk_zip_gives_one_result_per_instance(tmp_path: Path) -> None:
