@@ -50,3 +50,40 @@ def test_eba_corep_40_sample_is_assessed_as_far_as_it_goes() -> None:
     parsed = parse_xbrl_file(EBA_LR_40)
     assert parsed.unreadable["C 76.00 r0030 c0010"] == "not filed"
     assert "LCR not filed" in render_report(parsed)
+
+
+def test_a_corep_35_instance_is_read_through_its_own_release(tmp_path: Path) -> None:
+    """Taxonomy 3.x names the same cells with other metrics and dimensions (mi/pi metrics, BAS/MCY/OFS members under
+    .../dict/dim): an instance written with the DPM's 3.5 identities, under arbitrary prefixes, reads to the same
+    facts. (Written here from regulator/dpm_cells.json: no real 3.x sample is in the fixtures.)"""
+    from regulator.taxonomy import DPM_RELEASES, EBA_BASE, NS
+
+    figures = {"C 47.00 r0290 c0010": 240e9, "C 47.00 r0310 c0010": 13.41e9, "C 47.00 r0330 c0010": 0.0559,
+               "C 01.00 r0015 c0010": 13.41e9}
+    contexts, facts, domains = [], [], set()
+    for i, (code, value) in enumerate(figures.items()):
+        entry = DPM_RELEASES["3.5"][code]
+        members = ""
+        for dim, member in entry["dims"]:
+            domain, _, local = member.partition(":")
+            domains.add(domain.removeprefix("eba_"))
+            members += (f'<xbrldi:explicitMember dimension="d:{dim.rpartition(":")[2]}">'
+                        f'm{domain.removeprefix("eba_")}:{local}</xbrldi:explicitMember>')
+        contexts.append(f'<xbrli:context id="c{i}"><xbrli:entity><xbrli:identifier scheme="https://eurofiling.info/eu/'
+                        f'rs">LEI35.CON</xbrli:identifier></xbrli:entity><xbrli:period><xbrli:instant>2023-12-31'
+                        f'</xbrli:instant></xbrli:period><xbrli:scenario>{members}</xbrli:scenario></xbrli:context>')
+        decimals = "4" if value < 1 else "-3"
+        facts.append(f'<met:{entry["metric"]} contextRef="c{i}" unitRef="{"uP" if value < 1 else "uE"}" '
+                     f'decimals="{decimals}">{value:.4f}</met:{entry["metric"]}>')
+    xmlns = " ".join(f'xmlns:m{d}="{EBA_BASE}dom/{d}"' for d in sorted(domains))
+    xml = (f'<xbrli:xbrl xmlns:xbrli="{NS["xbrli"]}" xmlns:link="{NS["link"]}" xmlns:xlink="{NS["xlink"]}" '
+           f'xmlns:xbrldi="{NS["xbrldi"]}" xmlns:iso4217="{NS["iso4217"]}" xmlns:met="{NS["eba_met"]}" '
+           f'xmlns:d="{NS["eba_dim"]}" {xmlns}><link:schemaRef xlink:type="simple" xlink:href="http://www.eba.europa'
+           f'.eu/eu/fr/xbrl/crr/fws/corep/3.5/mod/corep_lr_con.xsd"/>'
+           '<xbrli:unit id="uE"><xbrli:measure>iso4217:EUR</xbrli:measure></xbrli:unit>'
+           '<xbrli:unit id="uP"><xbrli:measure>xbrli:pure</xbrli:measure></xbrli:unit>'
+           + "".join(contexts) + "".join(facts) + "</xbrli:xbrl>")
+    path = tmp_path / "corep35.xbrl"
+    path.write_text(xml)
+    parsed = parse_xbrl_file(path)
+    assert parsed.release == "3.5" and parsed.facts == figures
