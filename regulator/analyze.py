@@ -172,7 +172,7 @@ def missing_facts_reason(parsed: ParsedReport, rules: list[Rule]) -> str:
         return (f"cannot assess: no {parsed.jurisdiction} rule in force on {parsed.report_date!r}; "
                 "the rule engine holds rules from 2014 on")
     needed = _required_facts(rules)
-    missing = [code for code in needed if parsed.facts.get(code) is None]
+    missing = [code for code in needed if parsed.facts.get(code) is None and code not in parsed.unreadable]
     if not missing:
         return ""
     items = [f"{_label(c)} ({c}, {'nil' if c in parsed.facts else 'not reported'})" for c in missing]
