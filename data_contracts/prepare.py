@@ -32,6 +32,8 @@ def load_raw(source: Path | str) -> pd.DataFrame:
         raise DataError(f"{path}: no such file or folder; give a .jsonl, a .parquet, a zip or a folder of XBRL filings")
     if path.is_dir() or path.suffix.lower() == ".zip":
         return _normalise(load_xbrl_folder(path), path)
+    if not path.is_file():  # a named pipe or a device would hang or never end: only regular files are read
+        raise DataError(f"{path}: not a regular file; give a .jsonl, a .parquet, a zip or a folder of XBRL filings")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty; expected one example per row")
     suffix = path.suffix.lower()

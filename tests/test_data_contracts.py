@@ -281,3 +281,12 @@ def test_train_only_rows_stay_in_train_and_validation_keeps_the_natural_mix(tmp_
     assert not set(pool[pool["template_family"].isin(held)]["id"]) & set(splits["train"]["id"])  # ...minus held-out wording
     natural_rows = sum(len(splits[n][~splits[n][TRAIN_ONLY]]) for n in splits)
     assert natural_rows == 120 and len(splits["test"]) >= 0.25 * 120  # fractions count the natural rows only
+
+
+def test_a_named_pipe_is_refused_not_read(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "raw.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="not a regular file"):
+        load_raw(fifo)
