@@ -25,10 +25,10 @@ from typing import Any
 from finetune.errors import XBRLError
 from regulator.taxonomy import BY_CODE, DPM_RELEASES, EU_DATAPOINTS, MONETARY, RATIO
 from regulator.xbrl import (
-    COREP_RELEASE,
     MAX_BYTES,
     ParsedReport,
     check_currency,
+    corep_release,
     iso_date,
     parse_number,
     parse_xbrl_bytes,
@@ -133,8 +133,7 @@ def parse_report_package(zf: zipfile.ZipFile, source: str) -> ParsedReport:
     if "eba.europa.eu" not in extends or "/corep/" not in extends:
         raise XBRLError(f"{source}: unsupported taxonomy ({extends or 'no documentInfo.extends'}); supported: EBA "
                         "COREP (eba.europa.eu .../corep/...)")
-    match = COREP_RELEASE.search(extends)
-    release = match.group(1) if match else ""
+    release = corep_release(extends)
 
     def rows(name: str) -> list[dict[str, str]]:
         member = infos.get(folder + name)
@@ -160,8 +159,10 @@ def parse_report_package(zf: zipfile.ZipFile, source: str) -> ParsedReport:
             continue
         for row in _csv_rows(read_member(zf, member, source), f"{source}!{name}"):
             code = DATAPOINT_CELLS.get((row.get("datapoint") or "").strip())
-            if code is None or len(row) > 2:  # open-table rows carry key columns: no fixed cell (not mapped)
-                continue
+            if code is None or set(row) - {"datapoint", "factValue", "unit"}:
+                continue  # rows with key columns (a currency, a counterparty) are not the fixed cell of the rules
+            if row.get("unit") and not str(row["unit"]).endswith(("EUR", "pure")):
+                warnings.append(f"{code} reported in {row['unit']}; read as reported")
             value = parse_number(row.get("factValue") or "", code, warnings)
             if code in facts and facts[code] != value:
                 warnings.append(f"{code} reported twice with different values; kept the first ({facts[code]})")

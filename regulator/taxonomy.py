@@ -142,6 +142,8 @@ EU_BY_IDENTITY: dict[str | None, dict[tuple[str, frozenset[tuple[str, str]]], Da
 def not_mapped(release: str | None) -> dict[str, str]:
     """Cell code -> why the DPM mapping has no identity for it in ``release`` (every cell when the release is not
     in the mapping)."""
+    if release == "3.x":  # a pre-4.0 module named by its ITS and date: the latest 3.x release of the mapping
+        release = max(r for r in DPM_RELEASES if r.startswith("3."))
     if release not in DPM_RELEASES:
         known = ", ".join(DPM_RELEASES)
         return {d.code: f"taxonomy corep {release or '?'} is not in the DPM mapping ({known})" for d in EU_DATAPOINTS}

@@ -279,7 +279,17 @@ def _qname(tag: str) -> str:
     return f"{prefix}:{local}"
 
 
-COREP_RELEASE = re.compile(r"/corep/(\d+\.\d+)(?:\.\d+)*/")
+COREP_RELEASE = re.compile(r"/corep/(\d+\.\d+)(?:\.\d+)*/|/corep/(its-[\w.-]+/\d{4}-\d{2}-\d{2})/")
+
+
+def corep_release(href: str) -> str:
+    """The taxonomy release a COREP schemaRef or xBRL-CSV ``extends`` URL names: ``4.0`` from ``.../corep/4.0/...``,
+    ``3.x`` from the pre-4.0 paths named by the ITS and a date (``.../corep/its-005-2020/2022-03-01/...``), ``""``
+    when neither."""
+    match = COREP_RELEASE.search(href.lower())
+    if match is None:
+        return ""
+    return match.group(1) or "3.x"
 _CALL_FORM = re.compile(r"(?:ffiec|call-report)0?(031|041|051)")
 
 
@@ -290,8 +300,7 @@ def _taxonomy(root: Element, source: str, namespaces: dict[str, str]) -> tuple[s
     for href in hrefs:
         low = href.lower()
         if "eba.europa.eu" in low and "/corep/" in low:
-            match = COREP_RELEASE.search(low)
-            return "EU", "COREP", match.group(1) if match else ""
+            return "EU", "COREP", corep_release(low)
     call_concepts = any(_is_call_concepts(uri) for uri in namespaces.values())
     for href in hrefs:
         low = href.lower()

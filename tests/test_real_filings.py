@@ -87,3 +87,26 @@ def test_a_corep_35_instance_is_read_through_its_own_release(tmp_path: Path) -> 
     path.write_text(xml)
     parsed = parse_xbrl_file(path)
     assert parsed.release == "3.5" and parsed.facts == figures
+
+
+XBRIDGE_LCR_CSV = REAL / "xbridge_eba32_corep_lcr_DUMMYLEI_2023-12-31_xbrl-csv.zip"
+
+
+def test_an_xbrl_csv_package_of_the_eba_lcr_sample_is_read() -> None:
+    """The EBA's COREP LCR sample (taxonomy 3.2, ITS 2020, module corep_lcr_da) as an xBRL-CSV report package, made
+    by the xbridge converter (tests/fixtures/README.md): C 76.00 read by DPM datapoint from c_76.00.a.csv (the
+    per-currency c_76.00.w rows carry a CUS key and are not the rules' cell), assessed, and the EBA's dummy figures
+    found inconsistent (68.41 reported against a buffer / outflows of 19.25%)."""
+    from regulator.packages import read_zip
+    from regulator.rules import evaluate_rules
+
+    (parsed,) = read_zip(XBRIDGE_LCR_CSV)
+    assert (parsed.release, parsed.entity_id, parsed.report_date, parsed.currency) == (
+        "3.x", "DUMMYLEI123456789012", "2023-12-31", "EUR")
+    assert parsed.facts == {"C 76.00 r0010 c0010": 1340000.0, "C 76.00 r0020 c0010": 6961000.0,
+                            "C 76.00 r0030 c0010": 68.41}  # dp134663, dp134665, dp143076 as filed
+    assert parsed.unreadable["C 01.00 r0020 c0010"] == "not filed" and parsed.warnings == ()
+    result = evaluate_rules(parsed)
+    assert [(c.code, c.outcome) for c in result.checks] == [("LCR", "OK"), ("DATA_QUALITY", "DATA_QUALITY")]
+    [analysed] = analyze_filings([XBRIDGE_LCR_CSV], model_dir=None)
+    assert analysed.status == "needs_review" and analysed.rule_violations == ["DATA_QUALITY"]
