@@ -86,7 +86,7 @@ def regulator_dataset(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: P
     from regulator.generator import generate_dataset
 
     root = tmp_path_factory.mktemp("regulator")
-    raw = generate_dataset(96, seed=2, out_dir=root / "raw", n_train_balanced=16)
+    raw = generate_dataset(96, seed=2, out_dir=root / "raw", n_train_balanced=32)  # every code in train
     manifest = prepare_dataset(raw=raw, tokenizer=AutoTokenizer.from_pretrained(tokenizer_dir), out_dir=root,
                                seed=2, max_seq_len=1024, limits=ContractLimits(max_tokens=1024),
                                split_fractions=(0.5, 0.25, 0.25))
