@@ -130,6 +130,8 @@ def read_filings(path: Path) -> list[ParsedReport | FilingResult]:
                        if isinstance(got, XBRLError) else got)
     except XBRLError as exc:
         out.append(FilingResult(str(path), ERROR, [str(exc)]))
+    except Exception as exc:  # one odd zip must never stop the other filings; the reason names the failure
+        out.append(FilingResult(str(path), ERROR, [f"{path}: the zip reader failed ({type(exc).__name__}: {exc})"]))
     return out
 
 

@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> byte
     try:
         with zf.open(info) as member:
             data = member.read(MAX_BYTES + 1)
-    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError) as exc:
         raise XBRLError(f"{where}: cannot be read from the zip ({exc})") from None
     if len(data) > MAX_BYTES:
         raise XBRLError(f"{where}: inflates past the {MAX_BYTES:,}-byte limit (its header understated its size)")

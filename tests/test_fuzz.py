@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL = sorted((ROOT / "tests" / "fixtures" / "real").glob("*.xbrl"))
 N_XBRL_MUTANTS = 1500
 N_CONFIG_MUTANTS = 1000
+N_PACKAGE_MUTANTS = 300
 
 # Values that have broken parsers and loaders before: non-finite, huge, negative, empty, other types, dates.
 _ODD_NUMBERS = ["NaN", "INF", "-INF", "1e400", "-1e400", "1e-400", "-0", "", " ", "0x10", "1,5", "1_000",
@@ -165,3 +166,62 @@ def test_the_config_loader_survives_mutated_configs(tmp_path: Path) -> None:
         outcomes["valid"] += 1
         assert cfg.world_size() >= 1 and cfg.grad_accum_steps() >= 1, f"mutant {i}"
     assert outcomes["valid"] >= N_CONFIG_MUTANTS // 10 and outcomes["refused"] >= N_CONFIG_MUTANTS // 10, outcomes
+
+
+def _mutate_package(data: bytes, rng: random.Random) -> bytes:
+    """A mutated xBRL-CSV report package: a member's text changed (values, lines, headers), or the zip's bytes."""
+    import io
+    import zipfile
+
+    if rng.random() < 0.2:  # the container itself: truncated or a byte changed
+        cut = bytearray(data[: rng.randrange(len(data) + 1)] if rng.random() < 0.5 else data)
+        if cut and rng.random() < 0.5:
+            cut[rng.randrange(len(cut))] = rng.randrange(256)
+        return bytes(cut)
+    src = zipfile.ZipFile(io.BytesIO(data))
+    members = {i.filename: src.read(i) for i in src.infolist()}
+    name = rng.choice(sorted(members))
+    text = members[name].decode("utf-8", errors="replace")
+    kind = rng.randrange(5)
+    lines = text.splitlines(keepends=True) or [""]
+    i = rng.randrange(len(lines))
+    if kind == 0:
+        lines[i] = re.sub(r"[0-9.]+", lambda m: rng.choice(_ODD_NUMBERS), lines[i], count=1)
+    elif kind == 1:
+        del lines[i]
+    elif kind == 2:
+        lines[i] = lines[i].replace(",", rng.choice([",,", ";", '"', ""]), 1)
+    elif kind == 3:
+        lines[i] = rng.choice(["", "{", "datapoint,factValue,CUS\r\n", "\x00", "name,value\r\n"]) + lines[i]
+    else:
+        lines = lines[: rng.randrange(len(lines) + 1)]
+    members[name] = "".join(lines).encode("utf-8", errors="surrogatepass")
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for member, body in members.items():
+            zf.writestr(member, body)
+    return out.getvalue()
+
+
+def test_the_package_reader_survives_mutated_packages(tmp_path: Path) -> None:
+    from regulator.packages import read_zip
+
+    real = ROOT / "tests" / "fixtures" / "real" / "xbridge_eba32_corep_lcr_DUMMYLEI_2023-12-31_xbrl-csv.zip"
+    seeds = [real.read_bytes()]
+    rng = random.Random(7)
+    outcomes = {"parsed": 0, "refused": 0}
+    path = tmp_path / "mutant.zip"
+    for i in range(N_PACKAGE_MUTANTS):
+        path.write_bytes(_mutate_package(rng.choice(seeds), rng))
+        try:
+            for got in read_zip(path):
+                if isinstance(got, XBRLError):
+                    outcomes["refused"] += 1
+                else:
+                    outcomes["parsed"] += 1
+                    assert all(v is None or math.isfinite(v) for v in got.facts.values()), i
+                    evaluate_rules(got)
+        except XBRLError as err:
+            assert str(path) in str(err), f"mutant {i}: the refusal does not name the file: {err}"
+            outcomes["refused"] += 1
+    assert outcomes["parsed"] >= N_PACKAGE_MUTANTS // 10 and outcomes["refused"] >= N_PACKAGE_MUTANTS // 10, outcomes
