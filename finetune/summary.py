@@ -44,13 +44,18 @@ def _ui_address() -> str | None:
     return None
 
 
+STAGE_ORDER = ("audit", "infra_check", "prepare_data", "train_full", "train_lora", "evaluate", "deployment_gate")
+
+
 def render_terminal_summary(summary: dict[str, Any]) -> str:
     """A short, plain-text end of run: result table, full FT - LoRA, gate criteria, where things are, what next."""
     from evaluation.report import HEADLINE, format_figure  # matplotlib loads only when a summary is printed
 
     result = summary.get("result", {})
     lines = ["", "=" * 78, f"finetune run finished: {summary.get('run_dir')}"]
-    stages = [(name, m) for name, m in summary.get("stages", {}).items() if isinstance(m, dict) and "wall_s" in m]
+    done = summary.get("stages", {})
+    order = [*STAGE_ORDER, *sorted(set(done) - set(STAGE_ORDER))]
+    stages = [(name, done[name]) for name in order if isinstance(done.get(name), dict) and "wall_s" in done[name]]
     if stages:
         lines.append("Stages: " + ", ".join(
             f"{name} {m['wall_s']:.0f} s{' (cached)' if m.get('cached') else ''}" for name, m in stages))
