@@ -31,9 +31,17 @@ def load_automations(path: Path) -> list[AutomationCore]:
 
 
 def _definition(automation: AutomationCore) -> dict[str, Any]:
-    """What makes two automations the same, as JSON (the server adds ids and timestamps)."""
-    return AutomationCore.model_validate(automation.model_dump()).model_dump(
+    """What makes two automations the same, as JSON (the server adds ids and timestamps). A trigger's ``after``,
+    ``expect`` and ``for_each`` are sets: their JSON order follows string hashing, which differs per process, so
+    they are sorted (unsorted, an unchanged automation would look changed and be updated, losing its trigger's
+    state for the runs in flight)."""
+    data = AutomationCore.model_validate(automation.model_dump()).model_dump(
         mode="json", include={"name", "description", "enabled", "trigger", "actions"})
+    trigger = data.get("trigger", {})
+    for key in ("after", "expect", "for_each"):
+        if isinstance(trigger.get(key), list):
+            trigger[key] = sorted(trigger[key])
+    return data
 
 
 async def apply(automations: list[AutomationCore]) -> dict[str, str]:

@@ -35,6 +35,20 @@ def test_the_automations_validate_and_say_what_they_do() -> None:
     assert _definition(rerun) == _definition(load_automations(DEFAULT_FILE)[1])  # stable: `up` leaves it alone
 
 
+def test_the_definition_does_not_depend_on_set_order() -> None:
+    """A trigger's event sets serialise in hash order, which changes between processes (PYTHONHASHSEED): the
+    comparison that decides whether `stack.sh up` updates an automation must not see that order."""
+    import subprocess
+    import sys
+
+    code = ("import json; from flows.automations import DEFAULT_FILE, _definition, load_automations; "
+            "print(json.dumps([_definition(a) for a in load_automations(DEFAULT_FILE)]))")
+    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}).stdout
+               for seed in (1, 2, 3, 4)}
+    assert len(outputs) == 1
+
+
 @pytest.mark.parametrize(
     ("crashed", "expected_attempt"),
     [
