@@ -118,10 +118,9 @@ def parse_xbrl_file(path: Path, *, max_bytes: int = MAX_BYTES) -> ParsedReport:
 
 def parse_xbrl_bytes(data: bytes, *, source: str = "<bytes>", max_bytes: int = MAX_BYTES) -> ParsedReport:
     """Parse an XBRL instance held in memory; ``source`` names it in errors and in the result."""
-    root = _safe_root(data, source, max_bytes)
+    root, namespaces = _safe_root(data, source, max_bytes)
     if root.tag != _XBRLI + "xbrl":
         raise XBRLError(f"{source}: root element is {_qname(root.tag)}, not xbrli:xbrl: this is not an XBRL instance")
-    namespaces = _namespaces(data)
     jurisdiction, form, release = _taxonomy(root, source, namespaces)
     contexts = _contexts(root, source, namespaces)
     units = _units(root)
@@ -193,22 +192,6 @@ def parse_xbrl_bytes(data: bytes, *, source: str = "<bytes>", max_bytes: int = M
     )
 
 
-def _namespaces(data: bytes) -> dict[str, str]:
-    """Prefix -> namespace URI of every declaration in the document (the first one of a prefix wins).
-
-    QNames in attribute values and text (an XBRL dimension and its member) are resolved with these, so an
-    instance is read by namespace URI and local name whatever prefixes it chose.
-    """
-    out: dict[str, str] = {}
-    try:
-        for _event, (prefix, uri) in DET.iterparse(io.BytesIO(data), events=("start-ns",), forbid_dtd=True,
-                                                   forbid_entities=True, forbid_external=True):
-            out.setdefault(prefix, uri)
-    except (ParseError, defusedxml.DefusedXmlException):  # already refused by _safe_root with a clear message
-        pass
-    return out
-
-
 def _resolve(qname: str, namespaces: dict[str, str]) -> tuple[str, str]:
     """``prefix:local`` -> (namespace URI, local); an unknown prefix keeps the prefix as the 'URI'."""
     prefix, _, local = qname.strip().rpartition(":")
@@ -241,7 +224,10 @@ def unreadable_datapoints(filed: set[str], release: str, facts: dict[str, float 
     return out
 
 
-def _safe_root(data: bytes, source: str, max_bytes: int) -> Element:
+def _safe_root(data: bytes, source: str, max_bytes: int) -> tuple[Element, dict[str, str]]:
+    """The document's root element and its namespace declarations (prefix -> URI, the first one of a prefix wins),
+    from one defused parse. QNames in attribute values and text (an XBRL dimension and its member) are resolved with
+    the declarations, so an instance is read by namespace URI and local name whatever prefixes it chose."""
     if len(data) > max_bytes:
         raise XBRLError(f"{source}: {len(data):,} bytes, over the {max_bytes:,}-byte limit for an XBRL instance")
     if not data.strip():
@@ -257,8 +243,15 @@ def _safe_root(data: bytes, source: str, max_bytes: int) -> Element:
         raise XBRLError(
             f"{source}: not valid {encoding} text (undecodable byte at offset {exc.start}); re-save it as UTF-8"
         ) from exc
+    root: Element | None = None
+    namespaces: dict[str, str] = {}
     try:
-        return DET.fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+        for event, item in DET.iterparse(io.BytesIO(body), events=("start", "start-ns"), forbid_dtd=True,
+                                         forbid_entities=True, forbid_external=True):
+            if event == "start-ns":
+                namespaces.setdefault(*item)
+            elif root is None:
+                root = item
     except defusedxml.DTDForbidden as exc:
         raise XBRLError(
             f"{source}: contains a DTD/entity declaration ({exc.name or 'inline DTD'}); refused because it enables "
@@ -269,6 +262,8 @@ def _safe_root(data: bytes, source: str, max_bytes: int) -> Element:
     except ParseError as exc:
         line, col = exc.position
         raise XBRLError(f"{source}: not well-formed XML at line {line}, column {col}: {exc.msg}") from exc
+    assert root is not None  # a document without an element is a ParseError above
+    return root, namespaces
 
 
 def _qname(tag: str) -> str:
