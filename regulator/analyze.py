@@ -35,12 +35,12 @@ from regulator.answers import ParsedAnswer, check_lines, parse_answer
 from finetune.errors import DataError, XBRLError
 from regulator.rules import (DATA_QUALITY, RULE_CODES, Rule, RuleResult, applicable_rules, assessable_rules,
                              evaluate_rules, regime)
+from regulator.packages import find_filings, read_filing_file
 from regulator.taxonomy import BY_CODE, KIND, RATIO
 from regulator.xbrl import ParsedReport, parse_xbrl_file, render_value
 
 OK, NEEDS_REVIEW, CANNOT_ASSESS, ERROR = "ok", "needs_review", "cannot_assess", "error"
 STATUSES: tuple[str, ...] = (OK, NEEDS_REVIEW, CANNOT_ASSESS, ERROR)
-XBRL_SUFFIXES = (".xml", ".xbrl", ".zip")  # a zip: an xBRL-CSV report package or a bulk zip of instances
 # US prompt-corrective-action inputs beyond the rules' own facts (total assets, for the tangible-equity test).
 _PCA_FACTS = ("RCON2170",)
 
@@ -105,7 +105,7 @@ def expand_paths(paths: list[Path]) -> tuple[list[Path], list[FilingResult]]:
     errors: list[FilingResult] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in XBRL_SUFFIXES and p.is_file())
+            found = find_filings(path)
             if not found:
                 errors.append(FilingResult(str(path), ERROR, [f"{path}: folder holds no *.xml, *.xbrl or *.zip file"]))
             files.extend(found)
@@ -121,11 +121,9 @@ def read_filings(path: Path) -> list[ParsedReport | FilingResult]:
     instances such as the FFIEC CDR's); an ``error`` result names each reason instead of raising."""
     if path.suffix.lower() != ".zip":
         return [read_filing(path)]
-    from regulator.packages import read_zip
-
     out: list[ParsedReport | FilingResult] = []
     try:
-        for got in read_zip(path):
+        for got in read_filing_file(path):
             out.append(FilingResult(getattr(got, "source", str(path)), ERROR, [str(got)])
                        if isinstance(got, XBRLError) else got)
     except XBRLError as exc:

@@ -32,7 +32,7 @@ from regulator.taxonomy import (
     Datapoint,
     dimension_namespace,
 )
-from regulator.packages import read_zip, write_report_package
+from regulator.packages import find_filings, read_filing_file, read_zip, write_report_package
 from regulator.xbrl import CBLR_NOT_REPORTED, ParsedReport, parse_xbrl_file, render_report
 
 RAW_COLUMNS: tuple[str, ...] = (
@@ -186,7 +186,7 @@ def load_xbrl_folder(folder: Path, *, on_error: str = "raise") -> pd.DataFrame:
     if folder.is_file() and folder.suffix.lower() == ".zip":
         files = [folder]
     elif folder.is_dir():
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".xml", ".xbrl", ".zip") and p.is_file())
+        files = find_filings(folder)
     else:
         raise XBRLError(f"{folder}: neither a folder of XBRL filings nor a zip")
     if not files:
@@ -194,7 +194,7 @@ def load_xbrl_folder(folder: Path, *, on_error: str = "raise") -> pd.DataFrame:
     rows, errors = [], []
     for path in files:
         try:
-            got = list(read_zip(path)) if path.suffix.lower() == ".zip" else [parse_xbrl_file(path)]
+            got = read_filing_file(path)
         except XBRLError as exc:
             got = [exc]
         for parsed in got:

@@ -33,6 +33,7 @@ from regulator.xbrl import (
     iso_date,
     parse_number,
     parse_xbrl_bytes,
+    parse_xbrl_file,
     unreadable_datapoints,
 )
 
@@ -41,6 +42,7 @@ MAX_RATIO = 200
 ZIP_MAX_BYTES = 4 * 1024**3  # a CDR bulk zip of every bank's call report is ~1 GB; members are read one by one
 XBRL_CSV = "https://xbrl.org/2021/xbrl-csv"
 INSTANCE_SUFFIXES = (".xml", ".xbrl")
+FILING_SUFFIXES = (*INSTANCE_SUFFIXES, ".zip")  # a zip: an xBRL-CSV report package or a bulk zip of instances
 
 # "dp134660" -> cell code, for every release (DPM VariableIDs are stable across releases; checked when built).
 DATAPOINT_CELLS: dict[str, str] = {
@@ -84,6 +86,17 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> byte
     if len(data) > MAX_BYTES:
         raise XBRLError(f"{where}: inflates past the {MAX_BYTES:,}-byte limit (its header understated its size)")
     return data
+
+
+def find_filings(folder: Path) -> list[Path]:
+    """The filings of a folder: ``*.xml``, ``*.xbrl`` and ``*.zip`` regular files, recursive, sorted."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in FILING_SUFFIXES and p.is_file())
+
+
+def read_filing_file(path: Path) -> list[ParsedReport | XBRLError]:
+    """The filings of one file: an instance, or every filing of a zip (``read_zip``); a zip that cannot be opened
+    at all raises ``XBRLError``."""
+    return list(read_zip(path)) if path.suffix.lower() == ".zip" else [parse_xbrl_file(path)]
 
 
 def read_zip(path: Path) -> Iterator[ParsedReport | XBRLError]:
