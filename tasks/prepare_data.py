@@ -54,19 +54,20 @@ def prepare_data(cfg: dict, model_dir: str, out_dir: str, key: str) -> dict:
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
 
+    def generated(tmp: Path, n_examples: int) -> pd.DataFrame:
+        """``n_examples`` generated reports (plus the rebalanced pool), their files named relative to ``tmp``."""
+        raw = generate_dataset(n_examples=n_examples, seed=d.seed, out_dir=tmp / "raw", eu_fraction=d.eu_fraction,
+                               n_train_balanced=d.train_balanced, eu_csv_fraction=d.eu_csv_fraction)
+        raw["source_file"] = [os.path.relpath(p, tmp) if p else "" for p in raw["source_file"]]
+        return raw
+
     def build(tmp: Path) -> dict:
         if d.source == "synthetic":
-            raw = generate_dataset(n_examples=d.n_examples, seed=d.seed, out_dir=tmp / "raw", eu_fraction=d.eu_fraction,
-                                   n_train_balanced=d.train_balanced, eu_csv_fraction=d.eu_csv_fraction)
-            raw["source_file"] = [os.path.relpath(p, tmp) if p else "" for p in raw["source_file"]]
+            raw = generated(tmp, d.n_examples)
         else:
             raw = load_raw(d.source)
             if d.mix_synthetic:  # real filings topped up with generated ones (other banks, the same contracts)
-                synthetic = generate_dataset(n_examples=d.mix_synthetic, seed=d.seed, out_dir=tmp / "raw",
-                                             eu_fraction=d.eu_fraction, n_train_balanced=d.train_balanced,
-                                             eu_csv_fraction=d.eu_csv_fraction)
-                synthetic["source_file"] = [os.path.relpath(p, tmp) if p else "" for p in synthetic["source_file"]]
-                raw = pd.concat([raw, synthetic], ignore_index=True)
+                raw = pd.concat([raw, generated(tmp, d.mix_synthetic)], ignore_index=True)
         try:
             manifest = prepare_dataset(raw=raw, tokenizer=tokenizer, out_dir=tmp, seed=d.seed,
                                        max_seq_len=run_cfg.model.max_seq_len, limits=contract_limits(run_cfg),
