@@ -29,6 +29,46 @@ def pad_percentages(text: str) -> str:
     return re.sub(r"(-?)(\d+)(?:\.(\d+))?%", pad, text)
 
 
+def drill_examples(tok, n: int, lines: int, seed: int) -> list:
+    """``n`` drill answers of ``lines`` random check lines each (rules of both jurisdictions, half of them broken,
+    margins from 1 bp to several points), loss only on the outcome tokens: the decision without the report."""
+    import random
+
+    from regulator.prompts import render_prompt
+    from regulator.rules import RULES, _SHORT_LABEL, meets
+    from regulator.xbrl import format_ratio, format_threshold
+    from training.data import Example
+
+    rng = random.Random(seed)
+    rules = [r for r in RULES if r.code != "DATA_QUALITY"]
+    out = []
+    prompt_ids = tok(render_prompt(tok, "Check lines only."), add_special_tokens=False)["input_ids"]
+    for _ in range(n):
+        ids, labels = list(prompt_ids), [-100] * len(prompt_ids)
+        head = tok("ANALYSIS:", add_special_tokens=False)["input_ids"]
+        ids += head
+        labels += [-100] * len(head)
+        for _ in range(lines):
+            rule = rng.choice(rules)
+            thr = rule.threshold if rule.threshold is not None else rng.randint(700, 1250) / 10000
+            margin = rng.choice((rng.randint(1, 60), rng.randint(1, 300), rng.randint(60, 900))) / 10000
+            breach = rng.random() < 0.5
+            up = rule.comparison in (">=", ">")
+            fig = thr + margin if up != breach else thr - margin
+            if fig < 0:
+                fig = thr + margin if up else thr - margin
+            fig = round(fig, 4)
+            outcome = "OK" if meets(fig, thr, rule.comparison) else "BREACH"
+            thr_text = format_ratio(thr) if rule.threshold is None else format_threshold(thr)
+            body = tok(f"\n- {rule.code} {format_ratio(fig)} vs {thr_text} "
+                       f"{_SHORT_LABEL.get(rule.threshold_label, rule.threshold_label)}:", add_special_tokens=False)["input_ids"]
+            verdict = tok(f" {outcome}", add_special_tokens=False)["input_ids"]
+            ids += body + verdict
+            labels += [-100] * len(body) + verdict
+        out.append(Example(ids, labels))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--natural", type=int, default=200, help="natural-mix reports (split train/val/test)")
@@ -48,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pad-percentages", action="store_true",
                         help="probe a place-value-aligned number format: every percentage in the report and the "
                              "answer written with a 3-digit integer part and at least 2 decimals (4.5% -> 004.50%)")
+    parser.add_argument("--aligned-thresholds", action="store_true",
+                        help="probe constant thresholds written like the figures, with two decimals (4.5% -> 4.50%, "
+                             "100% -> 100.00%), so that the figure and the threshold of a check line line up")
+    parser.add_argument("--drills", type=int, default=0, help="add this many drill answers (see drill_examples)")
+    parser.add_argument("--drill-lines", type=int, default=24)
+    parser.add_argument("--drills-only", action="store_true", help="train on the drills alone")
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args(argv)
 
@@ -68,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     tok = AutoTokenizer.from_pretrained(model_dir)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     bf16 = args.precision == "bf16"
+    if args.aligned_thresholds:
+        import regulator.rules
+        from regulator.xbrl import format_ratio
+
+        regulator.rules.format_threshold = format_ratio
     with tempfile.TemporaryDirectory() as tmp:
         raw = generate_dataset(args.natural, args.seed, Path(tmp) / "raw", n_train_balanced=args.balanced)
         if args.pad_percentages:
@@ -78,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         print("rows", manifest["rows"], "tokens", {k: v["tokens"]["mean"] for k, v in
                                                    manifest["stats"]["splits"].items()}, flush=True)
         examples = load_examples(Path(manifest["dataset_dir"]), "train")
+        if args.drills:
+            drills = drill_examples(tok, args.drills, args.drill_lines, args.seed)
+            print("drill tokens", sum(len(d.input_ids) for d in drills) / len(drills), flush=True)
+            examples = drills if args.drills_only else examples + drills
         val = load_decision_examples(manifest["dataset_dir"], tok, limit=args.eval_examples)
     model = load_trainable_model(model_dir, seed=args.seed, gradient_checkpointing=False)
     if args.lora_r:

@@ -18,6 +18,7 @@ from data_contracts.contracts import ContractLimits, validate_raw, validate_spli
 from finetune.errors import DataError
 from finetune.hashing import hash_path
 from regulator.generator import RAW_COLUMNS, TRAIN_ONLY, load_xbrl_folder
+from regulator.drills import DRILL, outcome_spans
 from regulator.prompts import render_prompt
 
 SPLITS = ("train", "validation", "test")
@@ -90,8 +91,9 @@ def _normalise(df: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 
 def held_out_families(df: pd.DataFrame, seed: int) -> list[str]:
-    """The template families kept for the test split only (one, chosen by ``seed``; none if fewer than two)."""
-    families = sorted(df["template_family"].astype(str).unique())
+    """The template families kept for the test split only (one, chosen by ``seed``; none if fewer than two).
+    Drill rows have no directive and so no family to hold out."""
+    families = sorted(df.loc[df["case_kind"] != DRILL, "template_family"].astype(str).unique())
     return [random.Random(seed).choice(families)] if len(families) >= 2 else []
 
 
@@ -149,11 +151,18 @@ def tokenise(df: pd.DataFrame, tokenizer: Any, max_seq_len: int) -> pd.DataFrame
         raise DataError("the tokenizer has no eos token; targets must end with one so the model learns to stop")
     prompts = [render_prompt(tokenizer, text) for text in df["report_text"]]
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"] if prompts else []
-    target_ids = tokenizer(list(df["target"]), add_special_tokens=False)["input_ids"] if prompts else []
+    targets = list(df["target"])
+    encoded = tokenizer(targets, add_special_tokens=False, return_offsets_mapping=True) if prompts else {}
+    target_ids = encoded["input_ids"] if prompts else []
+    drills = (df["case_kind"] == DRILL).tolist()
     input_ids, labels, n_tokens, truncated = [], [], [], []
-    for p, t in zip(prompt_ids, target_ids):
+    for n, (p, t) in enumerate(zip(prompt_ids, target_ids)):
         ids = [*p, *t, tokenizer.eos_token_id]
-        lab = [IGNORE_INDEX] * len(p) + [*t, tokenizer.eos_token_id]
+        if drills[n]:  # a drill's loss is its outcome words only, and it has no end to learn
+            lab = [IGNORE_INDEX] * len(p) + _outcome_labels(t, encoded["offset_mapping"][n], targets[n])
+            lab.append(IGNORE_INDEX)
+        else:
+            lab = [IGNORE_INDEX] * len(p) + [*t, tokenizer.eos_token_id]
         truncated.append(len(ids) > max_seq_len)
         input_ids.append(ids[:max_seq_len])
         labels.append(lab[:max_seq_len])
@@ -165,6 +174,15 @@ def tokenise(df: pd.DataFrame, tokenizer: Any, max_seq_len: int) -> pd.DataFrame
     out["n_tokens"] = n_tokens  # before truncation, so the statistics show how long examples really are
     out["truncated"] = truncated
     return out
+
+
+def _outcome_labels(ids: list[int], offsets: list[tuple[int, int]], target: str) -> list[int]:
+    """``ids`` where a token overlaps an outcome word of ``target`` (``regulator.drills.outcome_spans``), else -100."""
+    spans = outcome_spans(target)
+    keep = [any(start < e and s < end for s, e in spans) for start, end in offsets]
+    if sum(keep) < len(spans):
+        raise DataError(f"drill target: {len(spans)} outcome words but only {sum(keep)} of its tokens cover them")
+    return [i if k else IGNORE_INDEX for i, k in zip(ids, keep)]
 
 
 def split_stats(splits: dict[str, pd.DataFrame], held: list[str]) -> dict:

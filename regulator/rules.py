@@ -201,7 +201,7 @@ def meets(value: float, threshold: float, comparison: str) -> bool:
 def evaluate_rules(parsed: ParsedReport) -> RuleResult:
     """Evaluate every applicable rule on the reported figures, then the data-quality checks; return the result."""
     rules = assessable_rules(parsed)
-    checks = [_check_rule(rule, parsed) for rule in rules]
+    checks = [check_rule(rule, parsed) for rule in rules]
     checks.extend(_data_quality_checks(rules, parsed))
     codes = {c.code for c in checks if c.outcome == BREACH}
     if any(c.outcome == DATA_QUALITY for c in checks):
@@ -225,7 +225,9 @@ def _readable(rule: Rule, parsed: ParsedReport) -> bool:
     return not any(code in parsed.unreadable for code in (rule.figure, rule.threshold_fact) if code)
 
 
-def _check_rule(rule: Rule, parsed: ParsedReport) -> Check:
+def check_rule(rule: Rule, parsed: ParsedReport) -> Check:
+    """The check line of one rule on one filing: OK, BREACH, or DATA_QUALITY when its figure or threshold is
+    missing (also used by ``regulator.drills`` so that drill lines are written exactly like report answers)."""
     facts = parsed.facts
     figure = facts.get(rule.figure)
     threshold = facts.get(rule.threshold_fact) if rule.threshold_fact else rule.threshold

@@ -14,6 +14,7 @@ from data_contracts.contracts import ContractLimits
 from data_contracts.prepare import load_raw, prepare_dataset
 from finetune.config import RunConfig
 from finetune.errors import DataContractError
+from regulator.drills import generate_drills
 from regulator.generator import generate_dataset
 from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault, transient_only
 
@@ -68,6 +69,9 @@ def prepare_data(cfg: dict, model_dir: str, out_dir: str, key: str) -> dict:
             raw = load_raw(d.source)
             if d.mix_synthetic:  # real filings topped up with generated ones (other banks, the same contracts)
                 raw = pd.concat([raw, generated(tmp, d.mix_synthetic)], ignore_index=True)
+        if d.train_drills:
+            drills = generate_drills(d.train_drills, d.seed, d.drill_lines, d.eu_fraction)
+            raw = pd.concat([raw, drills], ignore_index=True)
         try:
             manifest = prepare_dataset(raw=raw, tokenizer=tokenizer, out_dir=tmp, seed=d.seed,
                                        max_seq_len=run_cfg.model.max_seq_len, limits=contract_limits(run_cfg),
