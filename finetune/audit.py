@@ -225,7 +225,10 @@ def run_audit(
     ratio = tpw_domain / max(tpw_general, 1e-9)
     per_example = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in domain_texts)
     per_example = min(per_example / max(1, len(domain_texts)), cfg.model.max_seq_len)
+    # training reports: the natural mix's train share plus the rebalanced pool (drills are not reports: not counted)
     n_train = int(cfg.data.n_examples * cfg.data.split_fractions[0])
+    if cfg.data.source == "synthetic" or cfg.data.mix_synthetic:
+        n_train += cfg.data.train_balanced
     tokens = n_train * per_example * cfg.train.epochs
     hw = cfg.hardware
     devices = hw.cpu_processes if hw.accelerator == "cpu" else hw.gpus_per_node * hw.num_nodes

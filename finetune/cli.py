@@ -179,7 +179,7 @@ def _analyze(args: argparse.Namespace) -> int:
         write_results(args.out, rows)
     counts = summarize(results)
     summary = (f"{counts['total']} filings: " + ", ".join(f"{counts[s]} {s}" for s in counts if s != "total")
-               + f" ({'rules only' if model_dir is None else f'model {model_dir.name}'})")
+               + f" ({'rules only' if model_dir is None else f'model {args.model}'})")
     if args.json:
         for row in rows:
             print(json.dumps(row, ensure_ascii=False, allow_nan=False))

@@ -17,7 +17,7 @@ from finetune.registry import production_version, read_card, resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = {
-    "data.n_examples": 120, "data.train_balanced": 24, "model.max_seq_len": 1024, "train.max_steps": 2,
+    "data.n_examples": 120, "data.train_balanced": 24, "data.train_drills": 8, "model.max_seq_len": 1024, "train.max_steps": 2,
     "train.checkpoint_every_steps": 1, "train.curve_points": 1, "train.curve_examples": 4,
     "lora.sweep_lrs": [1e-3, 2e-3], "lora.sweep_steps": 1, "eval.base_max_new_tokens": 16,
     "eval.max_examples": 3, "eval.max_new_tokens": 32, "eval.bootstrap_samples": 100, "eval.forgetting_prompts": 4,
@@ -36,6 +36,9 @@ def test_packaged_model_through_every_stage(base_model: Path, tmp_path: Path) ->
     assert list(stages) == ["audit", "infra_check", "prepare_data", "train_full", "train_lora", "evaluate",
                             "deployment_gate"]
     assert stages["audit"]["figures"]["n_params"] == 134_515_008
+    data_stats = json.loads((Path(stages["prepare_data"]["out_dir"]) / "stats.json").read_text())
+    assert data_stats["splits"]["train"]["case_kind"]["drill"] == 8  # the decision drills reach training only
+    assert "drill" not in data_stats["splits"]["test"]["case_kind"]
     full = json.loads((Path(stages["train_full"]["out_dir"]) / "train_summary.json").read_text())
     assert full["steps"] == 2 and full["trainable_params"] == 134_515_008
     lora = json.loads((Path(stages["train_lora"]["out_dir"]) / "train_summary.json").read_text())
