@@ -12,7 +12,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-_CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 _DS_OPS = {"cpu_adam": "CPUAdamBuilder", "fused_adam": "FusedAdamBuilder"}
 
 
@@ -88,7 +88,7 @@ def detect_infra(disk_path: Path) -> InfraReport:
         why = "torch.cuda.is_bf16_supported()"
     else:
         count, names, mems = 0, [], []
-        flags = cpu_flags() & set(_CPU_BF16_FLAGS)
+        flags = cpu_flags() & set(CPU_BF16_FLAGS)
         bf16 = bool(flags)
         why = f"CPU flags {sorted(flags)}" if flags else "no amx_bf16/avx512_bf16 CPU flag: bf16 would be emulated (slow)"
     import deepspeed
