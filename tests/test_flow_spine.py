@@ -133,8 +133,8 @@ def test_a_folder_of_filings_mixed_with_generated_reports_is_prepared(tmp_path: 
     for src in files[32:]:
         (folder / src.name).write_bytes(src.read_bytes())
     overrides = {"name": "spine-filings", "data.source": str(folder), "data.mix_synthetic": 160,
-                 "data.train_balanced": 0}
+                 "data.train_balanced": 0, "data.train_drills": 16}
     state = finetune(config_path=CONFIG, overrides=overrides, stop_after="prepare_data", return_state=True)
     assert state.is_completed(), state.message
     rows = state.result()["stages"]["prepare_data"]["figures"]["rows"]
-    assert sum(rows.values()) == 48 + 160, rows
+    assert sum(rows.values()) == 48 + 160 + 16, rows  # decision drills go with any source, to train only

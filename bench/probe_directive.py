@@ -1,0 +1,129 @@
+"""Probe: does a short run teach the directive to follow the findings? Plain PyTorch loop, the project's data.
+
+Starts from a model (``--init``: e.g. the demo's full-FT model, which already writes the right check lines), scores
+it, trains ``--steps`` steps on one training set and scores it again. The score isolates the directive: each test
+report's prompt is followed by its reference ``ANALYSIS`` (teacher-forced findings) and ``DIRECTIVE:``, and the model
+writes the rest; reported are the directive's ROUGE-L against the reference and the share of answers citing exactly
+the reference's legal remedies. Training sets: ``directive`` (directive drills: natural-mix reports, body left out,
+loss on the directive), ``reports`` (the natural-mix training reports with their whole answer, the control).
+
+    python -m bench.probe_directive --init MODEL_DIR --train directive --steps 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+_LEGAL = re.compile(r"CRD Art [\d()a-z]+|CRR Art \d+|12 CFR [\d.]+|12 U\.S\.C\. [\d()a-z]+|Implementing Regulation|"
+                    r"next review")
+
+
+def remedies(directive: str) -> frozenset[str]:
+    """The legal remedies a directive cites (``next review`` for a directive without a measure)."""
+    return frozenset(m.rstrip(").") for m in _LEGAL.findall(directive))
+
+
+def score(model, tok, rows: list[dict], *, max_new_tokens: int = 120) -> dict:
+    """Directive ROUGE-L and remedy agreement with the findings teacher-forced (see the module docstring)."""
+    from rouge_score import rouge_scorer
+
+    from evaluation.generate import generate_token_ids
+
+    prompts = [r["prompt_text"] + r["target"].split("\nDIRECTIVE:")[0] + "\nDIRECTIVE:" for r in rows]
+    model.eval()
+    started = time.perf_counter()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ids = generate_token_ids(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=len(prompts))
+    model.train()
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    rouge, same = [], 0
+    for r, new in zip(rows, ids):
+        got, ref = tok.decode(new).strip(), r["directive"]
+        rouge.append(scorer.score(ref, got)["rougeL"].fmeasure)
+        same += remedies(got) == remedies(ref)
+    return {"rouge_l": round(sum(rouge) / len(rouge), 3), "remedies_exact": round(same / len(rows), 3),
+            "n": len(rows), "score_s": round(time.perf_counter() - started, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--init", default=None, help="model folder to start from (default: the packaged model)")
+    parser.add_argument("--train", choices=("directive", "reports"), default="directive")
+    parser.add_argument("--natural", type=int, default=200)
+    parser.add_argument("--pool", type=int, default=160, help="directive drills generated")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--micro", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--test", type=int, default=24, help="test reports scored")
+    parser.add_argument("--seed", type=int, default=1234)
+    args = parser.parse_args(argv)
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from data_contracts.contracts import ContractLimits
+    from data_contracts.prepare import prepare_dataset
+    from finetune.models import resolve_model
+    from regulator.drills import DIRECTIVE_DRILL
+    from regulator.generator import generate_dataset
+    from training.data import Example, MicroBatches
+    from training.objective import answer_only_loss
+    from training.schedule import build_scheduler
+
+    torch.manual_seed(args.seed)
+    model_dir = args.init or str(resolve_model("packaged"))
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = generate_dataset(args.natural, args.seed, Path(tmp) / "raw", eu_csv_fraction=0.25,
+                               n_directive_drills=args.pool)
+        manifest = prepare_dataset(raw=raw, tokenizer=tok, out_dir=Path(tmp), seed=args.seed, max_seq_len=1024,
+                                   limits=ContractLimits(max_tokens=1024), split_fractions=(0.4, 0.3, 0.3))
+        from datasets import load_from_disk
+
+        data = load_from_disk(manifest["dataset_dir"])
+        test = [data["test"][i] for i in range(min(args.test, len(data["test"])))]
+        train = data["train"]
+        keep = [i for i, kind in enumerate(train["case_kind"])
+                if (kind == DIRECTIVE_DRILL) == (args.train == "directive")]
+        examples = [Example(list(train[i]["input_ids"]), list(train[i]["labels"])) for i in keep]
+        tokens = sum(len(e.input_ids) for e in examples) / len(examples)
+        print(json.dumps({"train": args.train, "examples": len(examples), "tokens_per_example": round(tokens, 1)}),
+              flush=True)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+    print(json.dumps({"step": 0, **score(model, tok, test)}), flush=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    sched = build_scheduler(opt, total_steps=args.steps, warmup_ratio=0.05, min_lr_ratio=0.1)
+    stream = MicroBatches(examples, args.micro, 1, 1, 0, args.seed, pad)
+    step, seen_tokens, train_s, epoch = 0, 0, 0.0, 0
+    model.train()
+    while step < args.steps:
+        for _, micro_batches in stream.iter_steps(epoch):
+            started = time.perf_counter()
+            for batch in micro_batches:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    loss = answer_only_loss(model, batch)
+                loss.backward()
+                seen_tokens += int(batch["attention_mask"].sum())
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            train_s += time.perf_counter() - started
+            if step >= args.steps:
+                break
+        epoch += 1
+    print(json.dumps({"step": step, "train_s": round(train_s, 1), "tok_s": round(seen_tokens / train_s, 1),
+                      **score(model, tok, test)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
