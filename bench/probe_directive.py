@@ -4,8 +4,9 @@ Starts from a model (``--init``: e.g. the demo's full-FT model, which already wr
 it, trains ``--steps`` steps on one training set and scores it again. The score isolates the directive: each test
 report's prompt is followed by its reference ``ANALYSIS`` (teacher-forced findings) and ``DIRECTIVE:``, and the model
 writes the rest; reported are the directive's ROUGE-L against the reference and the share of answers citing exactly
-the reference's legal remedies. Training sets: ``directive`` (directive drills: natural-mix reports, body left out,
-loss on the directive), ``reports`` (the natural-mix training reports with their whole answer, the control).
+the reference's legal remedies. Training sets, both built from the same natural-mix training reports: ``reports``
+(each report with its whole answer, the control) and ``directive`` (directive drills: the report's header line and
+a note as the prompt, the body left out, the answer kept, the loss on the directive and its end only).
 
     python -m bench.probe_directive --init MODEL_DIR --train directive --steps 30
 """
@@ -52,12 +53,32 @@ def score(model, tok, rows: list[dict], *, max_new_tokens: int = 120) -> dict:
             "n": len(rows), "score_s": round(time.perf_counter() - started, 1)}
 
 
+DIRECTIVE_DRILL_NOTE = ("Directive drill, training only: the report's figures are in the check lines below; write "
+                        "the directive its findings call for.")
+
+
+def directive_example(tok, row: dict):
+    """A directive drill from a prepared report row: header line + note as the prompt, the whole answer as the
+    continuation, the loss on the text after ``DIRECTIVE:`` and the end token only."""
+    from regulator.prompts import render_prompt
+    from training.data import Example
+
+    prompt = render_prompt(tok, row["report_text"].split("\n", 1)[0] + "\n" + DIRECTIVE_DRILL_NOTE)
+    p = tok(prompt, add_special_tokens=False)["input_ids"]
+    target = row["target"]
+    enc = tok(target, add_special_tokens=False, return_offsets_mapping=True)
+    start = target.find("\nDIRECTIVE:") + len("\nDIRECTIVE:")
+    labels = [i if s >= start else -100 for i, (s, _) in zip(enc["input_ids"], enc["offset_mapping"])]
+    return Example([*p, *enc["input_ids"], tok.eos_token_id], [-100] * len(p) + labels + [tok.eos_token_id])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--init", default=None, help="model folder to start from (default: the packaged model)")
     parser.add_argument("--train", choices=("directive", "reports"), default="directive")
     parser.add_argument("--natural", type=int, default=200)
-    parser.add_argument("--pool", type=int, default=160, help="directive drills generated")
+    parser.add_argument("--natural-train", type=int, default=160,
+                        help="further natural-mix reports generated for training (train only)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--micro", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -70,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     from data_contracts.contracts import ContractLimits
     from data_contracts.prepare import prepare_dataset
     from finetune.models import resolve_model
-    from regulator.drills import DIRECTIVE_DRILL
-    from regulator.generator import generate_dataset
+    from regulator.generator import TRAIN_ONLY, generate_dataset
     from training.data import Example, MicroBatches
     from training.objective import answer_only_loss
     from training.schedule import build_scheduler
@@ -81,8 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     tok = AutoTokenizer.from_pretrained(model_dir)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     with tempfile.TemporaryDirectory() as tmp:
-        raw = generate_dataset(args.natural, args.seed, Path(tmp) / "raw", eu_csv_fraction=0.25,
-                               n_directive_drills=args.pool)
+        raw = generate_dataset(args.natural, args.seed, Path(tmp) / "raw", eu_csv_fraction=0.25)
+        extra = generate_dataset(args.natural_train, args.seed + 1, Path(tmp) / "extra", eu_csv_fraction=0.25)
+        extra["bank_id"] = "X" + extra["bank_id"].astype(str)  # other banks than the test split's
+        extra["id"] = "X" + extra["id"].astype(str)
+        extra[TRAIN_ONLY] = True
+        import pandas as pd
+
+        raw = pd.concat([raw, extra], ignore_index=True)
         manifest = prepare_dataset(raw=raw, tokenizer=tok, out_dir=Path(tmp), seed=args.seed, max_seq_len=1024,
                                    limits=ContractLimits(max_tokens=1024), split_fractions=(0.4, 0.3, 0.3))
         from datasets import load_from_disk
@@ -90,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         data = load_from_disk(manifest["dataset_dir"])
         test = [data["test"][i] for i in range(min(args.test, len(data["test"])))]
         train = data["train"]
-        keep = [i for i, kind in enumerate(train["case_kind"])
-                if (kind == DIRECTIVE_DRILL) == (args.train == "directive")]
-        examples = [Example(list(train[i]["input_ids"]), list(train[i]["labels"])) for i in keep]
+        rows = [train[i] for i in range(len(train)) if str(train[i]["id"]).startswith("X")]
+        examples = [directive_example(tok, r) if args.train == "directive" else
+                    Example(list(r["input_ids"]), list(r["labels"])) for r in rows]
         tokens = sum(len(e.input_ids) for e in examples) / len(examples)
         print(json.dumps({"train": args.train, "examples": len(examples), "tokens_per_example": round(tokens, 1)}),
               flush=True)

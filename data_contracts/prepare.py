@@ -18,7 +18,7 @@ from data_contracts.contracts import ContractLimits, validate_raw, validate_spli
 from finetune.errors import DataError
 from finetune.hashing import hash_path
 from regulator.generator import RAW_COLUMNS, TRAIN_ONLY, load_xbrl_folder
-from regulator.drills import DIRECTIVE_DRILL, DRILL, directive_start, outcome_spans
+from regulator.drills import DRILL, outcome_spans
 from regulator.prompts import render_prompt
 
 SPLITS = ("train", "validation", "test")
@@ -93,7 +93,7 @@ def _normalise(df: pd.DataFrame, path: Path) -> pd.DataFrame:
 def held_out_families(df: pd.DataFrame, seed: int) -> list[str]:
     """The template families kept for the test split only (one, chosen by ``seed``; none if fewer than two).
     Drill rows have no directive and so no family to hold out."""
-    families = sorted(df.loc[~df["case_kind"].isin((DRILL, DIRECTIVE_DRILL)), "template_family"].astype(str).unique())
+    families = sorted(df.loc[df["case_kind"] != DRILL, "template_family"].astype(str).unique())
     return [random.Random(seed).choice(families)] if len(families) >= 2 else []
 
 
@@ -154,18 +154,13 @@ def tokenise(df: pd.DataFrame, tokenizer: Any, max_seq_len: int) -> pd.DataFrame
     targets = list(df["target"])
     encoded = tokenizer(targets, add_special_tokens=False, return_offsets_mapping=True) if prompts else {}
     target_ids = encoded["input_ids"] if prompts else []
-    kinds = df["case_kind"].tolist()
+    drills = (df["case_kind"] == DRILL).tolist()
     input_ids, labels, n_tokens, truncated = [], [], [], []
     for n, (p, t) in enumerate(zip(prompt_ids, target_ids)):
         ids = [*p, *t, tokenizer.eos_token_id]
-        if kinds[n] == DRILL:  # a drill's loss is its outcome words only, and it has no end to learn
+        if drills[n]:  # a drill's loss is its outcome words only, and it has no end to learn
             lab = [IGNORE_INDEX] * len(p) + _outcome_labels(t, encoded["offset_mapping"][n], targets[n])
             lab.append(IGNORE_INDEX)
-        elif kinds[n] == DIRECTIVE_DRILL:  # the check lines are context; the directive and its end carry the loss
-            start = directive_start(targets[n])
-            lab = [IGNORE_INDEX] * len(p) + [i if s >= start else IGNORE_INDEX
-                                             for i, (s, _) in zip(t, encoded["offset_mapping"][n])]
-            lab.append(tokenizer.eos_token_id)
         else:
             lab = [IGNORE_INDEX] * len(p) + [*t, tokenizer.eos_token_id]
         truncated.append(len(ids) > max_seq_len)

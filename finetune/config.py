@@ -60,7 +60,6 @@ class DataConfig(_Section):
     eu_csv_fraction: float = Field(0.0, ge=0, le=1, description="Share of the generated EU reports written as EBA xBRL-CSV report packages (.zip) instead of xBRL-XML; the rest is xBRL-XML.")
     train_balanced: int = Field(0, ge=0, le=1_000_000, description="Extra generated training-only reports with a rebalanced mix (each rule's check not OK in about half of them, margins wide to narrow); validation and test keep the natural mix (synthetic source only).")
     train_drills: int = Field(0, ge=0, le=1_000_000, description="Training-only decision drills: answers of drill_lines generated check lines (figures on both sides of each threshold) whose loss is the OK/BREACH words only; they teach the comparison a short run does not learn from reports (any source; never in validation or test).")
-    train_directive_drills: int = Field(0, ge=0, le=1_000_000, description="Training-only directive drills: generated natural-mix reports from further banks whose answer is kept with the report body left out (header line only) and the loss on the directive alone (synthetic source or mix_synthetic).")
     drill_lines: int = Field(24, ge=1, le=200, description="Check lines per decision drill.")
     seed: int = Field(1234, description="Seed of generation and of the split.")
     split_fractions: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="Train / validation / test shares (grouped by bank).")

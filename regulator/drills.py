@@ -9,8 +9,7 @@ the teacher-forced check-line accuracy on natural validation reports from 0.72 t
 rebalanced pool reached 0.85-0.89.
 
 Drills are rows of the raw table (``case_kind`` ``drill``, ``train_only``), so they pass the same data contract;
-they never reach validation or test. ``directive_drills`` does the same for the directive: a report's answer with
-the report body left out and the loss on the directive only.
+they never reach validation or test.
 """
 
 from __future__ import annotations
@@ -28,9 +27,6 @@ DRILL_PROMPT = ("Rule drill, training only: each line states a figure and its th
                 "meets it (OK) or not (BREACH).")
 # Report dates the drills draw their rule versions from: the generator's quarters (2022-2025).
 _DATES = tuple(f"{y}-{md}" for y in range(2022, 2026) for md in ("03-31", "06-30", "09-30", "12-31"))
-DIRECTIVE_DRILL = "directive_drill"  # the case_kind of a directive drill row
-DIRECTIVE_DRILL_PROMPT = ("Directive drill, training only: the report's figures are in the check lines below; write "
-                          "the directive its findings call for.")
 _CBLR_SHARE = 0.1  # of the US drills: community bank leverage ratio electors (one rule, leverage vs 9%)
 _OUTCOME = re.compile(r": (OK|BREACH)$", re.MULTILINE)
 
@@ -81,30 +77,6 @@ def generate_drills(n: int, seed: int, lines: int = 24, eu_fraction: float = 0.5
             "violations": violations, "directive": "", "source_file": "", TRAIN_ONLY: True,
         })
     return pd.DataFrame(rows, columns=[*RAW_COLUMNS, TRAIN_ONLY])
-
-
-def directive_drills(reports: pd.DataFrame) -> pd.DataFrame:
-    """Directive drills from labelled report rows: the same answer, the report body left out, loss on the directive.
-
-    The prompt keeps the report's header line (jurisdiction, form, date, bank: what the directive names) and says
-    what the row is; the answer is the report's own target, whose check lines are context and whose ``DIRECTIVE``
-    carries the loss (``directive_start``). A report's answer spends about a third of its tokens on the directive
-    and its prompt twice that on figures the check lines already quote.
-    """
-    from regulator.generator import TRAIN_ONLY
-
-    out = reports.copy()
-    out["id"] = "DDRILL-" + reports["id"].astype(str)
-    out["report_text"] = [text.split("\n", 1)[0] + "\n" + DIRECTIVE_DRILL_PROMPT for text in reports["report_text"]]
-    out["case_kind"] = DIRECTIVE_DRILL
-    out[TRAIN_ONLY] = True
-    return out.reset_index(drop=True)
-
-
-def directive_start(target: str) -> int:
-    """Character offset of the directive's text in ``target`` (after ``DIRECTIVE:``); ``len(target)`` if none."""
-    at = target.find("\nDIRECTIVE:")
-    return len(target) if at < 0 else at + len("\nDIRECTIVE:")
 
 
 def outcome_spans(target: str) -> list[tuple[int, int]]:

@@ -17,7 +17,6 @@ from xml.sax.saxutils import escape
 import pandas as pd
 
 from finetune.errors import XBRLError
-from regulator.drills import directive_drills
 from regulator.render import TEMPLATE_FAMILIES, family_for_bank, render_directive, render_target
 from regulator.rules import evaluate_rules
 from regulator.taxonomy import (
@@ -110,7 +109,7 @@ class Bank:
 
 def generate_dataset(
     n_examples: int, seed: int, out_dir: Path, eu_fraction: float = 0.5, n_train_balanced: int = 0,
-    eu_csv_fraction: float = 0.0, n_directive_drills: int = 0,
+    eu_csv_fraction: float = 0.0,
 ) -> pd.DataFrame:
     """Write ``n_examples`` (+ ``n_train_balanced``) XBRL instances under ``out_dir/xbrl/``; return the labelled table.
 
@@ -119,14 +118,9 @@ def generate_dataset(
     OK in about 30-75% of reports, near misses within 50 bp among the OK ones; see ``_BALANCED_DRAW``) and are
     marked ``train_only``: they teach the decision, while validation and test keep the mix a supervisor meets.
     About ``eu_csv_fraction`` of the EU reports are written as EBA xBRL-CSV report packages (``.zip``) instead of
-    xBRL-XML, as the EBA receives them from taxonomy 4.0 on. ``n_directive_drills`` more, from yet other banks, follow
-    the natural mix and become directive drills (``regulator.drills.directive_drills``: train only, the report body
-    left out, loss on the directive), drawn from their own random stream so the other reports are the same whatever
-    their number. Deterministic for a given ``seed``; each filing is parsed back and labelled by
-    the rule engine.
+    xBRL-XML, as the EBA receives them from taxonomy 4.0 on. Deterministic for a given ``seed``; each filing is
+    parsed back and labelled by the rule engine.
     """
-    if n_directive_drills < 0:
-        raise ValueError(f"need n_directive_drills >= 0, got {n_directive_drills}")
     if n_examples < 1 or n_train_balanced < 0 or not 0.0 <= eu_fraction <= 1.0 or not 0.0 <= eu_csv_fraction <= 1.0:
         raise ValueError(f"need n_examples >= 1, n_train_balanced >= 0 and 0 <= eu_fraction <= 1, got "
                          f"{n_examples}, {n_train_balanced}, {eu_fraction}")
@@ -139,34 +133,24 @@ def generate_dataset(
     plan = [(banks[i // REPORTS_PER_BANK], i % REPORTS_PER_BANK, intent, False)
             for i, intent in enumerate(_intents(rng, n_examples))]
     plan += [(extra[i // REPORTS_PER_BANK], i % REPORTS_PER_BANK, BALANCED, True) for i in range(n_train_balanced)]
-    plan = [(*entry, rng) for entry in plan]
-    if n_directive_drills:
-        pool_rng = random.Random(f"{seed}/directive-drills")
-        pool = _make_banks(pool_rng, math.ceil(n_directive_drills / REPORTS_PER_BANK), eu_fraction, taken=banks + extra)
-        plan += [(pool[i // REPORTS_PER_BANK], i % REPORTS_PER_BANK, intent, True, pool_rng)
-                 for i, intent in enumerate(_intents(pool_rng, n_directive_drills))]
     rows = []
-    for bank, nth, intent, train_only, draw in plan:
+    for bank, nth, intent, train_only in plan:
         report_date = _quarter_end(bank.first_quarter + nth)
         stem = xbrl_dir / f"{bank.jurisdiction}_{bank.bank_id}_{report_date.isoformat()}"
         # the format draw has its own stream, so the figures are the same whatever the share of packages
         as_csv = bank.jurisdiction == "EU" and random.Random(f"{seed}/{stem.name}").random() < eu_csv_fraction
         if as_csv:
-            figures = report_figures(bank, intent, draw)
+            figures = report_figures(bank, intent, rng)
             path = stem.with_suffix(".zip")
             path.write_bytes(write_report_package(bank.bank_id, report_date.isoformat(), figures))
             (parsed,) = read_zip(path)
         else:
             path = stem.with_suffix(".xml")
-            path.write_text(build_instance(bank, report_date, intent, draw), encoding="utf-8")
+            path.write_text(build_instance(bank, report_date, intent, rng), encoding="utf-8")
             parsed = parse_xbrl_file(path)
         row = label_instance(parsed, family=bank.family, bank_name=bank.name)
         rows.append({**row, TRAIN_ONLY: train_only})
-    table = pd.DataFrame(rows, columns=[*RAW_COLUMNS, TRAIN_ONLY])
-    if n_directive_drills:
-        head = len(table) - n_directive_drills
-        table = pd.concat([table.iloc[:head], directive_drills(table.iloc[head:])], ignore_index=True)
-    return table
+    return pd.DataFrame(rows, columns=[*RAW_COLUMNS, TRAIN_ONLY])
 
 
 def label_instance(parsed: ParsedReport, *, family: str, bank_name: str = "") -> dict:

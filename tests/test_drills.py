@@ -98,31 +98,3 @@ def test_drills_stay_in_train_and_change_neither_validation_test_nor_the_held_ou
 def test_bad_drill_sizes_are_refused(n: int, lines: int) -> None:
     with pytest.raises(ValueError, match="n >= 0 and lines >= 1"):
         generate_drills(n, seed=1, lines=lines)
-
-
-def test_directive_drills_keep_the_answer_drop_the_report_body_and_change_no_other_report(
-        tokenizer_dir: Path, tmp_path: Path) -> None:
-    from transformers import AutoTokenizer
-
-    from regulator.drills import DIRECTIVE_DRILL, DIRECTIVE_DRILL_PROMPT
-
-    plain = generate_dataset(20, seed=5, out_dir=tmp_path / "a", n_train_balanced=8)
-    drilled = generate_dataset(20, seed=5, out_dir=tmp_path / "b", n_train_balanced=8, n_directive_drills=10)
-    columns = ["id", "report_text", "target", "violations"]
-    pd.testing.assert_frame_equal(plain[columns], drilled[columns].iloc[:28])  # the other reports are untouched
-    pool = drilled.iloc[28:]
-    assert (pool["case_kind"] == DIRECTIVE_DRILL).all() and pool[TRAIN_ONLY].all() and pool["id"].is_unique
-    for text, target in zip(pool["report_text"], pool["target"]):
-        header, prompt = text.split("\n")
-        assert prompt == DIRECTIVE_DRILL_PROMPT and header.split(" ")[0] in ("EU", "US")
-        assert target.startswith("ANALYSIS:\n") and "\nDIRECTIVE: " in target
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    row = tokenise(pool.iloc[:1], tok, 1024).iloc[0]
-    learned = tok.decode([t for t, lab in zip(row.input_ids, row.labels) if lab != -100])
-    directive = row.target.split("\nDIRECTIVE:", 1)[1]
-    assert learned == directive + tok.eos_token  # the check lines are context, the directive and its end the loss
-
-
-def test_a_negative_number_of_directive_drills_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="n_directive_drills >= 0"):
-        generate_dataset(10, seed=1, out_dir=tmp_path, n_directive_drills=-1)
