@@ -40,11 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from finetune.models import resolve_model
-    from training.infra import CPU_BF16_FLAGS, cpu_flags
+    from training.infra import cpu_bf16_flags
 
     cores = os.cpu_count() or 1
     model_dir = args.model or str(resolve_model("packaged"))
-    bf16 = bool(cpu_flags() & set(CPU_BF16_FLAGS))  # native bf16: autocast, as the demo's precision 'auto'
+    bf16 = bool(cpu_bf16_flags())  # native bf16: autocast, as the demo's precision 'auto'
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for nproc in (1, cores):

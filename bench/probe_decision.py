@@ -14,6 +14,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -29,44 +30,41 @@ def pad_percentages(text: str) -> str:
     return re.sub(r"(-?)(\d+)(?:\.(\d+))?%", pad, text)
 
 
-def drill_examples(tok, n: int, lines: int, seed: int) -> list:
-    """``n`` drill answers of ``lines`` random check lines each (rules of both jurisdictions, half of them broken,
-    margins from 1 bp to several points), loss only on the outcome tokens: the decision without the report."""
-    import random
+def train_steps(model: torch.nn.Module, params: list, examples: list, *, steps: int, lr: float, micro: int,
+                accum: int, seed: int, pad: int, bf16: bool, loss_fn: Callable,
+                after_step: Callable[[int, float, float], None] | None = None) -> None:
+    """A plain AdamW loop (5% warmup, cosine to 10%, clip 1.0) over ``examples`` for ``steps`` optimizer steps of
+    ``micro`` x ``accum`` examples; ``loss_fn(model, batch)`` gives a micro-batch's loss, ``after_step(step, loss,
+    tokens_per_s)`` runs after each step (it may score the model: put it back in train mode)."""
+    from training.data import MicroBatches
+    from training.schedule import build_scheduler
 
-    from regulator.prompts import render_prompt
-    from regulator.rules import RULES, _SHORT_LABEL, meets
-    from regulator.xbrl import format_ratio, format_threshold
-    from training.data import Example
-
-    rng = random.Random(seed)
-    rules = [r for r in RULES if r.code != "DATA_QUALITY"]
-    out = []
-    prompt_ids = tok(render_prompt(tok, "Check lines only."), add_special_tokens=False)["input_ids"]
-    for _ in range(n):
-        ids, labels = list(prompt_ids), [-100] * len(prompt_ids)
-        head = tok("ANALYSIS:", add_special_tokens=False)["input_ids"]
-        ids += head
-        labels += [-100] * len(head)
-        for _ in range(lines):
-            rule = rng.choice(rules)
-            thr = rule.threshold if rule.threshold is not None else rng.randint(700, 1250) / 10000
-            margin = rng.choice((rng.randint(1, 60), rng.randint(1, 300), rng.randint(60, 900))) / 10000
-            breach = rng.random() < 0.5
-            up = rule.comparison in (">=", ">")
-            fig = thr + margin if up != breach else thr - margin
-            if fig < 0:
-                fig = thr + margin if up else thr - margin
-            fig = round(fig, 4)
-            outcome = "OK" if meets(fig, thr, rule.comparison) else "BREACH"
-            thr_text = format_ratio(thr) if rule.threshold is None else format_threshold(thr)
-            body = tok(f"\n- {rule.code} {format_ratio(fig)} vs {thr_text} "
-                       f"{_SHORT_LABEL.get(rule.threshold_label, rule.threshold_label)}:", add_special_tokens=False)["input_ids"]
-            verdict = tok(f" {outcome}", add_special_tokens=False)["input_ids"]
-            ids += body + verdict
-            labels += [-100] * len(body) + verdict
-        out.append(Example(ids, labels))
-    return out
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = build_scheduler(opt, total_steps=steps, warmup_ratio=0.05, min_lr_ratio=0.1)
+    stream = MicroBatches(examples, micro, accum, 1, 0, seed, pad)
+    step, tokens, train_s, epoch = 0, 0, 0.0, 0
+    model.train()
+    while step < steps:
+        for _, micro_batches in stream.iter_steps(epoch):
+            started = time.perf_counter()
+            losses = []
+            for batch in micro_batches:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    loss = loss_fn(model, batch)
+                (loss / len(micro_batches)).backward()
+                losses.append(float(loss))
+                tokens += int(batch["attention_mask"].sum())
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            train_s += time.perf_counter() - started
+            if after_step is not None:
+                after_step(step, sum(losses) / len(losses), tokens / train_s)
+            if step >= steps:
+                break
+        epoch += 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aligned-thresholds", action="store_true",
                         help="probe constant thresholds written like the figures, with two decimals (4.5% -> 4.50%, "
                              "100% -> 100.00%), so that the figure and the threshold of a check line line up")
-    parser.add_argument("--drills", type=int, default=0, help="add this many drill answers (see drill_examples)")
+    parser.add_argument("--drills", type=int, default=0, help="add this many decision drills (regulator.drills)")
     parser.add_argument("--drill-lines", type=int, default=24)
     parser.add_argument("--drills-only", action="store_true", help="train on the drills alone")
     parser.add_argument("--seed", type=int, default=1234)
@@ -102,12 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     from data_contracts.contracts import ContractLimits
     from data_contracts.prepare import prepare_dataset
     from evaluation.teacher_forced import decision_scores, load_decision_examples, outcome_token_ids, predict_outcomes
+    import pandas as pd
+    from datasets import load_from_disk
+
     from finetune.models import resolve_model
+    from regulator.drills import DRILL, generate_drills
     from regulator.generator import generate_dataset
-    from training.data import MicroBatches, load_examples
+    from training.data import load_examples
     from training.full_ft import decision_weight, load_trainable_model
     from training.objective import answer_only_loss
-    from training.schedule import build_scheduler
 
     torch.manual_seed(args.seed)
     model_dir = str(resolve_model("packaged"))
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         regulator.rules.format_threshold = format_ratio
     with tempfile.TemporaryDirectory() as tmp:
         raw = generate_dataset(args.natural, args.seed, Path(tmp) / "raw", n_train_balanced=args.balanced)
+        if args.drills:
+            raw = pd.concat([raw, generate_drills(args.drills, args.seed, args.drill_lines)], ignore_index=True)
         if args.pad_percentages:
             for column in ("report_text", "target"):
                 raw[column] = raw[column].map(pad_percentages)
@@ -129,10 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         print("rows", manifest["rows"], "tokens", {k: v["tokens"]["mean"] for k, v in
                                                    manifest["stats"]["splits"].items()}, flush=True)
         examples = load_examples(Path(manifest["dataset_dir"]), "train")
-        if args.drills:
-            drills = drill_examples(tok, args.drills, args.drill_lines, args.seed)
-            print("drill tokens", sum(len(d.input_ids) for d in drills) / len(drills), flush=True)
-            examples = drills if args.drills_only else examples + drills
+        if args.drills_only:
+            kinds = load_from_disk(manifest["dataset_dir"])["train"]["case_kind"]
+            examples = [ex for ex, kind in zip(examples, kinds) if kind == DRILL]
         val = load_decision_examples(manifest["dataset_dir"], tok, limit=args.eval_examples)
     model = load_trainable_model(model_dir, seed=args.seed, gradient_checkpointing=False)
     if args.lora_r:
@@ -141,9 +143,6 @@ def main(argv: list[str] | None = None) -> int:
         model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0,
                                                  target_modules="all-linear", task_type="CAUSAL_LM"))
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
-    sched = build_scheduler(opt, total_steps=args.steps, warmup_ratio=0.05, min_lr_ratio=0.1)
-    stream = MicroBatches(examples, args.micro, args.accum, 1, 0, args.seed, pad)
 
     decision = decision_weight(tok, args.decision_weight)
 
@@ -162,30 +161,18 @@ def main(argv: list[str] | None = None) -> int:
                           "eval_s": round(time.perf_counter() - started, 1)}), flush=True)
 
     evaluate(0, 0)
-    step, tokens, train_s, epoch = 0, 0, 0.0, 0
-    model.train()
-    while step < args.steps:
-        for _, micro_batches in stream.iter_steps(epoch):
-            started = time.perf_counter()
-            losses = []
-            for batch in micro_batches:
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    loss = model(**batch).loss if args.hf_loss else answer_only_loss(model, batch, decision)
-                (loss / len(micro_batches)).backward()
-                losses.append(float(loss))
-                tokens += int(batch["attention_mask"].sum())
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            train_s += time.perf_counter() - started
-            print(f"step {step} loss {sum(losses) / len(losses):.4f} tok/s {tokens / train_s:.1f}", flush=True)
-            if step % args.eval_every == 0 or step == args.steps:
-                evaluate(step, step * args.micro * args.accum)
-            if step >= args.steps:
-                break
-        epoch += 1
+
+    def after_step(step: int, loss: float, tokens_per_s: float) -> None:
+        print(f"step {step} loss {loss:.4f} tok/s {tokens_per_s:.1f}", flush=True)
+        if step % args.eval_every == 0 or step == args.steps:
+            evaluate(step, step * args.micro * args.accum)
+            model.train()
+
+    def loss_fn(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        return model(**batch).loss if args.hf_loss else answer_only_loss(model, batch, decision)
+
+    train_steps(model, params, examples, steps=args.steps, lr=args.lr, micro=args.micro, accum=args.accum,
+                seed=args.seed, pad=pad, bf16=bf16, loss_fn=loss_fn, after_step=after_step)
     return 0
 
 

@@ -92,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     from data_contracts.prepare import prepare_dataset
     from finetune.models import resolve_model
     from regulator.generator import TRAIN_ONLY, generate_dataset
-    from training.data import Example, MicroBatches
+    from bench.probe_decision import train_steps
+    from training.data import Example
     from training.objective import answer_only_loss
-    from training.schedule import build_scheduler
 
     torch.manual_seed(args.seed)
     model_dir = args.init or str(resolve_model("packaged"))
@@ -124,29 +124,13 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
     print(json.dumps({"step": 0, **score(model, tok, test)}), flush=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    sched = build_scheduler(opt, total_steps=args.steps, warmup_ratio=0.05, min_lr_ratio=0.1)
-    stream = MicroBatches(examples, args.micro, 1, 1, 0, args.seed, pad)
-    step, seen_tokens, train_s, epoch = 0, 0, 0.0, 0
-    model.train()
-    while step < args.steps:
-        for _, micro_batches in stream.iter_steps(epoch):
-            started = time.perf_counter()
-            for batch in micro_batches:
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    loss = answer_only_loss(model, batch)
-                loss.backward()
-                seen_tokens += int(batch["attention_mask"].sum())
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            train_s += time.perf_counter() - started
-            if step >= args.steps:
-                break
-        epoch += 1
-    print(json.dumps({"step": step, "train_s": round(train_s, 1), "tok_s": round(seen_tokens / train_s, 1),
+    started = time.perf_counter()
+    speed: list[float] = []
+    train_steps(model, list(model.parameters()), examples, steps=args.steps, lr=args.lr, micro=args.micro, accum=1,
+                seed=args.seed, pad=pad, bf16=True, loss_fn=answer_only_loss,
+                after_step=lambda step, loss, tokens_per_s: speed.append(tokens_per_s))
+    train_s = time.perf_counter() - started
+    print(json.dumps({"step": args.steps, "train_s": round(train_s, 1), "tok_s": round(speed[-1], 1),
                       **score(model, tok, test)}), flush=True)
     return 0
 

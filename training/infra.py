@@ -12,7 +12,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+_CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 _DS_OPS = {"cpu_adam": "CPUAdamBuilder", "fused_adam": "FusedAdamBuilder"}
 
 
@@ -53,6 +53,11 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def cpu_bf16_flags() -> list[str]:
+    """This CPU's native-bf16 flags (``amx_bf16``, ``avx512_bf16``), sorted; empty where bf16 would be emulated."""
+    return sorted(cpu_flags() & set(_CPU_BF16_FLAGS))
+
+
 def _ds_ops_status(on_cpu: bool) -> dict[str, dict]:
     """For each DeepSpeed op we may use: compatible here, and already JIT-built in the extensions cache."""
     if on_cpu:
@@ -88,9 +93,9 @@ def detect_infra(disk_path: Path) -> InfraReport:
         why = "torch.cuda.is_bf16_supported()"
     else:
         count, names, mems = 0, [], []
-        flags = cpu_flags() & set(CPU_BF16_FLAGS)
+        flags = cpu_bf16_flags()
         bf16 = bool(flags)
-        why = f"CPU flags {sorted(flags)}" if flags else "no amx_bf16/avx512_bf16 CPU flag: bf16 would be emulated (slow)"
+        why = f"CPU flags {flags}" if flags else "no amx_bf16/avx512_bf16 CPU flag: bf16 would be emulated (slow)"
     import deepspeed
 
     disk_path = Path(disk_path)
