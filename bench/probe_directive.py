@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--natural", type=int, default=200)
     parser.add_argument("--natural-train", type=int, default=160,
                         help="further natural-mix reports generated for training (train only)")
+    parser.add_argument("--pool", choices=("natural", "balanced"), default="natural",
+                        help="the training reports' mix: natural, or the rebalanced pool (rules broken independently)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--micro", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -102,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     with tempfile.TemporaryDirectory() as tmp:
         raw = generate_dataset(args.natural, args.seed, Path(tmp) / "raw", eu_csv_fraction=0.25)
-        extra = generate_dataset(args.natural_train, args.seed + 1, Path(tmp) / "extra", eu_csv_fraction=0.25)
+        if args.pool == "balanced":
+            extra = generate_dataset(1, args.seed + 1, Path(tmp) / "extra", eu_csv_fraction=0.25,
+                                     n_train_balanced=args.natural_train).iloc[1:]
+        else:
+            extra = generate_dataset(args.natural_train, args.seed + 1, Path(tmp) / "extra", eu_csv_fraction=0.25)
         extra["bank_id"] = "X" + extra["bank_id"].astype(str)  # other banks than the test split's
         extra["id"] = "X" + extra["id"].astype(str)
         extra[TRAIN_ONLY] = True

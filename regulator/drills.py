@@ -29,9 +29,6 @@ DRILL_PROMPT = ("Rule drill, training only: each line states a figure and its th
 _DATES = tuple(f"{y}-{md}" for y in range(2022, 2026) for md in ("03-31", "06-30", "09-30", "12-31"))
 _CBLR_SHARE = 0.1  # of the US drills: community bank leverage ratio electors (one rule, leverage vs 9%)
 _OUTCOME = re.compile(r": (OK|BREACH)$", re.MULTILINE)
-# Draw weight of a rule for a drill line. The large-exposure limit is the one rule broken from above; at the weight
-# of the minimums the demo called most compliant exposures breaches (15 false of 16 found, bench/NOTES.md lever 13).
-_WEIGHT = {"LARGE_EXPOSURE": 3}
 
 
 def _line(rule: Rule, rng: random.Random, report_date: str) -> tuple[str, str]:
@@ -58,7 +55,7 @@ def generate_drills(n: int, seed: int, lines: int = 24, eu_fraction: float = 0.5
     """``n`` drill rows of ``lines`` check lines each, deterministic for ``seed``.
 
     Each drill takes the rules of one regime (EU with probability ``eu_fraction``, else US, a tenth of them US-CBLR)
-    in force on a drawn report date, one random rule per line (the large-exposure limit weighted x3); data-quality
+    in force on a drawn report date, one random rule per line; data-quality
     lines are not drilled (they are findings, not comparisons). Columns are the raw table's, with ``train_only`` True.
     """
     if n < 0 or lines < 1:
@@ -71,8 +68,7 @@ def generate_drills(n: int, seed: int, lines: int = 24, eu_fraction: float = 0.5
         regime = "EU" if rng.random() < eu_fraction else CBLR if rng.random() < _CBLR_SHARE else "US"
         report_date = rng.choice(_DATES)
         rules = [r for r in applicable_rules(regime, report_date) if r.code != "DATA_QUALITY"]
-        weights = [_WEIGHT.get(r.code, 1) for r in rules]
-        drawn = [_line(rng.choices(rules, weights)[0], rng, report_date) for _ in range(lines)]
+        drawn = [_line(rng.choice(rules), rng, report_date) for _ in range(lines)]
         violations = sorted({line.split(" ", 1)[0] for line, outcome in drawn if outcome == BREACH})
         rows.append({
             "id": f"DRILL-{seed}-{i:05d}", "bank_id": f"DRILL-{seed}-{i:05d}", "bank_name": "drill",
