@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 
 _LEGAL = re.compile(r"CRD Art [\d()a-z]+|CRR Art \d+|12 CFR [\d.]+|12 U\.S\.C\. [\d()a-z]+|Implementing Regulation|"
-                    r"next report")
+                    r"next review")
 
 
 def remedies(directive: str) -> frozenset[str]:
-    """The legal remedies a directive cites (``next report`` for a directive without a measure)."""
+    """The legal remedies a directive cites (``next review`` for a directive without a measure)."""
     return frozenset(m.rstrip(").") for m in _LEGAL.findall(directive))
 
 

@@ -55,8 +55,8 @@ def generate_drills(n: int, seed: int, lines: int = 24, eu_fraction: float = 0.5
     """``n`` drill rows of ``lines`` check lines each, deterministic for ``seed``.
 
     Each drill takes the rules of one regime (EU with probability ``eu_fraction``, else US, a tenth of them US-CBLR)
-    in force on a drawn report date, one random rule per line; data-quality
-    lines are not drilled (they are findings, not comparisons). Columns are the raw table's, with ``train_only`` True.
+    in force on a drawn report date, one random rule per line; data-quality lines are not drilled (they are
+    findings, not comparisons). Columns are the raw table's, with ``train_only`` True.
     """
     if n < 0 or lines < 1:
         raise ValueError(f"need n >= 0 and lines >= 1, got n={n}, lines={lines}")
