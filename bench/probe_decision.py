@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aligned-thresholds", action="store_true",
                         help="probe constant thresholds written like the figures, with two decimals (4.5% -> 4.50%, "
                              "100% -> 100.00%), so that the figure and the threshold of a check line line up")
+    parser.add_argument("--limit-word", default="limit",
+                        help="the word after a limit rule's threshold in a check line (`25% limit`), e.g. `max`")
     parser.add_argument("--drills", type=int, default=0, help="add this many decision drills (regulator.drills)")
     parser.add_argument("--drill-lines", type=int, default=24)
     parser.add_argument("--drills-only", action="store_true", help="train on the drills alone")
@@ -115,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     tok = AutoTokenizer.from_pretrained(model_dir)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     bf16 = args.precision == "bf16"
+    if args.limit_word != "limit":
+        import regulator.rules
+
+        regulator.rules._SHORT_LABEL["limit"] = args.limit_word
     if args.aligned_thresholds:
         import regulator.rules
         from regulator.xbrl import format_ratio
