@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from datasets import load_from_disk
 
     from finetune.models import resolve_model
+    import regulator.rules
     from regulator.drills import DRILL, generate_drills
     from regulator.generator import generate_dataset
     from training.data import load_examples
@@ -118,11 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     bf16 = args.precision == "bf16"
     if args.limit_word != "limit":
-        import regulator.rules
-
         regulator.rules._SHORT_LABEL["limit"] = args.limit_word
     if args.aligned_thresholds:
-        import regulator.rules
         from regulator.xbrl import format_ratio
 
         regulator.rules.format_threshold = format_ratio

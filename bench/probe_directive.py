@@ -4,9 +4,10 @@ Starts from a model (``--init``: e.g. the demo's full-FT model, which already wr
 it, trains ``--steps`` steps on one training set and scores it again. The score isolates the directive: each test
 report's prompt is followed by its reference ``ANALYSIS`` (teacher-forced findings) and ``DIRECTIVE:``, and the model
 writes the rest; reported are the directive's ROUGE-L against the reference and the share of answers citing exactly
-the reference's legal remedies. Training sets, both built from the same natural-mix training reports: ``reports``
-(each report with its whole answer, the control) and ``directive`` (directive drills: the report's header line and
-a note as the prompt, the body left out, the answer kept, the loss on the directive and its end only).
+the reference's legal remedies. Training sets, both built from the same training reports of further banks (``--pool``:
+the natural mix, or the rebalanced pool whose rules break independently): ``reports`` (each report with its whole
+answer, the control) and ``directive`` (directive drills: the report's header line and a note as the prompt, the
+body left out, the answer kept, the loss on the directive and its end only).
 
     python -m bench.probe_directive --init MODEL_DIR --train directive --steps 30
 """
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args(argv)
 
+    import pandas as pd
+    from datasets import load_from_disk
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from data_contracts.contracts import ContractLimits
@@ -106,23 +109,20 @@ def main(argv: list[str] | None = None) -> int:
         raw = generate_dataset(args.natural, args.seed, Path(tmp) / "raw", eu_csv_fraction=0.25)
         if args.pool == "balanced":
             extra = generate_dataset(1, args.seed + 1, Path(tmp) / "extra", eu_csv_fraction=0.25,
-                                     n_train_balanced=args.natural_train).iloc[1:]
+                                     n_train_balanced=args.natural_train)
+            extra = extra[extra[TRAIN_ONLY]].copy()  # the pool alone (the generator needs one natural report)
         else:
             extra = generate_dataset(args.natural_train, args.seed + 1, Path(tmp) / "extra", eu_csv_fraction=0.25)
         extra["bank_id"] = "X" + extra["bank_id"].astype(str)  # other banks than the test split's
         extra["id"] = "X" + extra["id"].astype(str)
         extra[TRAIN_ONLY] = True
-        import pandas as pd
-
         raw = pd.concat([raw, extra], ignore_index=True)
         manifest = prepare_dataset(raw=raw, tokenizer=tok, out_dir=Path(tmp), seed=args.seed, max_seq_len=1024,
                                    limits=ContractLimits(max_tokens=1024), split_fractions=(0.4, 0.3, 0.3))
-        from datasets import load_from_disk
-
         data = load_from_disk(manifest["dataset_dir"])
         test = [data["test"][i] for i in range(min(args.test, len(data["test"])))]
         train = data["train"]
-        rows = [train[i] for i in range(len(train)) if str(train[i]["id"]).startswith("X")]
+        rows = [row for row in train if str(row["id"]).startswith("X")]
         examples = [directive_example(tok, r) if args.train == "directive" else
                     Example(list(r["input_ids"]), list(r["labels"])) for r in rows]
         tokens = sum(len(e.input_ids) for e in examples) / len(examples)
