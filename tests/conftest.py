@@ -7,6 +7,7 @@ to a temporary project home so tests never touch the user's runs, caches or regi
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,15 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's project and Prefect homes (~600 MB of models and runs) unless FINETUNE_KEEP_TEST_HOME is set.
+
+    Left behind, every test session eats disk that a later session's infra check counts as missing.
+    """
+    if _SESSION_TMP is not None and not os.environ.get("FINETUNE_KEEP_TEST_HOME"):
+        shutil.rmtree(_SESSION_TMP, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
