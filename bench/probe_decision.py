@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drills", type=int, default=0, help="add this many decision drills (regulator.drills)")
     parser.add_argument("--drill-lines", type=int, default=24)
     parser.add_argument("--drills-only", action="store_true", help="train on the drills alone")
+    parser.add_argument("--drills-first", action="store_true", help="the drills open the run, the reports follow")
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args(argv)
 
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                                    limits=ContractLimits(max_tokens=1024), split_fractions=tuple(args.split))
         print("rows", manifest["rows"], "tokens", {k: v["tokens"]["mean"] for k, v in
                                                    manifest["stats"]["splits"].items()}, flush=True)
-        examples = load_examples(Path(manifest["dataset_dir"]), "train")
+        examples = load_examples(Path(manifest["dataset_dir"]), "train", (DRILL,) if args.drills_first else ())
         if args.drills_only:
             kinds = load_from_disk(manifest["dataset_dir"])["train"]["case_kind"]
             examples = [ex for ex, kind in zip(examples, kinds) if kind == DRILL]

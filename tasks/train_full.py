@@ -13,6 +13,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from finetune.config import RunConfig
+from regulator.drills import DRILL
 from tasks.general_answers import general_answers_file
 from tasks.progress import watch_training
 from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, exclusive_stage, maybe_inject_fault, transient_only
@@ -63,6 +64,7 @@ def full_spec(cfg: RunConfig, *, model_dir: str, dataset_dir: str, work_dir: Pat
         checkpoint_every_steps=t.checkpoint_every_steps, keep_last_checkpoints=t.keep_last_checkpoints,
         replay_file=replay, replay_fraction=t.replay_fraction, curve_points=t.curve_points,
         curve_examples=t.curve_examples, decision_weight=t.decision_weight,
+        first_case_kinds=[DRILL] if t.drills_first else [],
     )
 
 

@@ -29,7 +29,7 @@ from training.checkpoints import (
     read_complete,
     tag_for,
 )
-from training.data import IGNORE_INDEX, Example, MicroBatches, collate, plan_epoch
+from training.data import IGNORE_INDEX, Example, MicroBatches, collate, load_examples, plan_epoch
 from training.deepspeed_config import build_deepspeed_config
 from training.full_ft import TrainSpec
 from training.launcher import LOG_FILE, build_launch_command, launch_env, run_training
@@ -183,6 +183,31 @@ def test_plan_is_deterministic_length_grouped_and_sharded() -> None:
         ids1 = sorted(tuple(t.tolist()) for b in mb1 for t in b["input_ids"])
         ids2 = sorted(tuple(t.tolist()) for b in mb_a + mb_b for t in b["input_ids"])
         assert ids1 == ids2
+
+
+def test_a_curriculum_plans_the_flagged_examples_first() -> None:
+    lengths = [random.Random(i).randint(5, 300) for i in range(200)]
+    flags = [i % 5 == 0 for i in range(200)]  # 40 flagged: 10 micro-batches of 4
+    plan = plan_epoch(lengths, micro_batch_size=4, seed=3, epoch=0, group_size=2, first=flags)
+    assert all(flags[i] for b in plan[:10] for i in b)
+    assert not any(flags[i] for b in plan[10:] for i in b)
+    assert len({i for b in plan for i in b}) == sum(len(b) for b in plan)
+    unflagged = plan_epoch(lengths, micro_batch_size=4, seed=3, epoch=0, group_size=2, first=[False] * 200)
+    assert unflagged == plan_epoch(lengths, micro_batch_size=4, seed=3, epoch=0, group_size=2)
+
+
+def test_load_examples_flags_the_kinds_asked_first(tmp_path: Path) -> None:
+    from datasets import Dataset, DatasetDict
+
+    rows = {"input_ids": [[1, 2], [3, 4], [5, 6]], "labels": [[-100, 2], [-100, 4], [-100, 6]],
+            "case_kind": ["single_breach", "drill", "compliant"]}
+    DatasetDict({"train": Dataset.from_dict(rows)}).save_to_disk(str(tmp_path / "ds"))
+    assert [e.first for e in load_examples(tmp_path / "ds", "train", ("drill",))] == [False, True, False]
+    assert not any(e.first for e in load_examples(tmp_path / "ds", "train"))
+    DatasetDict({"train": Dataset.from_dict({k: rows[k] for k in ("input_ids", "labels")})}).save_to_disk(
+        str(tmp_path / "bare"))
+    with pytest.raises(DataError, match="case_kind"):
+        load_examples(tmp_path / "bare", "train", ("drill",))
 
 
 def test_resume_from_data_position() -> None:

@@ -64,8 +64,10 @@ def test_adapter_loads_with_peft_and_merge_matches(lora_run: tuple[Path, dict], 
 def test_matching_spec_keeps_the_token_budget() -> None:
     cfg = build_deepspeed_config(micro_batch_size=4, grad_accum_steps=8, world_size=2, zero_stage=2, lr=2e-5,
                                  on_cpu=True, bf16=True, grad_clip=0.5)
-    full = TrainSpec(model_dir="m", dataset_dir="d", output_dir="o", ds_config=cfg, epochs=3, max_steps=100, seed=7)
+    full = TrainSpec(model_dir="m", dataset_dir="d", output_dir="o", ds_config=cfg, epochs=3, max_steps=100, seed=7,
+                     first_case_kinds=["drill"])
     lora = LoraSpec.matching(full, output_dir="lo", world_size=2)
+    assert lora.first_case_kinds == ["drill"]  # the same curriculum: the very same examples in the same order
     assert (lora.micro_batch_size, lora.grad_accum_steps) == (4, 16)
     assert (lora.epochs, lora.max_steps, lora.seed, lora.bf16, lora.grad_clip) == (3, 100, 7, True, 0.5)
     assert lora.lr == 2e-4  # its own learning rate, not full FT's
@@ -99,7 +101,7 @@ def test_learning_curve_and_lr_sweep(regulator_dataset: Path, tiny_model_dir: Pa
 
     spec = LoraSpec(model_dir=str(tiny_model_dir), dataset_dir=str(regulator_dataset), output_dir=str(tmp_path / "out"),
                     micro_batch_size=2, max_steps=2, lr=1e-3, r=4, alpha=8, dropout=0.0, seed=1, curve_points=2,
-                    curve_examples=4, decision_weight=5.0)
+                    curve_examples=4, decision_weight=5.0, first_case_kinds=["drill"])
     summary = train_lora(spec)
     curve = read_curve(tmp_path / "out" / "curve.jsonl")
     assert [(r["step"], r["examples_seen"]) for r in curve] == [(0, 0), (1, 2), (2, 4)]

@@ -29,15 +29,20 @@ REQUIRED_COLUMNS = ("input_ids", "labels")
 
 @dataclass(frozen=True)
 class Example:
-    """One tokenised example: ``labels`` is -100 wherever no loss is taken (prompt tokens)."""
+    """One tokenised example: ``labels`` is -100 wherever no loss is taken (prompt tokens).
+
+    ``first``: planned before the other examples of every epoch (a curriculum, ``plan_epoch``).
+    """
 
     input_ids: list[int]
     labels: list[int]
+    first: bool = False
 
 
-def load_examples(dataset_dir: Path, split: str = "train") -> list[Example]:
+def load_examples(dataset_dir: Path, split: str = "train", first_kinds: Sequence[str] = ()) -> list[Example]:
     """Load ``split`` of a DatasetDict saved with ``save_to_disk`` and return its examples.
 
+    Rows whose ``case_kind`` is in ``first_kinds`` are marked ``first`` (each epoch starts with them).
     Raises DataError when the folder, the split or a column is missing, or an example's labels do not align.
     """
     from datasets import load_from_disk
@@ -53,8 +58,11 @@ def load_examples(dataset_dir: Path, split: str = "train") -> list[Example]:
     missing = [c for c in REQUIRED_COLUMNS if c not in ds.column_names]
     if missing:
         raise DataError(f"{dataset_dir}/{split}: columns {missing} missing (have {ds.column_names})")
+    if first_kinds and "case_kind" not in ds.column_names:
+        raise DataError(f"{dataset_dir}/{split}: no case_kind column to put {list(first_kinds)} first; re-run prepare_data")
     cols = ds.select_columns(list(REQUIRED_COLUMNS)).to_dict()
-    examples = [Example(list(i), list(l)) for i, l in zip(cols["input_ids"], cols["labels"])]
+    kinds = ds["case_kind"] if first_kinds else [None] * len(ds)
+    examples = [Example(list(i), list(l), k in first_kinds) for i, l, k in zip(cols["input_ids"], cols["labels"], kinds)]
     for n, ex in enumerate(examples):
         if len(ex.input_ids) != len(ex.labels) or not ex.input_ids:
             raise DataError(f"{dataset_dir}/{split} row {n}: input_ids and labels differ in length or are empty")
@@ -64,26 +72,40 @@ def load_examples(dataset_dir: Path, split: str = "train") -> list[Example]:
 
 
 def plan_epoch(
-    lengths: Sequence[int], *, micro_batch_size: int, seed: int, epoch: int, group_size: int, mega_batch_factor: int = 32
+    lengths: Sequence[int], *, micro_batch_size: int, seed: int, epoch: int, group_size: int, mega_batch_factor: int = 32,
+    first: Sequence[bool] | None = None,
 ) -> list[list[int]]:
     """Return the epoch's global micro-batches (lists of example indices), deterministic given ``seed`` and ``epoch``.
 
     Indices are shuffled, cut into mega-batches of ``mega_batch_factor`` micro-batches, sorted by length inside each,
     cut into micro-batches, and the micro-batch order is shuffled again. Incomplete micro-batches and the tail that
     does not fill a whole optimizer step (``group_size`` = world size x grad accumulation micro-batches) are dropped,
-    so every rank runs the same number of steps.
+    so every rank runs the same number of steps. With ``first`` (a flag per example, some set), the flagged examples
+    are planned that way on their own and come before the others, which are planned the same way after them.
     """
     rng = random.Random(f"{seed}:{epoch}")
-    order = list(range(len(lengths)))
+    everything = list(range(len(lengths)))
+    if first is None or not any(first):
+        groups = [everything]
+    else:
+        groups = [[i for i in everything if first[i]], [i for i in everything if not first[i]]]
+    batches: list[list[int]] = []
+    for group in groups:
+        batches += _shuffled_batches(group, lengths, rng, micro_batch_size * mega_batch_factor, micro_batch_size)
+    return batches[: len(batches) - len(batches) % group_size]
+
+
+def _shuffled_batches(order: list[int], lengths: Sequence[int], rng: random.Random, mega: int,
+                      micro_batch_size: int) -> list[list[int]]:
+    """``order`` shuffled, length-sorted inside mega-batches, cut into full micro-batches, which are shuffled."""
     rng.shuffle(order)
-    mega = micro_batch_size * mega_batch_factor
     batches: list[list[int]] = []
     for start in range(0, len(order), mega):
         chunk = sorted(order[start : start + mega], key=lambda i: -lengths[i])
         batches += [chunk[i : i + micro_batch_size] for i in range(0, len(chunk), micro_batch_size)]
     batches = [b for b in batches if len(b) == micro_batch_size]
     rng.shuffle(batches)
-    return batches[: len(batches) - len(batches) % group_size]
+    return batches
 
 
 def collate(examples: Sequence[Example], *, pad_token_id: int) -> dict[str, torch.Tensor]:
@@ -125,6 +147,7 @@ class MicroBatches:
             seed=self.seed,
             epoch=epoch,
             group_size=self.group_size,
+            first=[e.first for e in self.examples],
         )
 
     def steps_per_epoch(self) -> int:

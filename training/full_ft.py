@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Sequence, TextIO
 
 import torch
 
@@ -72,6 +72,7 @@ class TrainSpec:
     curve_points: int = 0
     curve_examples: int = 32
     decision_weight: float = 1.0
+    first_case_kinds: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -226,10 +227,14 @@ class MetricsLog:
 
 
 def load_training_examples(
-    *, dataset_dir: Path, split: str, tokenizer: Any, replay_file: str | None, replay_fraction: float, seed: int
+    *, dataset_dir: Path, split: str, tokenizer: Any, replay_file: str | None, replay_fraction: float, seed: int,
+    first_case_kinds: Sequence[str] = (),
 ) -> tuple[list[Example], int]:
-    """Load the split's examples and mix in replay examples when a replay file is given; return (examples, n_replay)."""
-    examples = load_examples(Path(dataset_dir), split)
+    """Load the split's examples and mix in replay examples when a replay file is given; return (examples, n_replay).
+
+    Rows of ``first_case_kinds`` open every epoch (replay examples never do).
+    """
+    examples = load_examples(Path(dataset_dir), split, first_case_kinds)
     if not replay_file or replay_fraction <= 0:
         return examples, 0
     from training.replay import load_replay, mix_replay
@@ -275,7 +280,7 @@ def train(spec: TrainSpec, *, progress: Callable[[dict[str, Any]], None] | None 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     examples, n_replay = load_training_examples(
         dataset_dir=Path(spec.dataset_dir), split=spec.split, tokenizer=tokenizer, replay_file=spec.replay_file,
-        replay_fraction=spec.replay_fraction, seed=spec.seed,
+        replay_fraction=spec.replay_fraction, seed=spec.seed, first_case_kinds=spec.first_case_kinds,
     )
     stream = MicroBatches(examples, micro, accum, world, rank, spec.seed, pad_id)
     total_steps = planned_steps(stream, spec.epochs, spec.max_steps)

@@ -68,6 +68,7 @@ class LoraSpec:
     curve_examples: int = 32
     curve_start: bool = True
     decision_weight: float = 1.0
+    first_case_kinds: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -90,7 +91,7 @@ class LoraSpec:
             seed=full.seed, gradient_checkpointing=full.gradient_checkpointing, replay_file=full.replay_file,
             replay_fraction=full.replay_fraction, log_every_steps=full.log_every_steps, split=full.split,
             curve_points=full.curve_points, curve_examples=full.curve_examples,
-            decision_weight=full.decision_weight,
+            decision_weight=full.decision_weight, first_case_kinds=list(full.first_case_kinds),
         )
         values.update(overrides)
         return cls(**values)
@@ -138,7 +139,7 @@ def train_lora(spec: LoraSpec, *, progress: Callable[[dict[str, Any]], None] | N
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     examples, n_replay = load_training_examples(
         dataset_dir=Path(spec.dataset_dir), split=spec.split, tokenizer=tokenizer, replay_file=spec.replay_file,
-        replay_fraction=spec.replay_fraction, seed=spec.seed,
+        replay_fraction=spec.replay_fraction, seed=spec.seed, first_case_kinds=spec.first_case_kinds,
     )
     stream = MicroBatches(examples, spec.micro_batch_size, spec.grad_accum_steps, 1, 0, spec.seed, pad_id)
     total_steps = planned_steps(stream, spec.epochs, spec.max_steps)
