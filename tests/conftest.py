@@ -36,7 +36,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Remove the session's project and Prefect homes (~600 MB of models and runs) unless FINETUNE_KEEP_TEST_HOME is set.
+    """Remove the session's project and Prefect homes (~600 MB of models and runs) unless FINETUNE_KEEP_TEST_HOME is
+    set.
 
     Left behind, every test session eats disk that a later session's infra check counts as missing.
     """

@@ -59,10 +59,12 @@ def load_examples(dataset_dir: Path, split: str = "train", first_kinds: Sequence
     if missing:
         raise DataError(f"{dataset_dir}/{split}: columns {missing} missing (have {ds.column_names})")
     if first_kinds and "case_kind" not in ds.column_names:
-        raise DataError(f"{dataset_dir}/{split}: no case_kind column to put {list(first_kinds)} first; re-run prepare_data")
+        raise DataError(f"{dataset_dir}/{split}: no case_kind column to put {list(first_kinds)} first; "
+                        "re-run prepare_data")
     cols = ds.select_columns(list(REQUIRED_COLUMNS)).to_dict()
     kinds = ds["case_kind"] if first_kinds else [None] * len(ds)
-    examples = [Example(list(i), list(l), k in first_kinds) for i, l, k in zip(cols["input_ids"], cols["labels"], kinds)]
+    examples = [Example(list(i), list(l), k in first_kinds)
+                for i, l, k in zip(cols["input_ids"], cols["labels"], kinds)]
     for n, ex in enumerate(examples):
         if len(ex.input_ids) != len(ex.labels) or not ex.input_ids:
             raise DataError(f"{dataset_dir}/{split} row {n}: input_ids and labels differ in length or are empty")
@@ -72,8 +74,8 @@ def load_examples(dataset_dir: Path, split: str = "train", first_kinds: Sequence
 
 
 def plan_epoch(
-    lengths: Sequence[int], *, micro_batch_size: int, seed: int, epoch: int, group_size: int, mega_batch_factor: int = 32,
-    first: Sequence[bool] | None = None,
+    lengths: Sequence[int], *, micro_batch_size: int, seed: int, epoch: int, group_size: int,
+    mega_batch_factor: int = 32, first: Sequence[bool] | None = None,
 ) -> list[list[int]]:
     """Return the epoch's global micro-batches (lists of example indices), deterministic given ``seed`` and ``epoch``.
 
