@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the word after a limit rule's threshold in a check line (`25% limit`), e.g. `max`")
     parser.add_argument("--drills", type=int, default=0, help="add this many decision drills (regulator.drills)")
     parser.add_argument("--drill-lines", type=int, default=24)
+    parser.add_argument("--drill-spread", type=int, nargs="+", default=[1],
+                        help="factors of a drill's healthy margin (regulator.drills.generate_drills spread)")
     parser.add_argument("--drills-only", action="store_true", help="train on the drills alone")
     parser.add_argument("--drills-first", action="store_true", help="the drills open the run, the reports follow")
     parser.add_argument("--seed", type=int, default=1234)
@@ -128,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         raw = generate_dataset(args.natural, args.seed, Path(tmp) / "raw", n_train_balanced=args.balanced)
         if args.drills:
-            raw = pd.concat([raw, generate_drills(args.drills, args.seed, args.drill_lines)], ignore_index=True)
+            drills = generate_drills(args.drills, args.seed, args.drill_lines, spread=tuple(args.drill_spread))
+            raw = pd.concat([raw, drills], ignore_index=True)
         if args.pad_percentages:
             for column in ("report_text", "target"):
                 raw[column] = raw[column].map(pad_percentages)

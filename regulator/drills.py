@@ -4,9 +4,10 @@ A drill is an answer of many check lines (``- CET1_RATIO 3.84% vs 4.5% min: BREA
 engine writes them for a report, with figures drawn on both sides of each rule's threshold (half of them broken,
 margins from 1 bp to several points) and no report behind them. Training takes the loss on the outcome words only
 (``outcome_spans``), so every token of gradient a drill carries is a comparison of a figure with its threshold;
-a report's answer spends ~3% of its tokens on that. Measured (bench/NOTES.md): 120 drills of 24 lines alone took
-the teacher-forced check-line accuracy on natural validation reports from 0.72 to 0.96, where 160 reports of the
-rebalanced pool reached 0.85-0.89.
+a report's answer spends ~3% of its tokens on that. Measured (bench/NOTES.md, levers 9 and 16): 120 drills of 24
+lines alone took the teacher-forced check-line accuracy on natural validation reports from 0.68 to 0.92 (every
+minimum rule right, the large-exposure limit mostly wrong), where 160 reports of the rebalanced pool reached
+0.85-0.89.
 
 Drills are rows of the raw table (``case_kind`` ``drill``, ``train_only``), so they pass the same data contract;
 they never reach validation or test.
@@ -31,12 +32,14 @@ _CBLR_SHARE = 0.1  # of the US drills: community bank leverage ratio electors (o
 _OUTCOME = re.compile(r": (OK|BREACH)$", re.MULTILINE)
 
 
-def _line(rule: Rule, rng: random.Random, report_date: str) -> tuple[str, str]:
-    """One check line for ``rule`` with a drawn figure (and, for a bank-specific requirement, a drawn requirement)."""
+def _line(rule: Rule, rng: random.Random, report_date: str, spread: tuple[int, ...] = (1,)) -> tuple[str, str]:
+    """One check line for ``rule`` with a drawn figure (and, for a bank-specific requirement, a drawn requirement);
+    a healthy margin is multiplied by a factor drawn from ``spread``."""
     threshold = rule.threshold if rule.threshold is not None else rng.randint(700, 1250) / 10000
-    # near (within 60 bp), moderate (to 3 points) or healthy (to 9 points, x3 or x6 as banks hold LCR and NSFR far
-    # above 100% and exposures far below their limit), as the generator draws report figures
-    margin = rng.choice((rng.randint(1, 60), rng.randint(1, 300), rng.randint(60, 900) * rng.choice((1, 3, 6))))
+    # near (within 60 bp), moderate (to 3 points) or healthy (0.6 to 9 points; ``spread`` (3, 6) would also draw x3
+    # and x6 as banks hold LCR and NSFR far above 100%: drills so spread did not teach the comparison in 120 rows
+    # over three seeds, bench/NOTES.md lever 16)
+    margin = rng.choice((rng.randint(1, 60), rng.randint(1, 300), rng.randint(60, 900) * rng.choice(spread)))
     breach = rng.random() < 0.5
     upward = rule.comparison in (">=", ">")  # a minimum: a breach is below it; a limit: above it
     figure = threshold - margin / 10000 if upward == breach else threshold + margin / 10000
@@ -51,12 +54,15 @@ def _line(rule: Rule, rng: random.Random, report_date: str) -> tuple[str, str]:
     return check.line(), check.outcome
 
 
-def generate_drills(n: int, seed: int, lines: int = 24, eu_fraction: float = 0.5) -> pd.DataFrame:
+def generate_drills(n: int, seed: int, lines: int = 24, eu_fraction: float = 0.5,
+                    spread: tuple[int, ...] = (1,)) -> pd.DataFrame:
     """``n`` drill rows of ``lines`` check lines each, deterministic for ``seed``.
 
     Each drill takes the rules of one regime (EU with probability ``eu_fraction``, else US, a tenth of them US-CBLR)
     in force on a drawn report date, one random rule per line; data-quality lines are not drilled (they are
-    findings, not comparisons). Columns are the raw table's, with ``train_only`` True.
+    findings, not comparisons). ``spread``: the factors a healthy margin (0.6 to 9 points) is multiplied by
+    (x1 only: the figure stays within 9 points of its threshold, where the comparison is learned).
+    Columns are the raw table's, with ``train_only`` True.
     """
     if n < 0 or lines < 1:
         raise ValueError(f"need n >= 0 and lines >= 1, got n={n}, lines={lines}")
@@ -68,7 +74,7 @@ def generate_drills(n: int, seed: int, lines: int = 24, eu_fraction: float = 0.5
         regime = "EU" if rng.random() < eu_fraction else CBLR if rng.random() < _CBLR_SHARE else "US"
         report_date = rng.choice(_DATES)
         rules = [r for r in applicable_rules(regime, report_date) if r.code != "DATA_QUALITY"]
-        drawn = [_line(rng.choice(rules), rng, report_date) for _ in range(lines)]
+        drawn = [_line(rng.choice(rules), rng, report_date, spread) for _ in range(lines)]
         violations = sorted({line.split(" ", 1)[0] for line, outcome in drawn if outcome == BREACH})
         rows.append({
             "id": f"DRILL-{seed}-{i:05d}", "bank_id": f"DRILL-{seed}-{i:05d}", "bank_name": "drill",
