@@ -30,6 +30,54 @@ def pad_percentages(text: str) -> str:
     return re.sub(r"(-?)(\d+)(?:\.(\d+))?%", pad, text)
 
 
+def comparator_word_lines() -> None:
+    """Patch ``regulator.rules.check_rule`` (and the drills' copy) so every comparison line says how the figure
+    stands to its threshold before the outcome: ``3.51% vs 4.5% min, below: BREACH``, ``7.93% vs 25% limit,
+    below: OK``. The outcome is then that word read through the rule's kind."""
+    import dataclasses
+
+    import regulator.drills
+    import regulator.rules
+
+    plain = regulator.rules.check_rule
+
+    def check_rule(rule, parsed):
+        check = plain(rule, parsed)
+        if check.figure is None or check.threshold is None:
+            return check
+        diff = round(check.figure - check.threshold, 10)
+        word = "below" if diff < 0 else "above" if diff > 0 else "at"
+        return dataclasses.replace(check, detail=f"{check.detail}, {word}")
+
+    regulator.rules.check_rule = check_rule
+    regulator.drills.check_rule = check_rule
+
+
+def generated_scores(model: torch.nn.Module, tok, rows: dict, *, max_new_tokens: int, bf16: bool) -> dict:
+    """Greedy-generate the answers of ``rows`` (a split's ``input_ids``, ``labels``, ``target``) and score their
+    check lines: accuracy, violation F1 (micro) and the accuracy per code, as the evaluate stage parses answers."""
+    from sklearn.metrics import f1_score
+
+    from evaluation.generate import generate_answers
+    from evaluation.metrics import score_examples
+    from regulator.answers import parse_answer
+
+    prompts = [tok.decode(ids[:next(i for i, label in enumerate(labels) if label != -100)])
+               for ids, labels in zip(rows["input_ids"], rows["labels"])]
+    model.eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        answers = generate_answers(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=len(prompts))
+    scores = score_examples(rows["target"], answers)
+    right: dict[str, list[int]] = {}
+    for target, answer in zip(rows["target"], answers):
+        got = parse_answer(answer).checks
+        for code, outcome in parse_answer(target).checks.items():
+            right.setdefault(code, []).append(int(got.get(code) == outcome))
+    return {"gen_check_acc": round(float(scores.checks_correct.sum() / scores.checks_total.sum()), 3),
+            "gen_f1": round(float(f1_score(scores.y_true, scores.y_pred, average="micro", zero_division=0)), 3),
+            "gen_per_code": {code: round(sum(v) / len(v), 2) for code, v in sorted(right.items())}}
+
+
 def train_steps(model: torch.nn.Module, params: list, examples: list, *, steps: int, lr: float, micro: int,
                 accum: int, seed: int, pad: int, bf16: bool, loss_fn: Callable,
                 after_step: Callable[[int, float, float], None] | None = None) -> None:
@@ -97,6 +145,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="factors of a drill's healthy margin (regulator.drills.generate_drills spread)")
     parser.add_argument("--drills-only", action="store_true", help="train on the drills alone")
     parser.add_argument("--drills-first", action="store_true", help="the drills open the run, the reports follow")
+    parser.add_argument("--drill-weight", nargs="*", default=[], metavar="CODE=N",
+                        help="draw weight of a rule in the drills (regulator.drills.generate_drills weights)")
+    parser.add_argument("--comparator-word", action="store_true",
+                        help="check lines say below/above/at before the outcome (comparator_word_lines)")
+    parser.add_argument("--generate", type=int, default=0,
+                        help="also greedy-generate this many validation answers at each point and score them")
+    parser.add_argument("--generate-tokens", type=int, default=200, help="new tokens per generated answer")
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args(argv)
 
@@ -123,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     bf16 = args.precision == "bf16"
     if args.limit_word != "limit":
         regulator.rules._SHORT_LABEL["limit"] = args.limit_word
+    if args.comparator_word:
+        comparator_word_lines()
     if args.aligned_thresholds:
         from regulator.xbrl import format_ratio
 
@@ -130,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         raw = generate_dataset(args.natural, args.seed, Path(tmp) / "raw", n_train_balanced=args.balanced)
         if args.drills:
-            drills = generate_drills(args.drills, args.seed, args.drill_lines, spread=tuple(args.drill_spread))
+            weights = {code: int(n) for code, n in (w.split("=") for w in args.drill_weight)}
+            drills = generate_drills(args.drills, args.seed, args.drill_lines, spread=tuple(args.drill_spread),
+                                     weights=weights or None)
             raw = pd.concat([raw, drills], ignore_index=True)
         if args.pad_percentages:
             for column in ("report_text", "target"):
@@ -144,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             kinds = load_from_disk(manifest["dataset_dir"])["train"]["case_kind"]
             examples = [ex for ex, kind in zip(examples, kinds) if kind == DRILL]
         val = load_decision_examples(manifest["dataset_dir"], tok, limit=args.eval_examples)
+        val_rows = load_from_disk(manifest["dataset_dir"])["validation"].select(
+            range(min(args.generate, args.eval_examples))).to_dict() if args.generate else None
     model = load_trainable_model(model_dir, seed=args.seed, gradient_checkpointing=False)
     if args.lora_r:
         from peft import LoraConfig, get_peft_model
@@ -164,9 +225,11 @@ def main(argv: list[str] | None = None) -> int:
                     if ref != got:
                         line = tok.decode(ex.input_ids[max(0, pos - 14):pos]).split("\n")[-1]
                         print(f"  wrong: {line!r} -> {got} (reference {ref})", flush=True)
+        generated = generated_scores(model, tok, val_rows, max_new_tokens=args.generate_tokens,
+                                     bf16=bf16) if val_rows else {}
         print(json.dumps({"step": step, "examples_seen": seen, "tf_f1": s["tf_f1_micro"],
                           "tf_check_acc": s["tf_check_accuracy"], "per_code": s["tf_per_code_accuracy"],
-                          "eval_s": round(time.perf_counter() - started, 1)}), flush=True)
+                          **generated, "eval_s": round(time.perf_counter() - started, 1)}), flush=True)
 
     evaluate(0, 0)
 

@@ -55,13 +55,14 @@ def _line(rule: Rule, rng: random.Random, report_date: str, spread: tuple[int, .
 
 
 def generate_drills(n: int, seed: int, lines: int = 24, eu_fraction: float = 0.5,
-                    spread: tuple[int, ...] = (1,)) -> pd.DataFrame:
+                    spread: tuple[int, ...] = (1,), weights: dict[str, int] | None = None) -> pd.DataFrame:
     """``n`` drill rows of ``lines`` check lines each, deterministic for ``seed``.
 
     Each drill takes the rules of one regime (EU with probability ``eu_fraction``, else US, a tenth of them US-CBLR)
     in force on a drawn report date, one random rule per line; data-quality lines are not drilled (they are
     findings, not comparisons). ``spread``: the factors a healthy margin (0.6 to 9 points) is multiplied by
-    (x1 only: the figure stays within 9 points of its threshold, where the comparison is learned).
+    (x1 only: the figure stays within 9 points of its threshold, where the comparison is learned). ``weights``:
+    a rule code's draw weight for a line (1 when absent; None draws every rule alike).
     Columns are the raw table's, with ``train_only`` True.
     """
     if n < 0 or lines < 1:
@@ -74,7 +75,9 @@ def generate_drills(n: int, seed: int, lines: int = 24, eu_fraction: float = 0.5
         regime = "EU" if rng.random() < eu_fraction else CBLR if rng.random() < _CBLR_SHARE else "US"
         report_date = rng.choice(_DATES)
         rules = [r for r in applicable_rules(regime, report_date) if r.code != "DATA_QUALITY"]
-        drawn = [_line(rng.choice(rules), rng, report_date, spread) for _ in range(lines)]
+        draw = [weights.get(r.code, 1) for r in rules] if weights else None
+        drawn = [_line(rng.choices(rules, draw)[0] if draw else rng.choice(rules), rng, report_date, spread)
+                 for _ in range(lines)]
         violations = sorted({line.split(" ", 1)[0] for line, outcome in drawn if outcome == BREACH})
         rows.append({
             "id": f"DRILL-{seed}-{i:05d}", "bank_id": f"DRILL-{seed}-{i:05d}", "bank_name": "drill",
