@@ -55,11 +55,10 @@ def comparator_word_lines() -> None:
 
 def generated_scores(model: torch.nn.Module, tok, rows: dict, *, max_new_tokens: int, bf16: bool) -> dict:
     """Greedy-generate the answers of ``rows`` (a split's ``input_ids``, ``labels``, ``target``) and score their
-    check lines: accuracy, violation F1 (micro) and the accuracy per code, as the evaluate stage parses answers."""
-    from sklearn.metrics import f1_score
-
+    check lines: accuracy and violation F1 (micro) as the evaluate stage computes them (``score_predictions``), and
+    the accuracy per code (a line left out counts as wrong)."""
     from evaluation.generate import generate_answers
-    from evaluation.metrics import score_examples
+    from evaluation.metrics import score_predictions
     from regulator.answers import parse_answer
 
     prompts = [tok.decode(ids[:next(i for i, label in enumerate(labels) if label != -100)])
@@ -67,14 +66,13 @@ def generated_scores(model: torch.nn.Module, tok, rows: dict, *, max_new_tokens:
     model.eval()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         answers = generate_answers(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=len(prompts))
-    scores = score_examples(rows["target"], answers)
+    scores = score_predictions(rows["target"], answers, n_bootstrap=1)  # point figures only: no CI wanted
     right: dict[str, list[int]] = {}
     for target, answer in zip(rows["target"], answers):
         got = parse_answer(answer).checks
         for code, outcome in parse_answer(target).checks.items():
             right.setdefault(code, []).append(int(got.get(code) == outcome))
-    return {"gen_check_acc": round(float(scores.checks_correct.sum() / scores.checks_total.sum()), 3),
-            "gen_f1": round(float(f1_score(scores.y_true, scores.y_pred, average="micro", zero_division=0)), 3),
+    return {"gen_check_acc": scores["check_accuracy"], "gen_f1": scores["f1_micro"],
             "gen_per_code": {code: round(sum(v) / len(v), 2) for code, v in sorted(right.items())}}
 
 
@@ -198,10 +196,10 @@ def main(argv: list[str] | None = None) -> int:
                                    limits=ContractLimits(max_tokens=1024), split_fractions=tuple(args.split))
         print("rows", manifest["rows"], "tokens", {k: v["tokens"]["mean"] for k, v in
                                                    manifest["stats"]["splits"].items()}, flush=True)
-        examples = load_examples(Path(manifest["dataset_dir"]), "train", (DRILL,) if args.drills_first else ())
+        drills_marked = args.drills_first or args.drills_only
+        examples = load_examples(Path(manifest["dataset_dir"]), "train", (DRILL,) if drills_marked else ())
         if args.drills_only:
-            kinds = load_from_disk(manifest["dataset_dir"])["train"]["case_kind"]
-            examples = [ex for ex, kind in zip(examples, kinds) if kind == DRILL]
+            examples = [ex for ex in examples if ex.first]
         val = load_decision_examples(manifest["dataset_dir"], tok, limit=args.eval_examples)
         val_rows = load_from_disk(manifest["dataset_dir"])["validation"].select(
             range(min(args.generate, args.eval_examples))).to_dict() if args.generate else None
