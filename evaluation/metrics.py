@@ -29,6 +29,7 @@ from sklearn.metrics import f1_score, precision_recall_fscore_support
 from sklearn.preprocessing import MultiLabelBinarizer
 
 from regulator.answers import RULE_CODES, ParsedAnswer, parse_answer
+from regulator.rules import NOT_ASSESSED
 from finetune.errors import EvaluationError
 
 DEFAULT_N_BOOTSTRAP = 1000
@@ -42,7 +43,8 @@ class ExampleScores:
     Attributes:
         y_true, y_pred: (n_examples, n_codes) 0/1 violation matrices, columns in ``codes`` order.
         rouge_l: (n,) directive ROUGE-L F-measure per example.
-        checks_correct, checks_total: (n,) reference check lines reproduced with the right outcome / present.
+        checks_correct, checks_total: (n,) reference check lines reproduced with the right outcome / present, over
+            the rules the engine assessed (a ``NOT_ASSESSED`` line is a statement, not a decision: not counted).
         exact: (n,) 1 when the predicted violation set equals the reference set.
         parsed_ok: (n,) 1 when the answer had at least one readable check line.
         spurious_checks: (n,) model check lines for codes the reference does not check.
@@ -104,7 +106,8 @@ def score_examples(
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     rouge = [scorer.score(r.directive, p.directive)["rougeL"].fmeasure for r, p in zip(refs, preds)]
-    correct = [sum(p.checks.get(code) == outcome for code, outcome in r.checks.items()) for r, p in zip(refs, preds)]
+    decided = [{code: outcome for code, outcome in r.checks.items() if outcome != NOT_ASSESSED} for r in refs]
+    correct = [sum(p.checks.get(code) == outcome for code, outcome in d.items()) for d, p in zip(decided, preds)]
     spurious = [len(set(p.checks) - set(r.checks)) for r, p in zip(refs, preds)]
     return ExampleScores(
         codes=codes,
@@ -112,7 +115,7 @@ def score_examples(
         y_pred=y_pred,
         rouge_l=np.asarray(rouge, dtype=float),
         checks_correct=np.asarray(correct, dtype=float),
-        checks_total=np.asarray([len(r.checks) for r in refs], dtype=float),
+        checks_total=np.asarray([len(d) for d in decided], dtype=float),
         exact=np.asarray([p.violations == r.violations for r, p in zip(refs, preds)], dtype=float),
         parsed_ok=np.asarray([p.parsed_ok for p in preds], dtype=float),
         spurious_checks=np.asarray(spurious, dtype=float),

@@ -33,8 +33,8 @@ from typing import Any, Callable
 
 from regulator.answers import ParsedAnswer, check_lines, parse_answer
 from finetune.errors import DataError, XBRLError
-from regulator.rules import (DATA_QUALITY, RULE_CODES, Rule, RuleResult, applicable_rules, assessable_rules,
-                             evaluate_rules, regime)
+from regulator.rules import (DATA_QUALITY, NOT_ASSESSED, RULE_CODES, Rule, RuleResult, applicable_rules,
+                             assessable_rules, evaluate_rules, regime)
 from regulator.packages import find_filings, read_filing_file
 from regulator.taxonomy import BY_CODE, KIND, RATIO
 from regulator.xbrl import ParsedReport, parse_xbrl_file, render_value
@@ -59,7 +59,7 @@ class FilingResult:
         key_figures: the facts the applicable rules (and the US PCA category) use, by datapoint code:
             ``{"label", "value" (currency units or decimal ratio; None when nil or absent), "unit", "display"}``.
         rule_findings: every check of the rule engine: ``code``, ``description`` (the check line), ``figure``,
-            ``threshold`` (decimals for ratios), ``outcome`` (OK/BREACH/DATA_QUALITY), ``margin``, ``legal_reference``.
+            ``threshold`` (decimals for ratios), ``outcome`` (OK/BREACH/DATA_QUALITY/NOT_ASSESSED), ``margin``, ``legal_reference``.
         rule_violations: the rule engine's violation codes (fixed order); DATA_QUALITY for inconsistent figures.
         pca_category: US prompt-corrective-action category (12 CFR 324.403), None for EU or missing inputs.
         model_violations: the codes the model's check lines imply ([] for none); None without a model or when the
@@ -445,7 +445,7 @@ def model_agreement(results: list[FilingResult]) -> dict[str, dict[str, int]]:
     for r in results:
         if r.status in (ERROR, CANNOT_ASSESS) or r.model_violations is None:
             continue
-        codes = {f["code"] for f in r.rule_findings} | {DATA_QUALITY}
+        codes = {f["code"] for f in r.rule_findings if f["outcome"] != NOT_ASSESSED} | {DATA_QUALITY}
         for code in codes:
             entry = counts.setdefault(code, {"agree": 0, "assessed": 0})
             entry["assessed"] += 1

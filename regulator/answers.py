@@ -5,11 +5,13 @@ The format (see README "Reading an answer")::
     ANALYSIS:
     - CET1_RATIO 3.51% vs 4.5% min: BREACH
     - LEVERAGE 6.94% vs 3% min: OK
+    - LARGE_EXPOSURE not mapped vs 25% limit: NOT_ASSESSED
     DIRECTIVE: <free text>
 
 The check lines are the one source of truth for the verdict: the violation set is every code whose line says
 ``BREACH``, plus ``DATA_QUALITY`` when any line says ``DATA_QUALITY``. There is no separate verdict line that could
-contradict them. Parsing is lenient about whitespace, case and the older ``- CODE: description: OUTCOME`` lines,
+contradict them. A rule in force that the filing cannot give figures for has its line too, ``NOT_ASSESSED`` (never
+a violation), so an answer names every rule in force and never decides by leaving a line out. Parsing is lenient about whitespace, case and the older ``- CODE: description: OUTCOME`` lines,
 and strict about codes: a code that is not one of ``RULE_CODES`` is dropped. An answer without a single readable
 check line predicts no violation (``parsed_ok`` is False), so a model cannot gain recall by rambling.
 """
@@ -21,13 +23,13 @@ from dataclasses import dataclass, field
 
 from regulator.rules import RULE_CODES
 
-OUTCOMES: tuple[str, ...] = ("OK", "BREACH", "DATA_QUALITY")
+OUTCOMES: tuple[str, ...] = ("OK", "BREACH", "DATA_QUALITY", "NOT_ASSESSED")
 
 _KNOWN = frozenset(RULE_CODES)
 # "- CODE detail: OUTCOME" (or the older "- CODE: detail: OUTCOME"); the outcome is anchored at the end of the line,
 # the detail may hold colons, and a line without a detail ("- LCR: BREACH") still states an outcome.
 CHECK_LINE = re.compile(
-    r"^\s*[-*•]\s*([A-Za-z][A-Za-z0-9_]*)(?:\s*:?\s+(.*?))?\s*:\s*(OK|BREACH|DATA[ _]QUALITY)\s*\.?\s*$", re.I
+    r"^\s*[-*•]\s*([A-Za-z][A-Za-z0-9_]*)(?:\s*:?\s+(.*?))?\s*:\s*(OK|BREACH|DATA[ _]QUALITY|NOT[ _]ASSESSED)\s*\.?\s*$", re.I
 )
 _HEADER = re.compile(r"^\s*(ANALYSIS|VIOLATIONS|DIRECTIVE)\s*:\s*(.*)$", re.I)
 
@@ -46,7 +48,8 @@ class ParsedAnswer:
     """What an answer claims.
 
     Attributes:
-        checks: rule code -> outcome (``OK``, ``BREACH`` or ``DATA_QUALITY``) from the check lines (first line wins).
+        checks: rule code -> outcome (``OK``, ``BREACH``, ``DATA_QUALITY`` or ``NOT_ASSESSED``) from the check lines
+            (first line wins).
         violations: the codes the check lines imply (BREACH codes, plus DATA_QUALITY for any DATA_QUALITY line).
         directive: the ``DIRECTIVE`` text with whitespace collapsed ("" if missing).
         parsed_ok: True when at least one check line of a known rule code was read.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from regulator.rules import BREACH, CBLR, DATA_QUALITY, RuleResult, regime
+from regulator.rules import BREACH, CBLR, DATA_QUALITY, NOT_ASSESSED, RuleResult, regime
 from regulator.xbrl import ParsedReport
 
 # Per family: (first sentence, follow-up sentence for a further remedy, sentence when no measure is needed).
@@ -190,7 +190,8 @@ def _finding(result: RuleResult) -> str:
                 return "data-quality findings"
             if check.outcome == outcome:
                 return f"reported {check.description.split(' vs ')[0]}"
-    return f"reported {result.checks[0].description.split(' vs ')[0]}" if result.checks else "reported figures"
+    assessed = [c for c in result.checks if c.outcome != NOT_ASSESSED]
+    return f"reported {assessed[0].description.split(' vs ')[0]}" if assessed else "reported figures"
 
 
 def _fmt_date(d: date) -> str:

@@ -25,6 +25,9 @@ RULE_CODES: tuple[str, ...] = (
 )
 CASE_KINDS: tuple[str, ...] = ("compliant", "near_miss", "single_breach", "multi_breach", "data_quality")
 OK, BREACH, DATA_QUALITY = "OK", "BREACH", "DATA_QUALITY"
+# The outcome of a rule in force whose figure or threshold this filing cannot give (a template not filed in a
+# module-wise submission, a cell the DPM mapping lacks): stated, not guessed, and never a violation.
+NOT_ASSESSED = "NOT_ASSESSED"
 CBLR = "US-CBLR"  # the rule set of a US community bank leverage ratio elector
 NEAR_MISS_MARGIN = 0.005  # 50 bp
 # A reported ratio may differ from numerator/denominator by rounding; beyond this it is a data-quality finding.
@@ -199,9 +202,10 @@ def meets(value: float, threshold: float, comparison: str) -> bool:
 
 
 def evaluate_rules(parsed: ParsedReport) -> RuleResult:
-    """Evaluate every applicable rule on the reported figures, then the data-quality checks; return the result."""
+    """Evaluate every rule in force on the reported figures (``NOT_ASSESSED`` where the filing cannot give a figure
+    or threshold), then the data-quality checks of the assessable ones; return the result."""
     rules = assessable_rules(parsed)
-    checks = [check_rule(rule, parsed) for rule in rules]
+    checks = [check_rule(rule, parsed) for rule in applicable_rules(regime(parsed), parsed.report_date)]
     checks.extend(_data_quality_checks(rules, parsed))
     codes = {c.code for c in checks if c.outcome == BREACH}
     if any(c.outcome == DATA_QUALITY for c in checks):
@@ -226,14 +230,17 @@ def _readable(rule: Rule, parsed: ParsedReport) -> bool:
 
 
 def check_rule(rule: Rule, parsed: ParsedReport) -> Check:
-    """The check line of one rule on one filing: OK, BREACH, or DATA_QUALITY when its figure or threshold is
-    missing (also used by ``regulator.drills`` so that drill lines are written exactly like report answers)."""
+    """The check line of one rule on one filing: OK, BREACH, DATA_QUALITY when its figure or threshold is missing,
+    or NOT_ASSESSED when the filing cannot give them (``_readable``; the line quotes why, e.g. ``not mapped``).
+    Also used by ``regulator.drills`` so that drill lines are written exactly like report answers."""
     facts = parsed.facts
     figure = facts.get(rule.figure)
     threshold = facts.get(rule.threshold_fact) if rule.threshold_fact else rule.threshold
-    fig_text = render_value(rule.figure, figure, rule.figure in facts)
+    why = parsed.unreadable
+    fig_text = render_value(rule.figure, figure, rule.figure in facts, why.get(rule.figure, "not reported"))
     if rule.threshold_fact:
-        thr_text = render_value(rule.threshold_fact, threshold, rule.threshold_fact in facts)
+        thr_text = render_value(rule.threshold_fact, threshold, rule.threshold_fact in facts,
+                                why.get(rule.threshold_fact, "not reported"))
     else:
         thr_text = render_value(rule.figure, threshold, True)
     # The legal reference is cited in the directive, not on every check line: it is constant per rule, and on a
@@ -241,6 +248,8 @@ def check_rule(rule: Rule, parsed: ParsedReport) -> Check:
     text = f"{rule.description} {fig_text} vs {thr_text} {rule.threshold_label}"
     short_thr = thr_text if rule.threshold_fact or threshold is None else format_threshold(threshold)
     detail = f"{fig_text} vs {short_thr} {_SHORT_LABEL.get(rule.threshold_label, rule.threshold_label)}"
+    if not _readable(rule, parsed):
+        return Check(rule.code, text, None, None, NOT_ASSESSED, None, "none", rule.legal_reference, detail)
     if figure is None or threshold is None:
         return Check(rule.code, text, figure, threshold, DATA_QUALITY, None, "medium", rule.legal_reference, detail)
     margin = round(figure - threshold if rule.comparison in (">=", ">") else threshold - figure, 10)

@@ -265,3 +265,18 @@ def test_flow_rules_only(generated) -> None:
         "total": 24, "ok": 23, "needs_review": 0, "cannot_assess": 1, "error": 0}
     assert summary["model"] == "rules-only"
     assert len(Path(summary["results"]).read_text().splitlines()) == 24
+
+
+def test_an_answer_states_the_rules_a_package_cannot_give(tmp_path: Path) -> None:
+    """xBRL-CSV packages carry no C 28.00 (an open table without a DPM datapoint): their reference answers state
+    the large exposure not assessed; such an answer is ok, one that leaves the line out is sent for review."""
+    from regulator.packages import read_zip
+
+    df = generate_dataset(8, SEED, tmp_path, eu_fraction=1.0, eu_csv_fraction=1.0)
+    row = df.iloc[0]
+    assert "- LARGE_EXPOSURE not mapped vs 25% limit: NOT_ASSESSED" in row.target
+    (parsed,) = read_zip(Path(row.source_file))
+    # the package's own reasons (C 28.00 not assessed, the 4.0 cells not mapped) and nothing about the answer
+    assert analyze_report(parsed, row.target).reasons == analyze_report(parsed).reasons
+    left_out = "\n".join(line for line in row.target.splitlines() if "NOT_ASSESSED" not in line)
+    assert "model's analysis has no check line for LARGE_EXPOSURE" in analyze_report(parsed, left_out).reasons

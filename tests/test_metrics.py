@@ -215,3 +215,18 @@ def test_report_table_examples_and_plots(scores: dict, tmp_path) -> None:
     (tmp_path / "empty.jsonl").write_text('{"note": "no steps"}\n')
     with pytest.raises(EvaluationError, match="no records"):
         plot_loss_curves({"x": tmp_path / "empty.jsonl"}, tmp_path / "bad.png")
+
+
+def test_a_not_assessed_line_is_read_but_not_counted_as_a_decision() -> None:
+    """``NOT_ASSESSED`` lines parse (with a space too) and never imply a violation; check-line accuracy counts the
+    rules the engine decided, so the statement neither inflates nor, when left out, lowers it."""
+    from regulator.answers import parse_answer
+
+    ref = ("ANALYSIS:\n- LCR 90.00% vs 100% min: BREACH\n- LARGE_EXPOSURE not mapped vs 25% limit: NOT_ASSESSED\n"
+           "DIRECTIVE: Restore the LCR.")
+    parsed = parse_answer(ref.replace("NOT_ASSESSED", "not assessed"))
+    assert parsed.checks == {"LCR": "BREACH", "LARGE_EXPOSURE": "NOT_ASSESSED"} and parsed.violations == {"LCR"}
+    without = "ANALYSIS:\n- LCR 90.00% vs 100% min: BREACH\nDIRECTIVE: Restore the LCR."
+    for prediction in (ref, without):
+        scores = score_predictions([ref], [prediction], n_bootstrap=10)
+        assert scores["check_accuracy"] == 1.0 and scores["f1_micro"] == 1.0

@@ -139,3 +139,17 @@ def test_pca_only_for_us_and_case_kinds() -> None:
     assert evaluate_rules(_report("EU", two)).case_kind == "multi_breach"
     assert evaluate_rules(replace(_report("US", US_FIGURES), facts={**US_FIGURES, "RCOAP793": 0.5})).case_kind == (
         "data_quality")
+
+
+def test_a_rule_the_filing_cannot_give_is_stated_not_assessed_never_a_violation() -> None:
+    """A cell the filing's DPM mapping lacks (``not mapped``) or a template it did not file: the rule in force keeps
+    its line, quoting why, so every answer names every rule in force; the verdict and the case kind ignore it."""
+    le_cells = ("C 28.00 r0010 c0350", "C 28.00 r0010 c0322")
+    facts = {code: value for code, value in EU_FIGURES.items() if code not in le_cells}
+    report = replace(_report("EU", facts), unreadable=dict.fromkeys(le_cells, "not mapped"))
+    result = evaluate_rules(report)
+    line = next(c for c in result.checks if c.code == "LARGE_EXPOSURE")
+    assert (line.line(), line.margin) == ("LARGE_EXPOSURE not mapped vs 25% limit: NOT_ASSESSED", None)
+    assert [c.code for c in result.checks][:8] == [r.code for r in applicable_rules("EU", "2024-12-31")]
+    assert result.violations == () and result.case_kind == "compliant"
+    assert all(c.code != DATA_QUALITY for c in result.checks)  # not a data-quality finding either
