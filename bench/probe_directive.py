@@ -73,10 +73,47 @@ def directive_example(tok, row: dict):
     return Example([*p, *enc["input_ids"], tok.eos_token_id], [-100] * len(p) + labels + [tok.eos_token_id])
 
 
+BLOCKS_NOTE = ("Directive drill, training only: each block is a report's header and check lines; write the "
+               "directive its findings call for.")
+
+
+def remedy_spans(directive: str) -> list[tuple[int, int]]:
+    """Character spans of the words that decide a directive: every remedy's action and legal basis it cites, or the
+    whole directive when it imposes no measure (its wording is the decision)."""
+    from regulator.render import _REMEDIES
+
+    phrases = {p for r in _REMEDIES.values() for p in (*r.actions, *r.legal.values()) if p}
+    spans = [(m.start(), m.end()) for p in phrases for m in re.finditer(re.escape(p), directive)]
+    return spans or [(0, len(directive))]
+
+
+def blocks_example(tok, rows: list[dict], *, remedy_only: bool):
+    """One drill row of several reports: per report its header line, the reference check lines and the directive,
+    the loss on the directives (``remedy_only``: on their deciding words, ``remedy_spans``) and the end token."""
+    from regulator.prompts import render_prompt
+    from training.data import Example
+
+    p = tok(render_prompt(tok, BLOCKS_NOTE), add_special_tokens=False)["input_ids"]
+    text, spans = "", []
+    for row in rows:
+        analysis, _, directive = row["target"].partition("\nDIRECTIVE: ")
+        text += row["report_text"].split("\n", 1)[0] + "\n" + analysis + "\nDIRECTIVE: "
+        inner = remedy_spans(directive) if remedy_only else [(0, len(directive))]
+        spans += [(len(text) + a, len(text) + b) for a, b in inner]
+        text += directive + "\n\n"
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    labels = [i if any(s < b and e > a for a, b in spans) else -100
+              for i, (s, e) in zip(enc["input_ids"], enc["offset_mapping"])]
+    return Example([*p, *enc["input_ids"], tok.eos_token_id], [-100] * len(p) + labels + [tok.eos_token_id])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--init", default=None, help="model folder to start from (default: the packaged model)")
-    parser.add_argument("--train", choices=("directive", "reports"), default="directive")
+    parser.add_argument("--train", choices=("directive", "reports", "blocks"), default="directive")
+    parser.add_argument("--blocks", type=int, default=3, help="reports per row of --train blocks")
+    parser.add_argument("--remedy-only", action="store_true",
+                        help="--train blocks: the loss on each directive's deciding words only (remedy_spans)")
     parser.add_argument("--natural", type=int, default=200)
     parser.add_argument("--natural-train", type=int, default=160,
                         help="further natural-mix reports generated for training (train only)")
@@ -123,11 +160,16 @@ def main(argv: list[str] | None = None) -> int:
         test = [data["test"][i] for i in range(min(args.test, len(data["test"])))]
         train = data["train"]
         rows = [row for row in train if str(row["id"]).startswith("X")]
-        examples = [directive_example(tok, r) if args.train == "directive" else
-                    Example(list(r["input_ids"]), list(r["labels"])) for r in rows]
+        if args.train == "blocks":
+            examples = [blocks_example(tok, rows[i : i + args.blocks], remedy_only=args.remedy_only)
+                        for i in range(0, len(rows) - args.blocks + 1, args.blocks)]
+        else:
+            examples = [directive_example(tok, r) if args.train == "directive" else
+                        Example(list(r["input_ids"]), list(r["labels"])) for r in rows]
         tokens = sum(len(e.input_ids) for e in examples) / len(examples)
-        print(json.dumps({"train": args.train, "examples": len(examples), "tokens_per_example": round(tokens, 1)}),
-              flush=True)
+        labelled = sum(sum(label != -100 for label in e.labels) for e in examples) / len(examples)
+        print(json.dumps({"train": args.train, "examples": len(examples), "tokens_per_example": round(tokens, 1),
+                          "loss_tokens_per_example": round(labelled, 1)}), flush=True)
     model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
     print(json.dumps({"step": 0, **score(model, tok, test)}), flush=True)
     started = time.perf_counter()
