@@ -145,9 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         raw = generate_dataset(args.natural, args.seed, Path(tmp) / "raw", eu_csv_fraction=0.25)
         if args.pool == "balanced":
-            extra = generate_dataset(1, args.seed + 1, Path(tmp) / "extra", eu_csv_fraction=0.25,
+            extra = generate_dataset(0, args.seed + 1, Path(tmp) / "extra", eu_csv_fraction=0.25,
                                      n_train_balanced=args.natural_train)
-            extra = extra[extra[TRAIN_ONLY]].copy()  # the pool alone (the generator needs one natural report)
         else:
             extra = generate_dataset(args.natural_train, args.seed + 1, Path(tmp) / "extra", eu_csv_fraction=0.25)
         extra["bank_id"] = "X" + extra["bank_id"].astype(str)  # other banks than the test split's

@@ -121,9 +121,11 @@ def generate_dataset(
     xBRL-XML, as the EBA receives them from taxonomy 4.0 on. Deterministic for a given ``seed``; each filing is
     parsed back and labelled by the rule engine.
     """
-    if n_examples < 1 or n_train_balanced < 0 or not 0.0 <= eu_fraction <= 1.0 or not 0.0 <= eu_csv_fraction <= 1.0:
-        raise ValueError(f"need n_examples >= 1, n_train_balanced >= 0 and 0 <= eu_fraction <= 1, got "
-                         f"{n_examples}, {n_train_balanced}, {eu_fraction}")
+    if (n_examples < 0 or n_train_balanced < 0 or n_examples + n_train_balanced < 1 or not 0.0 <= eu_fraction <= 1.0
+            or not 0.0 <= eu_csv_fraction <= 1.0):
+        raise ValueError(f"need n_examples >= 0, n_train_balanced >= 0, at least one report, and 0 <= eu_fraction, "
+                         f"eu_csv_fraction <= 1; got {n_examples}, {n_train_balanced}, {eu_fraction}, "
+                         f"{eu_csv_fraction}")
     rng = random.Random(seed)
     xbrl_dir = Path(out_dir) / "xbrl"
     xbrl_dir.mkdir(parents=True, exist_ok=True)

@@ -128,6 +128,16 @@ def test_rebalanced_training_pool(tmp_path: Path) -> None:
     assert pool["target"].str.contains(r"vs \S+ (?:min|req|limit): OK", regex=True).any()
 
 
+def test_a_pool_alone_and_bad_counts(tmp_path: Path) -> None:
+    """The rebalanced pool can be drawn without natural reports (probes train on it alone); nothing at all, or a
+    negative count, is refused naming the counts."""
+    pool = generate_dataset(0, seed=5, out_dir=tmp_path / "pool", n_train_balanced=8)
+    assert len(pool) == 8 and pool[TRAIN_ONLY].all()
+    for counts in ((0, 0), (-1, 8)):
+        with pytest.raises(ValueError, match="at least one report"):
+            generate_dataset(counts[0], seed=5, out_dir=tmp_path / "none", n_train_balanced=counts[1])
+
+
 def test_a_source_folder_of_zips_and_instances_is_labelled_like_its_instances(
         tmp_path: Path, generated: tuple[pd.DataFrame, Path]) -> None:
     """data.source as real supervisors receive filings: a bulk zip of instances, an xBRL-CSV package, loose
