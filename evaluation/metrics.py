@@ -28,8 +28,7 @@ from rouge_score import rouge_scorer
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 from sklearn.preprocessing import MultiLabelBinarizer
 
-from regulator.answers import RULE_CODES, ParsedAnswer, parse_answer
-from regulator.rules import NOT_ASSESSED
+from regulator.answers import RULE_CODES, ParsedAnswer, decides, parse_answer
 from finetune.errors import EvaluationError
 
 DEFAULT_N_BOOTSTRAP = 1000
@@ -106,7 +105,7 @@ def score_examples(
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     rouge = [scorer.score(r.directive, p.directive)["rougeL"].fmeasure for r, p in zip(refs, preds)]
-    decided = [{code: outcome for code, outcome in r.checks.items() if outcome != NOT_ASSESSED} for r in refs]
+    decided = [{code: outcome for code, outcome in r.checks.items() if decides(outcome)} for r in refs]
     correct = [sum(p.checks.get(code) == outcome for code, outcome in d.items()) for d, p in zip(decided, preds)]
     spurious = [len(set(p.checks) - set(r.checks)) for r, p in zip(refs, preds)]
     return ExampleScores(

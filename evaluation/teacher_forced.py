@@ -16,8 +16,8 @@ from typing import Any, Sequence
 
 import torch
 
-from regulator.answers import CHECK_LINE, OUTCOMES, implied_violations
-from regulator.rules import NOT_ASSESSED, RULE_CODES
+from regulator.answers import CHECK_LINE, OUTCOMES, decides, implied_violations
+from regulator.rules import RULE_CODES
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,6 @@ def outcome_token_ids(tokenizer: Any) -> dict[str, int]:
     return ids
 
 
-def _decision(outcome: str) -> bool:
-    """A line that decides (``OK``, ``BREACH``, ``DATA_QUALITY``), not one stating that a rule was not assessed."""
-    return outcome.replace(" ", "_").upper() != NOT_ASSESSED
-
-
 def decision_example(tokenizer: Any, input_ids: Sequence[int], labels: Sequence[int], target: str) -> DecisionExample:
     """Locate the outcome token of every check line of ``target`` inside a tokenised example.
 
@@ -55,7 +50,7 @@ def decision_example(tokenizer: Any, input_ids: Sequence[int], labels: Sequence[
     decisions, start = [], 0
     for line in target.splitlines(keepends=True):
         match = CHECK_LINE.match(line.rstrip("\r\n"))
-        if match is not None and match.group(1).upper() in RULE_CODES and _decision(match.group(3)):
+        if match is not None and match.group(1).upper() in RULE_CODES and decides(match.group(3)):
             char = start + match.start(3)
             token = next((i for i, (_, end) in enumerate(offsets) if end > char), None)
             if token is not None and prompt_len + token < len(input_ids):

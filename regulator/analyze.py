@@ -59,7 +59,8 @@ class FilingResult:
         key_figures: the facts the applicable rules (and the US PCA category) use, by datapoint code:
             ``{"label", "value" (currency units or decimal ratio; None when nil or absent), "unit", "display"}``.
         rule_findings: every check of the rule engine: ``code``, ``description`` (the check line), ``figure``,
-            ``threshold`` (decimals for ratios), ``outcome`` (OK/BREACH/DATA_QUALITY/NOT_ASSESSED), ``margin``, ``legal_reference``.
+            ``threshold`` (decimals for ratios), ``outcome`` (OK/BREACH/DATA_QUALITY/NOT_ASSESSED), ``margin``,
+            ``legal_reference``.
         rule_violations: the rule engine's violation codes (fixed order); DATA_QUALITY for inconsistent figures.
         pca_category: US prompt-corrective-action category (12 CFR 324.403), None for EU or missing inputs.
         model_violations: the codes the model's check lines imply ([] for none); None without a model or when the

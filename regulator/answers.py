@@ -11,9 +11,10 @@ The format (see README "Reading an answer")::
 The check lines are the one source of truth for the verdict: the violation set is every code whose line says
 ``BREACH``, plus ``DATA_QUALITY`` when any line says ``DATA_QUALITY``. There is no separate verdict line that could
 contradict them. A rule in force that the filing cannot give figures for has its line too, ``NOT_ASSESSED`` (never
-a violation), so an answer names every rule in force and never decides by leaving a line out. Parsing is lenient about whitespace, case and the older ``- CODE: description: OUTCOME`` lines,
-and strict about codes: a code that is not one of ``RULE_CODES`` is dropped. An answer without a single readable
-check line predicts no violation (``parsed_ok`` is False), so a model cannot gain recall by rambling.
+a violation), so an answer names every rule in force and never decides by leaving a line out. Parsing is lenient
+about whitespace, case and the older ``- CODE: description: OUTCOME`` lines, and strict about codes: a code that
+is not one of ``RULE_CODES`` is dropped. An answer without a single readable check line predicts no violation
+(``parsed_ok`` is False), so a model cannot gain recall by rambling.
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from regulator.rules import RULE_CODES
+from regulator.rules import BREACH, DATA_QUALITY, NOT_ASSESSED, OK, RULE_CODES
 
-OUTCOMES: tuple[str, ...] = ("OK", "BREACH", "DATA_QUALITY", "NOT_ASSESSED")
+OUTCOMES: tuple[str, ...] = (OK, BREACH, DATA_QUALITY, NOT_ASSESSED)
 
 _KNOWN = frozenset(RULE_CODES)
 # "- CODE detail: OUTCOME" (or the older "- CODE: detail: OUTCOME"); the outcome is anchored at the end of the line,
 # the detail may hold colons, and a line without a detail ("- LCR: BREACH") still states an outcome.
 CHECK_LINE = re.compile(
-    r"^\s*[-*•]\s*([A-Za-z][A-Za-z0-9_]*)(?:\s*:?\s+(.*?))?\s*:\s*(OK|BREACH|DATA[ _]QUALITY|NOT[ _]ASSESSED)\s*\.?\s*$", re.I
+    r"^\s*[-*•]\s*([A-Za-z][A-Za-z0-9_]*)(?:\s*:?\s+(.*?))?\s*:\s*"
+    r"(OK|BREACH|DATA[ _]QUALITY|NOT[ _]ASSESSED)\s*\.?\s*$", re.I
 )
 _HEADER = re.compile(r"^\s*(ANALYSIS|VIOLATIONS|DIRECTIVE)\s*:\s*(.*)$", re.I)
 
@@ -63,6 +65,12 @@ class ParsedAnswer:
 
 def _normalise_code(raw: str) -> str:
     return re.sub(r"[\s-]+", "_", raw.strip()).upper()
+
+
+def decides(outcome: str) -> bool:
+    """True for an outcome that decides (``OK``, ``BREACH``, ``DATA_QUALITY``), as written or parsed; False for a
+    ``NOT_ASSESSED`` statement, which check-line scores do not count."""
+    return _normalise_code(outcome) != NOT_ASSESSED
 
 
 def check_lines(text: str) -> list[CheckLine]:
