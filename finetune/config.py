@@ -59,6 +59,7 @@ class DataConfig(_Section):
     eu_fraction: float = Field(0.5, ge=0, le=1, description="Share of EU COREP reports among generated examples.")
     eu_csv_fraction: float = Field(0.0, ge=0, le=1, description="Share of the generated EU reports written as EBA xBRL-CSV report packages (.zip) instead of xBRL-XML; the rest is xBRL-XML.")
     train_balanced: int = Field(0, ge=0, le=1_000_000, description="Extra generated training-only reports with a rebalanced mix (each rule's check not OK in about half of them, margins wide to narrow); validation and test keep the natural mix (synthetic source only).")
+    train_balanced_compliant: float = Field(0.0, ge=0, le=1, description="Share of the train_balanced reports drawn compliant instead (every rule OK with a healthy margin, a directive without a measure), so that 'no finding, no measure' is not a minority answer in training.")
     train_drills: int = Field(0, ge=0, le=1_000_000, description="Training-only decision drills: answers of drill_lines generated check lines (figures on both sides of each threshold) whose loss is the OK/BREACH words only; they teach the comparison a short run does not learn from reports (any source; never in validation or test).")
     drill_lines: int = Field(24, ge=1, le=200, description="Check lines per decision drill.")
     seed: int = Field(1234, description="Seed of generation and of the split.")

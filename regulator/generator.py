@@ -109,7 +109,7 @@ class Bank:
 
 def generate_dataset(
     n_examples: int, seed: int, out_dir: Path, eu_fraction: float = 0.5, n_train_balanced: int = 0,
-    eu_csv_fraction: float = 0.0,
+    eu_csv_fraction: float = 0.0, balanced_compliant: float = 0.0,
 ) -> pd.DataFrame:
     """Write ``n_examples`` (+ ``n_train_balanced``) XBRL instances under ``out_dir/xbrl/``; return the labelled table.
 
@@ -118,14 +118,16 @@ def generate_dataset(
     OK in about 30-75% of reports, near misses within 50 bp among the OK ones; see ``_BALANCED_DRAW``) and are
     marked ``train_only``: they teach the decision, while validation and test keep the mix a supervisor meets.
     About ``eu_csv_fraction`` of the EU reports are written as EBA xBRL-CSV report packages (``.zip``) instead of
-    xBRL-XML, as the EBA receives them from taxonomy 4.0 on. Deterministic for a given ``seed``; each filing is
+    xBRL-XML, as the EBA receives them from taxonomy 4.0 on. ``balanced_compliant`` of the pool (rounded) are drawn
+    compliant instead, every rule OK with a healthy margin: their directive imposes no measure, the answer a model
+    must give when its check lines find nothing (see bench/NOTES.md, lever 21). Deterministic for a given ``seed``; each filing is
     parsed back and labelled by the rule engine.
     """
     if (n_examples < 0 or n_train_balanced < 0 or n_examples + n_train_balanced < 1 or not 0.0 <= eu_fraction <= 1.0
-            or not 0.0 <= eu_csv_fraction <= 1.0):
+            or not 0.0 <= eu_csv_fraction <= 1.0 or not 0.0 <= balanced_compliant <= 1.0):
         raise ValueError(f"need n_examples >= 0, n_train_balanced >= 0, at least one report, and 0 <= eu_fraction, "
-                         f"eu_csv_fraction <= 1; got {n_examples}, {n_train_balanced}, {eu_fraction}, "
-                         f"{eu_csv_fraction}")
+                         f"eu_csv_fraction, balanced_compliant <= 1; got {n_examples}, {n_train_balanced}, "
+                         f"{eu_fraction}, {eu_csv_fraction}, {balanced_compliant}")
     rng = random.Random(seed)
     xbrl_dir = Path(out_dir) / "xbrl"
     xbrl_dir.mkdir(parents=True, exist_ok=True)
@@ -134,7 +136,11 @@ def generate_dataset(
     extra = _make_banks(rng, math.ceil(n_train_balanced / REPORTS_PER_BANK), eu_fraction, taken=banks)
     plan = [(banks[i // REPORTS_PER_BANK], i % REPORTS_PER_BANK, intent, False)
             for i, intent in enumerate(_intents(rng, n_examples))]
-    plan += [(extra[i // REPORTS_PER_BANK], i % REPORTS_PER_BANK, BALANCED, True) for i in range(n_train_balanced)]
+    # which pool reports are compliant has its own stream, so the rest of the generation does not depend on the share
+    compliant = set(random.Random(f"{seed}/balanced-compliant").sample(range(n_train_balanced),
+                                                                        round(balanced_compliant * n_train_balanced)))
+    plan += [(extra[i // REPORTS_PER_BANK], i % REPORTS_PER_BANK, "compliant" if i in compliant else BALANCED, True)
+             for i in range(n_train_balanced)]
     rows = []
     for bank, nth, intent, train_only in plan:
         report_date = _quarter_end(bank.first_quarter + nth)

@@ -128,6 +128,20 @@ def test_rebalanced_training_pool(tmp_path: Path) -> None:
     assert pool["target"].str.contains(r"vs \S+ (?:min|req|limit): OK", regex=True).any()
 
 
+def test_a_share_of_the_pool_compliant(tmp_path: Path) -> None:
+    """balanced_compliant: that share of the pool is drawn compliant (no finding, a directive without a measure);
+    the natural reports are the same whatever the share, and a share outside [0, 1] is refused."""
+    base = generate_dataset(16, seed=5, out_dir=tmp_path / "base", n_train_balanced=40)
+    df = generate_dataset(16, seed=5, out_dir=tmp_path / "share", n_train_balanced=40, balanced_compliant=0.5)
+    pool = df[df[TRAIN_ONLY]]
+    compliant = pool[pool["case_kind"] == "compliant"]
+    assert len(compliant) >= 20 and all(not v for v in compliant["violations"])
+    assert compliant["directive"].str.contains("no measure|No measure|not subject|No escalation").all()
+    assert df.loc[~df[TRAIN_ONLY], "target"].tolist() == base.loc[~base[TRAIN_ONLY], "target"].tolist()
+    with pytest.raises(ValueError, match="balanced_compliant"):
+        generate_dataset(16, seed=5, out_dir=tmp_path / "bad", n_train_balanced=4, balanced_compliant=1.5)
+
+
 def test_a_pool_alone_and_bad_counts(tmp_path: Path) -> None:
     """The rebalanced pool can be drawn without natural reports (probes train on it alone); nothing at all, or a
     negative count, is refused naming the counts."""
