@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 from xml.sax.saxutils import escape
 
 import pandas as pd
@@ -20,6 +20,7 @@ from finetune.errors import XBRLError
 from regulator.render import TEMPLATE_FAMILIES, family_for_bank, render_directive, render_target
 from regulator.rules import evaluate_rules
 from regulator.taxonomy import (
+    COREP_MODULES,
     EBA_BASE,
     EU_DATAPOINTS,
     EU_NAME_DATAPOINT,
@@ -32,7 +33,7 @@ from regulator.taxonomy import (
     Datapoint,
     dimension_namespace,
 )
-from regulator.packages import find_filings, read_filing_file, read_zip, write_report_package
+from regulator.packages import filing_scope, find_filings, read_filing_file, read_zip, write_report_package
 from regulator.xbrl import CBLR_NOT_REPORTED, ParsedReport, parse_xbrl_file, render_report
 
 RAW_COLUMNS: tuple[str, ...] = (
@@ -109,7 +110,7 @@ class Bank:
 
 def generate_dataset(
     n_examples: int, seed: int, out_dir: Path, eu_fraction: float = 0.5, n_train_balanced: int = 0,
-    eu_csv_fraction: float = 0.0, balanced_compliant: float = 0.0,
+    eu_csv_fraction: float = 0.0, balanced_compliant: float = 0.0, eu_module_fraction: float = 0.0,
 ) -> pd.DataFrame:
     """Write ``n_examples`` (+ ``n_train_balanced``) XBRL instances under ``out_dir/xbrl/``; return the labelled table.
 
@@ -120,14 +121,17 @@ def generate_dataset(
     About ``eu_csv_fraction`` of the EU reports are written as EBA xBRL-CSV report packages (``.zip``) instead of
     xBRL-XML, as the EBA receives them from taxonomy 4.0 on. ``balanced_compliant`` of the pool (rounded) are drawn
     compliant instead, every rule OK with a healthy margin: their directive imposes no measure, the answer a model
-    must give when its check lines find nothing (see bench/NOTES.md, lever 21). Deterministic for a given ``seed``; each filing is
-    parsed back and labelled by the rule engine.
+    must give when its check lines find nothing (see bench/NOTES.md, lever 21). About ``eu_module_fraction`` of the
+    EU reports are module-wise submissions, as EBA reporters file COREP: one module of ``COREP_MODULES`` (its filing
+    indicators and facts only), so the rules of the other templates are ``not filed``. Deterministic for a given
+    ``seed``; each filing is parsed back and labelled by the rule engine.
     """
     if (n_examples < 0 or n_train_balanced < 0 or n_examples + n_train_balanced < 1 or not 0.0 <= eu_fraction <= 1.0
-            or not 0.0 <= eu_csv_fraction <= 1.0 or not 0.0 <= balanced_compliant <= 1.0):
+            or not all(0.0 <= f <= 1.0 for f in (eu_csv_fraction, balanced_compliant, eu_module_fraction))):
         raise ValueError(f"need n_examples >= 0, n_train_balanced >= 0, at least one report, and 0 <= eu_fraction, "
-                         f"eu_csv_fraction, balanced_compliant <= 1; got {n_examples}, {n_train_balanced}, "
-                         f"{eu_fraction}, {eu_csv_fraction}, {balanced_compliant}")
+                         f"eu_csv_fraction, balanced_compliant, eu_module_fraction <= 1; got {n_examples}, "
+                         f"{n_train_balanced}, {eu_fraction}, {eu_csv_fraction}, {balanced_compliant}, "
+                         f"{eu_module_fraction}")
     rng = random.Random(seed)
     xbrl_dir = Path(out_dir) / "xbrl"
     xbrl_dir.mkdir(parents=True, exist_ok=True)
@@ -147,11 +151,21 @@ def generate_dataset(
         stem = xbrl_dir / f"{bank.jurisdiction}_{bank.bank_id}_{report_date.isoformat()}"
         # the format draw has its own stream, so the figures are the same whatever the share of packages
         as_csv = bank.jurisdiction == "EU" and random.Random(f"{seed}/{stem.name}").random() < eu_csv_fraction
+        module = _module_draw(f"{seed}/{stem.name}/module", eu_module_fraction) if bank.jurisdiction == "EU" else None
+        if module:
+            stem = stem.with_name(f"{stem.name}_{module}")
         if as_csv:
             figures = report_figures(bank, intent, rng)
             path = stem.with_suffix(".zip")
-            path.write_bytes(write_report_package(bank.bank_id, report_date.isoformat(), figures))
+            path.write_bytes(write_report_package(bank.bank_id, report_date.isoformat(), figures,
+                                                  module=module or "corep_of", templates=COREP_MODULES.get(module)))
             (parsed,) = read_zip(path)
+        elif module:
+            path = stem.with_suffix(".xml")
+            figures = report_figures(bank, intent, rng)
+            path.write_text(eu_instance(bank.bank_id, bank.name, report_date.isoformat(), figures,
+                                        COREP_MODULES[module]), encoding="utf-8")
+            parsed = parse_xbrl_file(path)
         else:
             path = stem.with_suffix(".xml")
             path.write_text(build_instance(bank, report_date, intent, rng), encoding="utf-8")
@@ -159,6 +173,13 @@ def generate_dataset(
         row = label_instance(parsed, family=bank.family, bank_name=bank.name)
         rows.append({**row, TRAIN_ONLY: train_only})
     return pd.DataFrame(rows, columns=[*RAW_COLUMNS, TRAIN_ONLY])
+
+
+def _module_draw(stream: str, fraction: float) -> str | None:
+    """The COREP module of a module-wise submission, drawn on its own stream (``fraction`` of the draws), else None:
+    the rest of the generation stays the same whatever the share."""
+    draw = random.Random(stream)
+    return draw.choice(sorted(COREP_MODULES)) if draw.random() < fraction else None
 
 
 def label_instance(parsed: ParsedReport, *, family: str, bank_name: str = "") -> dict:
@@ -484,9 +505,13 @@ def _fact_xml(prefix: str, local: str, ctx: str, dp_kind: str, unit: str, value:
     return f'<{prefix}:{local} contextRef="{ctx}" unitRef="{unit}" decimals="-3">{value:.0f}</{prefix}:{local}>'
 
 
-def eu_instance(lei: str, name: str, report_date: str, figures: dict[str, float | None]) -> str:
+def eu_instance(lei: str, name: str, report_date: str, figures: dict[str, float | None],
+                templates: Iterable[str] | None = None) -> str:
     """EBA xBRL-XML instance of taxonomy release 4.0: each fact a metric plus the dimension members of the EBA DPM
-    (regulator/dpm_cells.json), one context per combination, EUR and pure units, filing indicators."""
+    (regulator/dpm_cells.json), one context per combination, EUR and pure units, filing indicators. ``templates``
+    (e.g. a module's, ``COREP_MODULES["corep_lr"]``) limits the filing indicators and the facts to those templates;
+    None files every template."""
+    indicators, filed = filing_scope(templates)
     contexts, facts = [], []
     datapoints: list[Datapoint] = [*EU_DATAPOINTS, EU_NAME_DATAPOINT]
     domains: set[str] = set()
@@ -506,11 +531,10 @@ def eu_instance(lei: str, name: str, report_date: str, figures: dict[str, float 
         )
         if dp is EU_NAME_DATAPOINT:
             facts.append(f'<eba_met:{dp.metric} contextRef="c{i}">{escape(name)}</eba_met:{dp.metric}>')
-        elif dp.code in figures:
+        elif dp.code in figures and dp.code in filed:
             unit = "uPURE" if dp.kind == RATIO else "uEUR"
             facts.append(_fact_xml("eba_met", dp.metric, f"c{i}", dp.kind, unit, figures[dp.code]))
-    templates = sorted({dp.code[:7].replace(" ", "_") for dp in EU_DATAPOINTS})  # a bank files every template
-    indicators = "".join(f'<find:filingIndicator contextRef="c0">{t}</find:filingIndicator>' for t in templates)
+    indicator_xml = "".join(f'<find:filingIndicator contextRef="c0">{t}</find:filingIndicator>' for t in indicators)
     domain_ns = " ".join(f'xmlns:eba_{d}="{EBA_BASE}dom/{d}"' for d in sorted(domains))
     return (
         '<?xml version="1.0" encoding="utf-8"?>\n'
@@ -522,7 +546,7 @@ def eu_instance(lei: str, name: str, report_date: str, figures: dict[str, float 
         '<xbrli:unit id="uEUR"><xbrli:measure>iso4217:EUR</xbrli:measure></xbrli:unit>\n'
         '<xbrli:unit id="uPURE"><xbrli:measure>xbrli:pure</xbrli:measure></xbrli:unit>\n'
         + "\n".join(contexts)
-        + f"\n<find:fIndicators>{indicators}</find:fIndicators>\n"
+        + f"\n<find:fIndicators>{indicator_xml}</find:fIndicators>\n"
         + "\n".join(facts)
         + "\n</xbrli:xbrl>\n"
     )

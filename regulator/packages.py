@@ -19,12 +19,12 @@ import io
 import json
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from finetune.errors import XBRLError
-from regulator.taxonomy import BY_CODE, DPM_RELEASES, EU_DATAPOINTS, MONETARY, RATIO
+from regulator.taxonomy import BY_CODE, DPM_RELEASES, EU_DATAPOINTS, MONETARY, RATIO, SHARED_CELLS
 from regulator.xbrl import (
     MAX_BYTES,
     ParsedReport,
@@ -193,15 +193,28 @@ def parse_report_package(zf: zipfile.ZipFile, source: str) -> ParsedReport:
     )
 
 
+def filing_scope(templates: Iterable[str] | None) -> tuple[list[str], set[str]]:
+    """The filing-indicator ids (``C_47.00``) and the cell codes a submission of ``templates`` (``C 47.00``; None:
+    every template of EU_DATAPOINTS) carries: its templates' cells and the cells they share (SHARED_CELLS)."""
+    names = {dp.code[:7] for dp in EU_DATAPOINTS} if templates is None else set(templates)
+    cells = {dp.code for dp in EU_DATAPOINTS if dp.code[:7] in names}
+    cells |= {code for t in names for code in SHARED_CELLS.get(t, ())}
+    return sorted(t.replace(" ", "_") for t in names), cells
+
+
 def write_report_package(lei: str, report_date: str, figures: dict[str, float | None], *,
-                         module: str = "corep_of", release: str = "4.0") -> bytes:
+                         module: str = "corep_of", release: str = "4.0",
+                         templates: Iterable[str] | None = None) -> bytes:
     """The xBRL-CSV report package of ``figures`` (cell code -> value; None is left out, as xBRL-CSV has no nil):
-    what an EBA reporter files from taxonomy 4.0 on. Cells without a DPM datapoint are left out."""
+    what an EBA reporter files from taxonomy 4.0 on. Cells without a DPM datapoint are left out. ``templates``
+    (e.g. ``["C 47.00"]``, a module-wise submission) limits the filing indicators and the cells to those templates;
+    None files every template."""
+    indicators, filed = filing_scope(templates)
     cells = DPM_RELEASES[release]
     tables: dict[str, list[str]] = {}
     for code, value in figures.items():
         entry = cells.get(code, {})
-        if value is None or "datapoint" not in entry:
+        if value is None or "datapoint" not in entry or code not in filed:
             continue
         table = entry["table"].split(" ")[0].lower()
         text = f"{value:.4f}" if BY_CODE[code].kind == RATIO else f"{value:.0f}"
@@ -209,7 +222,6 @@ def write_report_package(lei: str, report_date: str, figures: dict[str, float | 
     top = f"{lei}.CON_FR_{module.upper()}_{report_date}"
     report = {"documentInfo": {"documentType": XBRL_CSV, "extends": [
         f"http://www.eba.europa.eu/eu/fr/xbrl/crr/fws/corep/{release}/mod/{module}.json"]}}
-    indicators = sorted({dp.code[:7].replace(" ", "_") for dp in EU_DATAPOINTS})  # a bank files every template
     members = {
         f"{top}/META-INF/reportPackage.json": json.dumps(
             {"documentInfo": {"documentType": "https://xbrl.org/report-package/2023"}}),

@@ -119,6 +119,18 @@ EU_DATAPOINTS: tuple[Datapoint, ...] = (
     _eu("C 28.00 r0010 c0322", "LE after CRM", MONETARY, ("mi2201", "m70")),
     _eu("C 28.00 r0010 c0350", "LE % T1", RATIO, ("pi2202", "m71")),
 )
+# EBA COREP is filed module by module, one instance (or report package) per module, each with the filing indicators
+# of its templates: the templates of EU_DATAPOINTS that each module carries (its other templates are not modelled).
+COREP_MODULES: dict[str, tuple[str, ...]] = {
+    "corep_of": ("C 01.00", "C 02.00", "C 03.00"),  # own funds and capital ratios
+    "corep_lr": ("C 47.00",),  # leverage ratio
+    "corep_lcr_da": ("C 76.00",),  # liquidity coverage (delegated act)
+    "corep_nsfr": ("C 84.00",),  # net stable funding ratio
+    "corep_le": ("C 28.00",),  # large exposures
+}
+# Cells a template reports under another template's DPM datapoint: C 47.00 r0320 (Tier 1, transitional) is the
+# datapoint of C 01.00 r0015, so a leverage-only submission carries it (as the EBA's 4.0 leverage sample does).
+SHARED_CELLS: dict[str, tuple[str, ...]] = {"C 47.00": ("C 01.00 r0015 c0010",)}
 EU_NAME_DATAPOINT = _eu("C 00.01 r0005 c0010", "Entity name", TEXT, ("si2300", "m01"))
 
 

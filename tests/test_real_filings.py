@@ -114,3 +114,30 @@ def test_an_xbrl_csv_package_of_the_eba_lcr_sample_is_read() -> None:
         "not filed vs 4.5% min")
     [analysed] = analyze_filings([XBRIDGE_LCR_CSV], model_dir=None)
     assert analysed.status == "needs_review" and analysed.rule_violations == ["DATA_QUALITY"]
+
+
+def test_generated_module_wise_filings_read_like_the_eba_module_samples(tmp_path: Path) -> None:
+    """eu_module_fraction: generated COREP submissions of one module (the leverage module as the EBA 4.0 XML sample,
+    the LCR module as the xbridge xBRL-CSV sample) leave the same datapoints 'not filed' as the real samples, and
+    their answers say so, one NOT_ASSESSED line per rule of the modules not filed."""
+    from regulator.generator import generate_dataset
+    from regulator.packages import read_zip
+    from regulator.rules import NOT_ASSESSED, evaluate_rules
+
+    df = generate_dataset(48, seed=3, out_dir=tmp_path, eu_fraction=1.0, eu_csv_fraction=0.5, eu_module_fraction=1.0)
+    not_filed = {name: {c for c, why in p.unreadable.items() if why == "not filed"}
+                 for name, p in (("corep_lr", parse_xbrl_file(EBA_LR_40)), ("corep_lcr_da", next(read_zip(
+                     XBRIDGE_LCR_CSV))))}
+    seen = set()
+    for row in df.itertuples():
+        path = Path(row.source_file)
+        parsed = next(iter(read_zip(path))) if path.suffix == ".zip" else parse_xbrl_file(path)
+        module = next(m for m in ("corep_of", "corep_lr", "corep_lcr_da", "corep_nsfr", "corep_le") if m in path.name)
+        assert parsed.unreadable, row.source_file  # a module never carries every template
+        if module in not_filed:
+            seen.add((module, path.suffix))
+            assert {c for c, why in parsed.unreadable.items() if why == "not filed"} == not_filed[module]
+        checks = evaluate_rules(parsed).checks
+        assert any(c.outcome == NOT_ASSESSED and c.detail.startswith("not filed") for c in checks)
+        assert "not filed vs" in row.target and "NOT_ASSESSED" in row.target
+    assert {m for m, _ in seen} == {"corep_lr", "corep_lcr_da"} and {s for _, s in seen} == {".xml", ".zip"}
