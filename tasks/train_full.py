@@ -63,7 +63,7 @@ def full_spec(cfg: RunConfig, *, model_dir: str, dataset_dir: str, work_dir: Pat
         seed=t.seed, gradient_checkpointing=cfg.model.gradient_checkpointing, torch_compile=t.torch_compile,
         checkpoint_every_steps=t.checkpoint_every_steps, keep_last_checkpoints=t.keep_last_checkpoints,
         replay_file=replay, replay_fraction=t.replay_fraction, curve_points=t.curve_points,
-        curve_examples=t.curve_examples, decision_weight=t.decision_weight,
+        curve_examples=t.curve_examples, decision_weight=t.decision_weight, directive_weight=t.directive_weight,
         first_case_kinds=[DRILL] if t.drills_first else [],
     )
 

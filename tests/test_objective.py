@@ -98,3 +98,24 @@ def test_decision_weight_marks_one_outcome_token_per_check_line(tiny) -> None:
     plain, weighted = answer_only_loss(model, batch), answer_only_loss(model, batch, decision)
     assert torch.isfinite(weighted) and not torch.allclose(plain, weighted)
     assert torch.allclose(answer_only_loss(model, batch, DecisionWeight(1.0, 0, (1,))), plain)
+
+
+def test_directive_weight_marks_the_directive_of_each_answer(tiny) -> None:
+    """directive_weight: the weighted positions are those predicting the answer's DIRECTIVE marker and every token
+    after it (the prompt's instruction also says DIRECTIVE: it does not count), and the loss changes."""
+    from training.full_ft import decision_weight
+
+    model, tokenizer = tiny
+    rows = _rows(tokenizer)
+    batch = collate([Example(ids, labels) for ids, labels, _ in rows], pad_token_id=tokenizer.eos_token_id)
+    weight = decision_weight(tokenizer, 1.0, directive_weight=3.0)
+    marked = weight.directive_mask(batch["labels"])
+    for row, (ids, labels, target) in enumerate(rows):
+        first = next(i for i, label in enumerate(labels) if label != -100)
+        tail = tokenizer(target[target.index("DIRECTIVE:"):], add_special_tokens=False)["input_ids"]
+        assert marked[row].sum() == len(tail) + 1  # the directive and the eos
+        assert not marked[row, : first + len(labels[first:]) - len(tail) - 2].any()
+    weights = weight.weights(batch["input_ids"], batch["labels"])
+    assert set(weights[marked].tolist()) == {3.0} and set(weights[~marked].tolist()) == {1.0}
+    plain, weighted = answer_only_loss(model, batch), answer_only_loss(model, batch, weight)
+    assert torch.isfinite(weighted) and not torch.allclose(plain, weighted)

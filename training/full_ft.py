@@ -72,6 +72,7 @@ class TrainSpec:
     curve_points: int = 0
     curve_examples: int = 32
     decision_weight: float = 1.0
+    directive_weight: float = 1.0
     first_case_kinds: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -140,14 +141,16 @@ def planned_steps(stream: MicroBatches, epochs: int, max_steps: int | None) -> i
     return min(total, max_steps) if max_steps else total
 
 
-def decision_weight(tokenizer: Any, weight: float) -> DecisionWeight | None:
-    """The loss weighting of the check lines' outcome tokens (None for plain cross-entropy)."""
-    if weight == 1.0:
+def decision_weight(tokenizer: Any, weight: float, directive_weight: float = 1.0) -> DecisionWeight | None:
+    """The loss weighting of the check lines' outcome tokens and of the directive (None for plain cross-entropy)."""
+    if weight == 1.0 and directive_weight == 1.0:
         return None
     from evaluation.teacher_forced import outcome_token_ids  # the tokens the teacher-forced scores read, too
 
     colon, *_ = tokenizer(":", add_special_tokens=False)["input_ids"]
-    return DecisionWeight(weight, colon, tuple(outcome_token_ids(tokenizer).values()))
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    directive = tokenizer("\nDIRECTIVE:", add_special_tokens=False)["input_ids"][len(newline)]
+    return DecisionWeight(weight, colon, tuple(outcome_token_ids(tokenizer).values()), directive_weight, directive)
 
 
 def load_trainable_model(model_dir: str, *, seed: int, gradient_checkpointing: bool) -> torch.nn.Module:
@@ -284,7 +287,7 @@ def train(spec: TrainSpec, *, progress: Callable[[dict[str, Any]], None] | None 
     )
     stream = MicroBatches(examples, micro, accum, world, rank, spec.seed, pad_id)
     total_steps = planned_steps(stream, spec.epochs, spec.max_steps)
-    decision = decision_weight(tokenizer, spec.decision_weight)
+    decision = decision_weight(tokenizer, spec.decision_weight, spec.directive_weight)
     model = load_trainable_model(spec.model_dir, seed=spec.seed, gradient_checkpointing=spec.gradient_checkpointing)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     engine, scheduler = build_engine(

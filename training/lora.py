@@ -68,6 +68,7 @@ class LoraSpec:
     curve_examples: int = 32
     curve_start: bool = True
     decision_weight: float = 1.0
+    directive_weight: float = 1.0
     first_case_kinds: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -91,7 +92,8 @@ class LoraSpec:
             seed=full.seed, gradient_checkpointing=full.gradient_checkpointing, replay_file=full.replay_file,
             replay_fraction=full.replay_fraction, log_every_steps=full.log_every_steps, split=full.split,
             curve_points=full.curve_points, curve_examples=full.curve_examples,
-            decision_weight=full.decision_weight, first_case_kinds=list(full.first_case_kinds),
+            decision_weight=full.decision_weight, directive_weight=full.directive_weight,
+            first_case_kinds=list(full.first_case_kinds),
         )
         values.update(overrides)
         return cls(**values)
@@ -143,7 +145,7 @@ def train_lora(spec: LoraSpec, *, progress: Callable[[dict[str, Any]], None] | N
     )
     stream = MicroBatches(examples, spec.micro_batch_size, spec.grad_accum_steps, 1, 0, spec.seed, pad_id)
     total_steps = planned_steps(stream, spec.epochs, spec.max_steps)
-    decision = decision_weight(tokenizer, spec.decision_weight)
+    decision = decision_weight(tokenizer, spec.decision_weight, spec.directive_weight)
     base = load_trainable_model(spec.model_dir, seed=spec.seed, gradient_checkpointing=spec.gradient_checkpointing)
     lora_config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
                              target_modules=spec.target_modules, task_type="CAUSAL_LM")
