@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -103,8 +104,17 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def prefect_defaults() -> None:
+    """Settings the CLI gives Prefect unless the user set them; call before Prefect is imported (it reads its settings
+    once). The ephemeral API server that ``finetune run`` starts gets 90 s instead of Prefect's 20: on a busy 2-core
+    machine (a test run beside it) a demo failed with "Timed out while attempting to connect to ephemeral Prefect API
+    server" before its first stage."""
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``finetune`` console script."""
+    prefect_defaults()
     args = _parser().parse_args(argv)
     try:
         if args.command == "validate":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,3 +103,16 @@ def test_plan_on_a_fresh_home_converts_nothing(tmp_path: Path, monkeypatch: pyte
     out = capsys.readouterr().out
     assert "134.5 M parameters" in out and "chosen: ZeRO-" in out
     assert not base_model_dir().exists() and not (tmp_path / "models").exists()
+
+
+def test_the_cli_gives_prefects_ephemeral_server_time_to_start() -> None:
+    """On a busy machine Prefect's default 20 s for its ephemeral API server is too short (a demo failed so): the CLI
+    sets 90 s before Prefect reads its settings, and a value the user set wins."""
+    code = ("from finetune.cli import prefect_defaults; prefect_defaults()\n"
+            "from prefect.settings import get_current_settings\n"
+            "print(get_current_settings().server.ephemeral.startup_timeout_seconds)")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
+    run = [sys.executable, "-c", code]
+    assert subprocess.run(run, env=env, capture_output=True, text=True, check=True).stdout.split()[-1] == "90"
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "33"
+    assert subprocess.run(run, env=env, capture_output=True, text=True, check=True).stdout.split()[-1] == "33"
