@@ -7,6 +7,7 @@ violation codes, so a held-out family tests new wording without hiding any viola
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -155,14 +156,17 @@ def situations(parsed: ParsedReport, result: RuleResult) -> list[str]:
     return [s for s in _REMEDIES if s in found]
 
 
-def render_directive(parsed: ParsedReport, result: RuleResult, family: str) -> str:
-    """One to three sentences: what the bank must do, by when, citing the legal remedy, in ``family``'s wording."""
+def render_directive(parsed: ParsedReport, result: RuleResult, family: str,
+                     remedies: Sequence[str] | None = None) -> str:
+    """One to three sentences: what the bank must do, by when, citing the legal remedy, in ``family``'s wording.
+    ``remedies`` (situations such as ``["capital"]`` or ``["none"]``) replaces the report's own: the directive a
+    model would write had it chosen those (bench/probe_ceiling.py)."""
     first, follow, no_measure = TEMPLATE_FAMILIES[family]
     style = sorted(TEMPLATE_FAMILIES).index(family)
     review = date.fromisoformat(parsed.report_date) + timedelta(days=_REVIEW_LAG_DAYS)
     finding = _finding(result)
     sentences = []
-    for i, situation in enumerate(situations(parsed, result)[:3]):
+    for i, situation in enumerate((situations(parsed, result) if remedies is None else list(remedies))[:3]):
         remedy = _REMEDIES[situation]
         legal = remedy.legal.get(regime(parsed), remedy.legal[parsed.jurisdiction])
         if situation == "capital" and parsed.jurisdiction == "US" and result.pca_category:

@@ -153,3 +153,17 @@ def test_a_rule_the_filing_cannot_give_is_stated_not_assessed_never_a_violation(
     assert [c.code for c in result.checks][:8] == [r.code for r in applicable_rules("EU", "2024-12-31")]
     assert result.violations == () and result.case_kind == "compliant"
     assert all(c.code != DATA_QUALITY for c in result.checks)  # not a data-quality finding either
+
+
+def test_a_directive_can_be_rendered_for_chosen_remedies() -> None:
+    """render_directive's ``remedies`` (what bench/probe_ceiling scores): the report's own by default, else the
+    directive a model would write had it chosen those remedies, in the same house style."""
+    from regulator.render import render_directive
+
+    report = _report("EU", EU_FIGURES)
+    result = evaluate_rules(report)
+    assert render_directive(report, result, "formal_notice") == render_directive(report, result, "formal_notice",
+                                                                                 remedies=["none"])
+    capital = render_directive(report, result, "formal_notice", remedies=["capital", "liquidity"])
+    assert capital.startswith("The supervisor notifies Test Bank that it must submit a capital restoration plan")
+    assert "It must also submit a liquidity restoration plan (CRR Art 414)" in capital
