@@ -27,6 +27,7 @@ import json
 import os
 import re
 import tempfile
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -352,6 +353,13 @@ def review_answer(parsed: ParsedReport, result: RuleResult, answer: str) -> tupl
             reasons.append(f"model checks {code}, which {'does not apply to' if known else 'is not a rule of'} "
                            f"this {parsed.jurisdiction} filing")
     reasons.extend(_figure_reasons(parsed, rules, checks))
+    # A model that loops repeats check lines and never reaches its directive (bench/NOTES.md, levers 21-22 demo).
+    repeated = {code: n for code, n in Counter(c["code"] for c in checks).items() if n > 1}
+    if repeated:
+        reasons.append("model's analysis repeats check lines (" + ", ".join(
+            f"{code} {n} times" for code, n in repeated.items()) + "): the answer is degenerate")
+    if not parsed_answer.directive:
+        reasons.append("model answer has no directive (no DIRECTIVE: section, or an empty one)")
     return parsed_answer, checks, reasons
 
 

@@ -174,6 +174,19 @@ def test_violation_disagreements_are_named(generated) -> None:
     assert r.status == "needs_review" and "no readable check line" in r.reasons[0]
 
 
+def test_a_looping_answer_without_a_directive_is_sent_to_review(generated) -> None:
+    """A model that loops repeats check lines until its token bound and never writes the directive (seen in a
+    demo): both are named, even when every line it wrote is right."""
+    _, df = generated
+    row = _row(df, case_kind="compliant", jurisdiction="EU")
+    analysis = row.target.split("\nDIRECTIVE:")[0]
+    lcr = next(line for line in analysis.splitlines() if line.startswith("- LCR "))
+    r = analyze_report(parse_xbrl_file(Path(row.source_file)), analysis + ("\n" + lcr) * 3)
+    assert r.status == "needs_review"
+    assert r.reasons == ["model's analysis repeats check lines (LCR 4 times): the answer is degenerate",
+                         "model answer has no directive (no DIRECTIVE: section, or an empty one)"]
+
+
 def test_figures_are_read_with_units_and_codes_are_not_figures() -> None:
     figures, unreadable = quoted_figures("CET1 (RCOAP859) 1,430m vs C 01.00 r0020 c0010 -0.49% (CRR Art 92(1)(a))")
     assert [(f.text, f.is_ratio) for f in figures] == [("1,430m", False), ("-0.49%", True)]
