@@ -26,10 +26,9 @@ def main() -> None:
     from data_contracts.prepare import held_out_families, split_by_bank
     from finetune.config import load_config
     from regulator.generator import generate_dataset
-    from regulator.packages import read_zip
+    from regulator.packages import read_filing_file
     from regulator.render import render_directive, situations
     from regulator.rules import evaluate_rules
-    from regulator.xbrl import parse_xbrl_file
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("config", type=Path)
@@ -46,8 +45,7 @@ def main() -> None:
         test = splits["test"].head(cfg.eval.max_examples)
 
         def parsed_of(row) -> tuple:
-            path = Path(row.source_file)
-            parsed = next(iter(read_zip(path))) if path.suffix == ".zip" else parse_xbrl_file(path)
+            (parsed,) = read_filing_file(Path(row.source_file))
             return parsed, evaluate_rules(parsed)
 
         for name, df in (("train", splits["train"]), ("test", test)):

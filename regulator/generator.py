@@ -160,15 +160,10 @@ def generate_dataset(
             path.write_bytes(write_report_package(bank.bank_id, report_date.isoformat(), figures,
                                                   module=module or "corep_of", templates=COREP_MODULES.get(module)))
             (parsed,) = read_zip(path)
-        elif module:
-            path = stem.with_suffix(".xml")
-            figures = report_figures(bank, intent, rng)
-            path.write_text(eu_instance(bank.bank_id, bank.name, report_date.isoformat(), figures,
-                                        COREP_MODULES[module]), encoding="utf-8")
-            parsed = parse_xbrl_file(path)
         else:
             path = stem.with_suffix(".xml")
-            path.write_text(build_instance(bank, report_date, intent, rng), encoding="utf-8")
+            path.write_text(build_instance(bank, report_date, intent, rng, templates=COREP_MODULES.get(module)),
+                            encoding="utf-8")
             parsed = parse_xbrl_file(path)
         row = label_instance(parsed, family=bank.family, bank_name=bank.name)
         rows.append({**row, TRAIN_ONLY: train_only})
@@ -488,11 +483,13 @@ def report_figures(bank: Bank, intent: str, rng: random.Random) -> dict[str, flo
     return figures
 
 
-def build_instance(bank: Bank, report_date: date, intent: str, rng: random.Random) -> str:
-    """The XBRL instance text of one synthetic report (EBA COREP for EU banks, FFIEC Call Report for US banks)."""
+def build_instance(bank: Bank, report_date: date, intent: str, rng: random.Random,
+                   templates: Iterable[str] | None = None) -> str:
+    """The XBRL instance text of one synthetic report (EBA COREP for EU banks, FFIEC Call Report for US banks);
+    ``templates`` limits an EU instance to those templates (a module-wise submission, see ``eu_instance``)."""
     figures = report_figures(bank, intent, rng)
     if bank.jurisdiction == "EU":
-        return eu_instance(bank.bank_id, bank.name, report_date.isoformat(), figures)
+        return eu_instance(bank.bank_id, bank.name, report_date.isoformat(), figures, templates)
     return us_instance(bank.bank_id, bank.name, report_date, figures, rng, form=us_form(bank),
                        cblr=cblr_elector(bank))
 

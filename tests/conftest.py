@@ -31,7 +31,9 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    from finetune.cli import prefect_defaults  # the settings the CLI gives Prefect (no Prefect import)
+
+    prefect_defaults()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

@@ -121,7 +121,7 @@ def test_generated_module_wise_filings_read_like_the_eba_module_samples(tmp_path
     the LCR module as the xbridge xBRL-CSV sample) leave the same datapoints 'not filed' as the real samples, and
     their answers say so, one NOT_ASSESSED line per rule of the modules not filed."""
     from regulator.generator import generate_dataset
-    from regulator.packages import read_zip
+    from regulator.packages import read_filing_file, read_zip
     from regulator.rules import NOT_ASSESSED, evaluate_rules
 
     df = generate_dataset(48, seed=3, out_dir=tmp_path, eu_fraction=1.0, eu_csv_fraction=0.5, eu_module_fraction=1.0)
@@ -131,7 +131,7 @@ def test_generated_module_wise_filings_read_like_the_eba_module_samples(tmp_path
     seen = set()
     for row in df.itertuples():
         path = Path(row.source_file)
-        parsed = next(iter(read_zip(path))) if path.suffix == ".zip" else parse_xbrl_file(path)
+        (parsed,) = read_filing_file(path)
         module = next(m for m in ("corep_of", "corep_lr", "corep_lcr_da", "corep_nsfr", "corep_le") if m in path.name)
         assert parsed.unreadable, row.source_file  # a module never carries every template
         if module in not_filed:
