@@ -1,11 +1,11 @@
 """Probe: what directive ROUGE-L would each behaviour earn on the demo's test split? No model: scored by rendering.
 
-The directive a model writes is the product of choices: the house style (the template family, which the report does
-not name, so a model cannot know it for a bank it never saw, and one family is held out of training), whether any
-measure is due, which remedies, in what order, and by which dates. This renders the test references' directives
-as a model would write them had it made a given set of choices, and scores them against the references with the
-evaluation's own ROUGE-L. It also prints how often each remedy opens a training directive: a model that has not
-learned to condition on its check lines writes the most frequent one.
+The directive a model writes is the product of choices: which findings carry a measure (one per BREACH or
+data-quality line, the rule's remedy) and the closing sentence's house style (the template family, which the report
+does not name, so a model cannot know it for a bank it never saw, and one family is held out of training). This
+renders the test references' directives as a model would write them had it made a given set of choices, and scores
+them against the references with the evaluation's own ROUGE-L. It also prints how often each rule's measure opens
+a training directive: a model that has not learned to condition on its check lines writes the most frequent one.
 
     python -m bench.probe_ceiling configs/regulator-cpu.yaml
 """
@@ -27,7 +27,7 @@ def main() -> None:
     from finetune.config import load_config
     from regulator.generator import generate_dataset
     from regulator.packages import read_filing_file
-    from regulator.render import render_directive, situations
+    from regulator.render import due, render_directive
     from regulator.rules import evaluate_rules
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -49,8 +49,9 @@ def main() -> None:
             return parsed, evaluate_rules(parsed)
 
         for name, df in (("train", splits["train"]), ("test", test)):
-            first = collections.Counter(situations(*parsed_of(r))[0] for r in df.itertuples())
-            print(f"{name}: {len(df)} reports; first remedy of the directive: "
+            first = collections.Counter(next((c.code for c in parsed_of(r)[1].checks if due(c)), "no measure")
+                                        for r in df.itertuples())
+            print(f"{name}: {len(df)} reports; first measure of the directive: "
                   + ", ".join(f"{k} {v / len(df):.0%}" for k, v in first.most_common()))
         mode = collections.Counter(splits["train"]["template_family"]).most_common(1)[0][0]
         scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
@@ -58,16 +59,15 @@ def main() -> None:
         for row in test.itertuples():
             parsed, result = parsed_of(row)
             known = mode if row.template_family in held else row.template_family
-            due = ["capital"] if result.violations else ["none"]
-            for label, family, remedies in (
-                ("capital always, one house style", mode, ["capital"]),
-                ("capital always, the bank's house style", known, ["capital"]),
-                ("no measure without a finding, else capital; one house style", mode, due),
-                ("no measure without a finding, else capital; the bank's house style", known, due),
-                ("the right remedies, one house style", mode, None),
-                ("the right remedies, the bank's house style", known, None),
+            first = [next(c.code for c in result.checks if c.code != "DATA_QUALITY")]
+            for label, family, codes in (
+                ("no measure, always; one house style", mode, []),
+                ("no measure, always; the bank's house style", known, []),
+                (f"the {first[0]} measure, always; one house style", mode, first),
+                ("the right measures, one house style", mode, None),
+                ("the right measures, the bank's house style", known, None),
             ):
-                text = render_directive(parsed, result, family, remedies)
+                text = render_directive(parsed, result, family, codes)
                 scores[label].append(scorer.score(row.directive, text)["rougeL"].fmeasure)
     print(f"directive ROUGE-L on {len(test)} test reports (one house style: {mode}, the commonest in training; the "
           f"held-out family {held} is written in it)")

@@ -34,9 +34,10 @@ from typing import Any, Callable
 
 from regulator.answers import ParsedAnswer, check_lines, parse_answer
 from finetune.errors import DataError, XBRLError
-from regulator.rules import (DATA_QUALITY, NOT_ASSESSED, RULE_CODES, Rule, RuleResult, applicable_rules,
+from regulator.rules import (BREACH, DATA_QUALITY, NOT_ASSESSED, RULE_CODES, Rule, RuleResult, applicable_rules,
                              assessable_rules, evaluate_rules, regime)
 from regulator.packages import find_filings, read_filing_file
+from regulator.render import MEASURED_CODES, measure
 from regulator.taxonomy import BY_CODE, KIND, RATIO
 from regulator.xbrl import ParsedReport, parse_xbrl_file, render_value
 
@@ -321,6 +322,25 @@ def _figure_reasons(parsed: ParsedReport, rules: list[Rule], checks: list[dict[s
     return reasons
 
 
+def _measure_reasons(parsed: ParsedReport, checks: list[dict[str, str]], answer: ParsedAnswer) -> list[str]:
+    """Each finding of the model carries its measure, the one the law attaches to that rule, and only findings do
+    (``regulator.render``): name every finding without one, every measure under a line that finds nothing, and
+    every measure that is not its rule's."""
+    reasons = []
+    findings = [c["code"] for c in checks if c["outcome"] in (BREACH, DATA_QUALITY)]
+    measured = [code for code, _ in answer.measures]
+    for code in dict.fromkeys(findings):
+        if code not in measured:
+            reasons.append(f"model's {code} finding has no measure line")
+    for code, text in answer.measures:
+        if code not in findings:
+            reasons.append(f"model writes a measure under {code or 'no check line'}, which it does not find")
+        elif code in MEASURED_CODES and text.rstrip(".") != measure(parsed, code):
+            reasons.append(f"model's {code} measure is not the rule's ({text!r}; the rule's: "
+                           f"{measure(parsed, code)!r})")
+    return reasons
+
+
 def review_answer(parsed: ParsedReport, result: RuleResult, answer: str) -> tuple[ParsedAnswer, list[dict[str, str]],
                                                                                    list[str]]:
     """Check a model answer against the rule engine and the filing's figures.
@@ -358,7 +378,8 @@ def review_answer(parsed: ParsedReport, result: RuleResult, answer: str) -> tupl
     if repeated:
         reasons.append("model's analysis repeats check lines (" + ", ".join(
             f"{code} {n} times" for code, n in repeated.items()) + "): the answer is degenerate")
-    if not parsed_answer.directive:
+    reasons.extend(_measure_reasons(parsed, checks, parsed_answer))
+    if not parsed_answer.closing:
         reasons.append("model answer has no directive (no DIRECTIVE: section, or an empty one)")
     return parsed_answer, checks, reasons
 

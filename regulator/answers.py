@@ -4,14 +4,17 @@ The format (see README "Reading an answer")::
 
     ANALYSIS:
     - CET1_RATIO 3.51% vs 4.5% min: BREACH
+      measure: raise CET1 capital or reduce risk-weighted assets (CRD Art 104(1)(c)) within 45 days
     - LEVERAGE 6.94% vs 3% min: OK
     - LARGE_EXPOSURE not mapped vs 25% limit: NOT_ASSESSED
-    DIRECTIVE: <free text>
+    DIRECTIVE: <closing sentence: the measures above are due, or no measure is>
 
 The check lines are the one source of truth for the verdict: the violation set is every code whose line says
 ``BREACH``, plus ``DATA_QUALITY`` when any line says ``DATA_QUALITY``. There is no separate verdict line that could
 contradict them. A rule in force that the filing cannot give figures for has its line too, ``NOT_ASSESSED`` (never
-a violation), so an answer names every rule in force and never decides by leaving a line out. Parsing is lenient
+a violation), so an answer names every rule in force and never decides by leaving a line out. Each finding's
+``measure:`` line follows its check line; the directive is those measures in order, then the ``DIRECTIVE`` closing
+sentence (``regulator.render.render_directive`` writes the reference the same way). Parsing is lenient
 about whitespace, case and the older ``- CODE: description: OUTCOME`` lines, and strict about codes: a code that
 is not one of ``RULE_CODES`` is dropped. An answer without a single readable check line predicts no violation
 (``parsed_ok`` is False), so a model cannot gain recall by rambling.
@@ -33,6 +36,7 @@ CHECK_LINE = re.compile(
     r"^\s*[-*•]\s*([A-Za-z][A-Za-z0-9_]*)(?:\s*:?\s+(.*?))?\s*:\s*"
     r"(OK|BREACH|DATA[ _]QUALITY|NOT[ _]ASSESSED)\s*\.?\s*$", re.I
 )
+_MEASURE = re.compile(r"^\s*measure\s*:\s*(.*)$", re.I)
 _HEADER = re.compile(r"^\s*(ANALYSIS|VIOLATIONS|DIRECTIVE)\s*:\s*(.*)$", re.I)
 
 
@@ -53,12 +57,16 @@ class ParsedAnswer:
         checks: rule code -> outcome (``OK``, ``BREACH``, ``DATA_QUALITY`` or ``NOT_ASSESSED``) from the check lines
             (first line wins).
         violations: the codes the check lines imply (BREACH codes, plus DATA_QUALITY for any DATA_QUALITY line).
-        directive: the ``DIRECTIVE`` text with whitespace collapsed ("" if missing).
+        measures: (code of the check line above, measure text) for each ``measure:`` line, in order.
+        closing: the ``DIRECTIVE`` text with whitespace collapsed ("" if missing).
+        directive: each measure's text closed by a full stop, then the closing: what ROUGE-L scores.
         parsed_ok: True when at least one check line of a known rule code was read.
     """
 
     checks: dict[str, str] = field(default_factory=dict)
     violations: frozenset[str] = frozenset()
+    measures: tuple[tuple[str, str], ...] = ()
+    closing: str = ""
     directive: str = ""
     parsed_ok: bool = False
 
@@ -100,20 +108,26 @@ def parse_answer(text: str) -> ParsedAnswer:
     for line in check_lines(text):
         if line.code in _KNOWN and line.code not in checks:
             checks[line.code] = line.outcome
-    directive_lines: list[str] = []
-    in_directive = False
+    measures: list[tuple[str, str]] = []
+    closing_lines: list[str] = []
+    section, code = "ANALYSIS", ""
     for line in (text or "").splitlines():
         header = _HEADER.match(line)
         if header is not None:
             # The first DIRECTIVE counts; a repeated section is the model rambling.
-            if in_directive or directive_lines:
+            if section == "DIRECTIVE":
                 break
-            in_directive = header.group(1).upper() == "DIRECTIVE"
-            if in_directive:
-                directive_lines.append(header.group(2))
+            section = header.group(1).upper()
+            if section == "DIRECTIVE":
+                closing_lines.append(header.group(2))
             continue
-        if in_directive:
-            directive_lines.append(line)
-    directive = " ".join(" ".join(directive_lines).split())
-    return ParsedAnswer(checks=checks, violations=implied_violations(checks), directive=directive,
-                        parsed_ok=bool(checks))
+        if section == "DIRECTIVE":
+            closing_lines.append(line)
+        elif (check := CHECK_LINE.match(line)) is not None:
+            code = _normalise_code(check.group(1))
+        elif (found := _MEASURE.match(line)) is not None and section == "ANALYSIS":
+            measures.append((code, " ".join(found.group(1).split())))
+    closing_text = " ".join(" ".join(closing_lines).split())
+    directive = " ".join([*(f"{m.rstrip('.')}." for _, m in measures if m), *([closing_text] if closing_text else [])])
+    return ParsedAnswer(checks=checks, violations=implied_violations(checks), measures=tuple(measures),
+                        closing=closing_text, directive=directive, parsed_ok=bool(checks))

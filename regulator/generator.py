@@ -190,7 +190,7 @@ def label_instance(parsed: ParsedReport, *, family: str, bank_name: str = "") ->
         "template_family": family,
         "case_kind": result.case_kind,
         "report_text": render_report(parsed),
-        "target": render_target(result, directive),
+        "target": render_target(parsed, result, family),
         "violations": list(result.violations),
         "directive": directive,
         "source_file": parsed.source,

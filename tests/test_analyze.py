@@ -187,6 +187,26 @@ def test_a_looping_answer_without_a_directive_is_sent_to_review(generated) -> No
                          "model answer has no directive (no DIRECTIVE: section, or an empty one)"]
 
 
+def test_each_finding_needs_its_rules_measure_and_only_findings_have_one(generated) -> None:
+    """A measure follows each BREACH or data-quality line and is the rule's own; a missing, misplaced or wrong
+    measure is named, even when every check line is right."""
+    _, df = generated
+    row = _row(df, case_kind="single_breach")
+    parsed = parse_xbrl_file(Path(row.source_file))
+    lines = row.target.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("  measure: "))
+    code = lines[at - 1].split()[1]
+    assert analyze_report(parsed, row.target).status == "ok"
+    r = analyze_report(parsed, "\n".join(lines[:at] + lines[at + 1:]))
+    assert r.reasons == [f"model's {code} finding has no measure line"]
+    wrong = "  measure: reduce the large exposure below the limit (CRR Art 395(1) and 396(1)) within 30 days"
+    r = analyze_report(parsed, "\n".join(lines[:at] + [wrong] + lines[at + 1:]))
+    assert len(r.reasons) == 1 and r.reasons[0].startswith(f"model's {code} measure is not the rule's")
+    ok_at = next(i for i, line in enumerate(lines) if line.endswith(": OK"))
+    r = analyze_report(parsed, "\n".join(lines[:ok_at + 1] + [lines[at]] + lines[ok_at + 1:]))
+    assert f"model writes a measure under {lines[ok_at].split()[1]}, which it does not find" in r.reasons
+
+
 def test_figures_are_read_with_units_and_codes_are_not_figures() -> None:
     figures, unreadable = quoted_figures("CET1 (RCOAP859) 1,430m vs C 01.00 r0020 c0010 -0.49% (CRR Art 92(1)(a))")
     assert [(f.text, f.is_ratio) for f in figures] == [("1,430m", False), ("-0.49%", True)]

@@ -9,12 +9,13 @@ import pandas as pd
 import pytest
 
 from finetune.errors import XBRLError
+from regulator.answers import parse_answer
 from regulator.generator import RAW_COLUMNS, TRAIN_ONLY, generate_dataset, load_xbrl_folder
 from regulator.render import TEMPLATE_FAMILIES
 from regulator.rules import RULE_CODES, evaluate_rules
 from regulator.xbrl import parse_xbrl_file, render_report
 
-CHECK_LINE = re.compile(r"^- ([A-Z0-9_]+) .+: (OK|BREACH|DATA_QUALITY)$")
+CHECK_LINE = re.compile(r"^- ([A-Z0-9_]+) .+: (OK|BREACH|DATA_QUALITY|NOT_ASSESSED)$")
 
 
 @pytest.fixture(scope="module")
@@ -69,16 +70,24 @@ def test_target_format(generated: tuple[pd.DataFrame, Path]) -> None:
     for row in df.itertuples():
         lines = row.target.split("\n")
         assert lines[0] == "ANALYSIS:"
-        checks = [CHECK_LINE.match(line) for line in lines[1:-1]]
+        body = lines[1:-1]
+        checks = [CHECK_LINE.match(line) for line in body if not line.startswith("  measure: ")]
         assert all(checks), row.target
         breached = {m.group(1) for m in checks if m.group(2) == "BREACH"}
         if any(m.group(2) == "DATA_QUALITY" for m in checks):
             breached.add("DATA_QUALITY")
         # No verdict line: the check lines are the violation set, and they agree with the rule engine's labels.
         assert [c for c in RULE_CODES if c in breached] == row.violations
-        assert lines[-1] == f"DIRECTIVE: {row.directive}"
-        sentences = len(re.findall(r"[0-9a-z)]\. [A-Z]", row.directive)) + 1
-        assert sentences <= 3 and row.directive.endswith(".") and row.bank_name in row.directive
+        # Every finding, and only a finding, is followed by one measure line.
+        for line, after in zip(body, [*body[1:], lines[-1]]):
+            if not line.startswith("  measure: "):
+                finding = CHECK_LINE.match(line).group(2) in ("BREACH", "DATA_QUALITY")
+                assert after.startswith("  measure: ") == finding, row.target
+        assert lines[-1].startswith("DIRECTIVE: ") and row.bank_name in lines[-1] and lines[-1].endswith(".")
+        # The directive scored is the measures, then the closing sentence: what the parser reads from the answer.
+        assert parse_answer(row.target).directive == row.directive
+        assert row.directive.endswith(lines[-1].removeprefix("DIRECTIVE: "))
+        assert ("measures above" in lines[-1]) == bool(row.violations), row.target
 
 
 def test_families_are_per_bank_and_all_used(generated: tuple[pd.DataFrame, Path]) -> None:

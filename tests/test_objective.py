@@ -59,7 +59,7 @@ def test_decision_positions_point_at_the_outcome_words(tiny) -> None:
     ids_to_outcome = {v: k for k, v in outcome_token_ids(tokenizer).items()}
     for ids, labels, target in _rows(tokenizer):
         example = decision_example(tokenizer, ids, labels, target)
-        outcomes = [line.rsplit(": ", 1)[1] for line in target.splitlines()[1:-1]]
+        outcomes = [line.rsplit(": ", 1)[1] for line in target.splitlines()[1:-1] if line.startswith("- ")]
         assert [o for _, _, o in example.decisions] == outcomes
         assert [ids_to_outcome[ids[p]] for p, _, _ in example.decisions] == outcomes
 
@@ -91,7 +91,8 @@ def test_decision_weight_marks_one_outcome_token_per_check_line(tiny) -> None:
     decision = decision_weight(tokenizer, 10.0)
     assert decision_weight(tokenizer, 1.0) is None
     marked = decision.mask(batch["input_ids"], batch["labels"])
-    assert marked.sum(dim=1).tolist() == [len(target.splitlines()) - 2 for _, _, target in rows]
+    assert marked.sum(dim=1).tolist() == [sum(line.startswith("- ") for line in target.splitlines())
+                                          for _, _, target in rows]
     examples = [decision_example(tokenizer, *row) for row in rows]
     for row, example in enumerate(examples):  # the same positions the teacher-forced scores read
         assert sorted(p - 1 for p, _, _ in example.decisions) == marked[row].nonzero().flatten().tolist()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from regulator.answers import check_lines, parse_answer
 
-CANONICAL = """ANALYSIS:
+DQ_MEASURE = "correct the inconsistent figures and resubmit the report (Implementing Regulation (EU) 2021/451)"
+CANONICAL = f"""ANALYSIS:
 - CET1_RATIO 3.51% vs 4.5% min: BREACH
+  measure: raise CET1 capital or reduce risk-weighted assets (CRD Art 104(1)(c)) within 45 days
 - LEVERAGE 6.94% vs 3% min: OK
 - LARGE_EXPOSURE 12.00% vs 25% limit: OK
 - DATA_QUALITY CET1 ratio 36.84% disagrees with its components: DATA_QUALITY
-DIRECTIVE: The bank must submit a capital restoration plan by 30 June 2025 (CRR Art 92)."""
+  measure: {DQ_MEASURE} within 10 days
+DIRECTIVE: The supervisor notifies Test Bank that it must take the measures above."""
 
 
 def test_canonical_answer() -> None:
@@ -18,7 +21,12 @@ def test_canonical_answer() -> None:
     assert parsed.checks == {"CET1_RATIO": "BREACH", "LEVERAGE": "OK", "LARGE_EXPOSURE": "OK",
                              "DATA_QUALITY": "DATA_QUALITY"}
     assert parsed.violations == {"CET1_RATIO", "DATA_QUALITY"}  # what the check lines say, nothing else
-    assert parsed.directive == "The bank must submit a capital restoration plan by 30 June 2025 (CRR Art 92)."
+    # each finding's measure follows its check line; the directive is the measures, then the closing sentence
+    assert [code for code, _ in parsed.measures] == ["CET1_RATIO", "DATA_QUALITY"]
+    assert parsed.closing == "The supervisor notifies Test Bank that it must take the measures above."
+    assert parsed.directive == ("raise CET1 capital or reduce risk-weighted assets (CRD Art 104(1)(c)) within 45 days. "
+                                "correct the inconsistent figures and resubmit the report (Implementing Regulation "
+                                "(EU) 2021/451) within 10 days. " + parsed.closing)
     assert [(c.code, c.text) for c in check_lines(CANONICAL)][:2] == [
         ("CET1_RATIO", "3.51% vs 4.5% min"), ("LEVERAGE", "6.94% vs 3% min")]
 

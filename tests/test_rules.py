@@ -155,15 +155,18 @@ def test_a_rule_the_filing_cannot_give_is_stated_not_assessed_never_a_violation(
     assert all(c.code != DATA_QUALITY for c in result.checks)  # not a data-quality finding either
 
 
-def test_a_directive_can_be_rendered_for_chosen_remedies() -> None:
-    """render_directive's ``remedies`` (what bench/probe_ceiling scores): the report's own by default, else the
-    directive a model would write had it chosen those remedies, in the same house style."""
+def test_a_directive_can_be_rendered_for_chosen_findings() -> None:
+    """render_directive's ``codes`` (what bench/probe_ceiling scores): the report's own findings by default, else the
+    directive a model would write had it found those, in the same house style: each finding's measure, then the
+    closing sentence."""
     from regulator.render import render_directive
 
     report = _report("EU", EU_FIGURES)
     result = evaluate_rules(report)
-    assert render_directive(report, result, "formal_notice") == render_directive(report, result, "formal_notice",
-                                                                                 remedies=["none"])
-    capital = render_directive(report, result, "formal_notice", remedies=["capital", "liquidity"])
-    assert capital.startswith("The supervisor notifies Test Bank that it must submit a capital restoration plan")
-    assert "It must also submit a liquidity restoration plan (CRR Art 414)" in capital
+    none = render_directive(report, result, "formal_notice")
+    assert none == render_directive(report, result, "formal_notice", codes=[])
+    assert none == "The supervisor notifies Test Bank that no measure is required until the next report."
+    found = render_directive(report, result, "formal_notice", codes=["CET1_RATIO", "LCR"])
+    assert found == ("raise CET1 capital or reduce risk-weighted assets (CRD Art 104(1)(c)) within 45 days. "
+                     "restore the liquidity coverage ratio and report liquidity daily (CRR Art 414) within 14 days. "
+                     "The supervisor notifies Test Bank that it must take the measures above.")
