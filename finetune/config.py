@@ -96,7 +96,7 @@ class TrainConfig(_Section):
     curve_points: int = Field(0, ge=0, le=100, description="Learning-curve points: teacher-forced validation scores at step 0 and this many evenly spaced steps, for full FT and LoRA (0: none).")
     curve_examples: int = Field(32, ge=1, description="Validation examples the learning curve (and the LoRA sweep) scores.")
     decision_weight: float = Field(1.0, ge=1, le=1000, description="Loss weight of each check line's outcome token (OK / BREACH / DATA_QUALITY) relative to the other answer tokens, for full FT and LoRA alike (1: plain cross-entropy).")
-    directive_weight: float = Field(1.0, ge=1, le=1000, description="Loss weight of the directive's tokens (from the DIRECTIVE marker to the end of the answer) relative to the check lines, for full FT and LoRA alike (1: plain cross-entropy).")
+    directive_weight: float = Field(1.0, ge=1, le=1000, description="Loss weight of the directive's closing tokens (from the DIRECTIVE marker to the end of the answer; the measure lines between the check lines weigh 1) relative to the check lines, for full FT and LoRA alike (1: plain cross-entropy).")
     drills_first: bool = Field(False, description="Curriculum: every epoch starts with the decision drills (data.train_drills), the reports follow, for full FT and LoRA alike (false: one shuffled stream).")
 
 
