@@ -10,7 +10,8 @@ Definitions (REGULATOR_DOMAIN.md, "Target format"):
 - Exact match: the predicted violation set equals the reference set.
 - Check-line accuracy: over every reference check line, the share the model reproduced with the same outcome.
 - Parse rate: the share of answers with at least one readable check line of a known rule.
-- ROUGE-L: F-measure of ``rouge_score``'s ``rougeL`` with stemming on the ``DIRECTIVE`` sections, averaged.
+- ROUGE-L: F-measure of ``rouge_score``'s ``rougeL`` with stemming on the directives (each answer's ``measure:`` lines,
+  then its ``DIRECTIVE`` closing sentence: ``ParsedAnswer.directive``), averaged.
 
 Bootstrap CIs resample examples with replacement (seeded); the paired bootstrap uses the same resamples for both
 systems, so the CI of the difference reflects only how the systems differ on the same examples. Undefined figures

@@ -68,7 +68,7 @@ class FilingResult:
         model_violations: the codes the model's check lines imply ([] for none); None without a model or when the
             answer has no readable check line (then ``model_answer`` is a string).
         model_checks: the model's check lines as ``{"code", "text", "outcome"}`` (None without a model).
-        model_directive: the model's DIRECTIVE text (None without a model).
+        model_directive: the model's directive, its measure lines then its DIRECTIVE closing (None without a model).
         model_answer: the model's raw answer (None without a model).
     """
 
