@@ -335,9 +335,8 @@ def _measure_reasons(parsed: ParsedReport, checks: list[dict[str, str]], answer:
     for code, text in answer.measures:
         if code not in findings:
             reasons.append(f"model writes a measure under {code or 'no check line'}, which it does not find")
-        elif code in MEASURED_CODES and text.rstrip(".") != measure(parsed, code):
-            reasons.append(f"model's {code} measure is not the rule's ({text!r}; the rule's: "
-                           f"{measure(parsed, code)!r})")
+        elif code in MEASURED_CODES and text.rstrip(".") != (rule := measure(parsed, code)):
+            reasons.append(f"model's {code} measure is not the rule's ({text!r}; the rule's: {rule!r})")
     return reasons
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from regulator.render import join_directive
 from regulator.rules import BREACH, DATA_QUALITY, NOT_ASSESSED, OK, RULE_CODES
 
 OUTCOMES: tuple[str, ...] = (OK, BREACH, DATA_QUALITY, NOT_ASSESSED)
@@ -128,6 +129,6 @@ def parse_answer(text: str) -> ParsedAnswer:
         elif (found := _MEASURE.match(line)) is not None and section == "ANALYSIS":
             measures.append((code, " ".join(found.group(1).split())))
     closing_text = " ".join(" ".join(closing_lines).split())
-    directive = " ".join([*(f"{m.rstrip('.')}." for _, m in measures if m), *([closing_text] if closing_text else [])])
+    directive = join_directive([m for _, m in measures], closing_text)
     return ParsedAnswer(checks=checks, violations=implied_violations(checks), measures=tuple(measures),
                         closing=closing_text, directive=directive, parsed_ok=bool(checks))

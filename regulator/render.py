@@ -110,7 +110,13 @@ def render_directive(parsed: ParsedReport, result: RuleResult, family: str,
     then the closing sentence. ``codes`` replaces the report's findings (rule codes, one per measure): the directive
     a model would write had it found those (bench/probe_ceiling.py)."""
     found = [c.code for c in result.checks if due(c)] if codes is None else list(codes)
-    return " ".join([*(f"{measure(parsed, code)}." for code in found), closing(parsed, result, family, bool(found))])
+    return join_directive([measure(parsed, code) for code in found], closing(parsed, result, family, bool(found)))
+
+
+def join_directive(measures: Sequence[str], closing_text: str) -> str:
+    """The directive as one text: each measure closed by a full stop, then the closing sentence (empty parts are
+    left out). The reference (``render_directive``) and the parser of answers (``parse_answer``) both use it."""
+    return " ".join([*(f"{m.rstrip('.')}." for m in measures if m), *([closing_text] if closing_text else [])])
 
 
 def render_target(parsed: ParsedReport, result: RuleResult, family: str) -> str:
@@ -137,7 +143,7 @@ def _finding(result: RuleResult) -> str:
                 return "data-quality findings"
             if check.outcome == outcome:
                 return f"reported {check.description.split(' vs ')[0]}"
-    assessed = [c for c in result.checks if c.outcome not in (NOT_ASSESSED,)]
+    assessed = [c for c in result.checks if c.outcome != NOT_ASSESSED]
     return f"reported {assessed[0].description.split(' vs ')[0]}" if assessed else "reported figures"
 
 
