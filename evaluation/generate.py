@@ -144,6 +144,14 @@ def generate_answers(
     return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
 
 
+def generation_dtype(precision: str, native_bf16: bool) -> str:
+    """The weights' dtype for generation: ``"bf16"``/``"fp32"`` as asked, ``"auto"`` bf16 only where the hardware
+    computes bf16 natively (emulated bf16 is slower than fp32)."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise EvaluationError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+    return "bfloat16" if precision == "bf16" or (precision == "auto" and native_bf16) else "float32"
+
+
 def load_model_for_eval(
     path: Path, *, adapter: Path | None = None, dtype: str = "float32", device: str | None = None
 ) -> tuple[Any, Any]:

@@ -64,35 +64,41 @@ def predict_outcomes(
     model: Any, examples: Sequence[DecisionExample], outcome_ids: dict[str, int], *, pad_id: int,
     batch_size: int = 8, bf16: bool = False,
 ) -> list[list[str]]:
-    """The model's outcome for every decision of every example (teacher-forced), batched with right padding."""
+    """The model's outcome for every decision of every example (teacher-forced), batched with right padding.
+
+    A causal model's choice at a position reads only the tokens before it, so each example is cut after its last
+    outcome's context (the measures and the closing after the check lines are never run), and batches are formed
+    from examples of similar length (less padding); the outcomes come back in the order of ``examples``.
+    """
     names = list(outcome_ids)
     candidates = torch.tensor([outcome_ids[n] for n in names])
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
-    out: list[list[str]] = []
+    needed = [max((p for p, _, _ in e.decisions), default=0) for e in examples]  # the tokens before the last outcome
+    order = sorted(range(len(examples)), key=lambda i: needed[i])
+    out: list[list[str]] = [[] for _ in examples]
     try:
-        for begin in range(0, len(examples), batch_size):
-            chunk = examples[begin : begin + batch_size]
-            width = max(len(e.input_ids) for e in chunk)
+        for begin in range(0, len(order), batch_size):
+            chunk = [i for i in order[begin : begin + batch_size] if needed[i] > 0]
+            if not chunk:
+                continue
+            width = max(needed[i] for i in chunk)
             ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
             keep = torch.zeros((len(chunk), width), dtype=torch.bool)
-            for row, e in enumerate(chunk):
-                ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
-                mask[row, : len(e.input_ids)] = 1
-                for position, _, _ in e.decisions:
+            for row, i in enumerate(chunk):
+                ids[row, : needed[i]] = torch.tensor(examples[i].input_ids[: needed[i]])
+                mask[row, : needed[i]] = 1
+                for position, _, _ in examples[i].decisions:
                     keep[row, position - 1] = True  # the logits that predict the outcome token
-            if not bool(keep.any()):
-                out.extend([] for _ in chunk)
-                continue
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and not torch.cuda.is_available()):
                 logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
             choice = logits.float()[:, candidates].argmax(dim=-1).tolist()
             cursor = 0
-            for e in chunk:  # boolean-mask order is row-major, and decisions are in position order per row
-                out.append([names[c] for c in choice[cursor : cursor + len(e.decisions)]])
-                cursor += len(e.decisions)
+            for i in chunk:  # boolean-mask order is row-major, and decisions are in position order per row
+                out[i] = [names[c] for c in choice[cursor : cursor + len(examples[i].decisions)]]
+                cursor += len(examples[i].decisions)
     finally:
         if was_training and hasattr(model, "train"):
             model.train()

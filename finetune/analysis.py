@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from finetune.errors import DataError
+from finetune.memory_reuse import keep_freed_memory
 from regulator.analyze import AnswerFn, FilingResult, Progress, assess_filings
 from regulator.xbrl import ParsedReport, render_report
 
@@ -26,25 +27,30 @@ def analyze_filings(
     model_dir: Path | None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    precision: str = "auto",
     progress: Progress | None = None,
 ) -> list[FilingResult]:
     """Analyse every filing under ``paths`` with the model of ``model_dir`` guarded by the rule engine (the rule
     engine alone when ``model_dir`` is None); one result per filing, in file order."""
-    answer = model_answers(Path(model_dir), batch_size, max_new_tokens) if model_dir is not None else None
+    answer = model_answers(Path(model_dir), batch_size, max_new_tokens, precision) if model_dir is not None else None
     return assess_filings(paths, answer=answer, progress=progress)
 
 
-def model_answers(model_dir: Path, batch_size: int, max_new_tokens: int) -> AnswerFn:
-    """An answer function for ``assess_filings``: the model, loaded on first use, answers each rendered report."""
+def model_answers(model_dir: Path, batch_size: int, max_new_tokens: int, precision: str = "auto") -> AnswerFn:
+    """An answer function for ``assess_filings``: the model, loaded on first use, answers each rendered report;
+    ``precision`` as the evaluation's ``eval.precision`` (auto: bf16 where the hardware computes it natively)."""
 
     def answer(parsed: list[ParsedReport], progress: Progress | None) -> list[str]:
         import torch
 
-        from evaluation.generate import generate_answers, load_model_for_eval
+        from evaluation.generate import generate_answers, generation_dtype, load_model_for_eval
         from regulator.prompts import render_prompt
+        from training.infra import native_bf16
 
+        keep_freed_memory()
         device = "cuda" if torch.cuda.is_available() else None
-        model, tokenizer = load_model_for_eval(model_dir, device=device)
+        dtype = generation_dtype(precision, native_bf16()[0])
+        model, tokenizer = load_model_for_eval(model_dir, device=device, dtype=dtype)
         prompts = [render_prompt(tokenizer, render_report(p)) for p in parsed]
         report = (lambda done, total: progress("generate", done, total)) if progress is not None else None
         return generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,

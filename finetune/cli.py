@@ -82,6 +82,9 @@ def _add_analyze_parser(sub: argparse._SubParsersAction) -> None:
                     help=f"filings per generation batch (default {DEFAULT_BATCH_SIZE})")
     an.add_argument("--max-new-tokens", type=_positive_int, default=DEFAULT_MAX_NEW_TOKENS,
                     help=f"bound on each answer's length in tokens (default {DEFAULT_MAX_NEW_TOKENS})")
+    an.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                    help="weights to generate with: auto (default) is bf16 where the hardware computes it natively "
+                         "(CUDA with bf16, a CPU with AMX or AVX512-BF16), as the evaluation did, fp32 elsewhere")
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -183,7 +186,8 @@ def _analyze(args: argparse.Namespace) -> int:
                                 "model pass --model VERSION (a registry version) or --model HF_FOLDER") from err
         print(f"model: {model_dir}", file=sys.stderr)
     results = analyze_filings(args.paths, model_dir=model_dir, batch_size=args.batch_size,
-                              max_new_tokens=args.max_new_tokens, progress=_progress_bars())
+                              max_new_tokens=args.max_new_tokens, precision=args.precision,
+                              progress=_progress_bars())
     rows = [r.to_dict() for r in results]
     if args.out:
         write_results(args.out, rows)

@@ -122,6 +122,7 @@ class EvalConfig(_Section):
     max_examples: int | None = Field(None, ge=1, description="Cap on test examples (None: the whole test split).")
     bootstrap_samples: int = Field(1000, ge=0, description="Bootstrap resamples for 95% confidence intervals.")
     forgetting_prompts: int | None = Field(None, ge=1, description="Cap on general prompts for the forgetting measure.")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="Weights the answers are generated with: 'auto' is bf16 where the hardware computes it natively (CUDA with bf16, a CPU with AMX or AVX512-BF16), fp32 elsewhere (on a 2-core AVX512-BF16 CPU bf16 generates 1.9x faster, F1 within 0.01: bench/NOTES.md lever 24). The forgetting NLL is always taken in fp32.")
 
 
 class GateConfig(_Section):

@@ -24,6 +24,7 @@ from prefect import flow, get_run_logger
 from finetune.config import RunConfig, load_config
 from finetune.errors import AttemptsExhausted, GateRejected
 from finetune.models import model_fingerprint, resolve_model
+from finetune.memory_reuse import keep_freed_memory
 from finetune.paths import default_registry_dir, new_run_dir, project_home, record_stage, write_json_atomic
 from finetune.hashing import hash_path
 from finetune.summary import evaluation_result
@@ -68,6 +69,7 @@ def finetune(
         A summary: the run folder and every stage's manifest.
     """
     log = get_run_logger()
+    keep_freed_memory()  # LoRA training and generation run in this process (finetune/memory_reuse.py)
     check_attempt(attempt, max_attempts, rerun_of)
     if rerun_of:
         log.info("attempt %d of %d: automatic re-run of crashed flow run %s", attempt, max_attempts, rerun_of)
@@ -127,6 +129,7 @@ def finetune(
     if record("evaluate", run_stage(
         evaluate, stage="evaluate", code=("finetune", "evaluation", "regulator"),
         inputs={"cfg": cfg.section_hash("eval"), "model": model_hash, "data": data_hash,
+                "infra": done["infra_check"]["content_hash"],  # eval.precision 'auto' follows the hardware
                 "full": done["train_full"]["content_hash"],
                 "lora": done["train_lora"]["content_hash"] if lora_dir else None},
         cfg=cfg_dict, model_dir=str(model_dir), model_hash=model_hash, dataset_dir=dataset_dir,

@@ -11,7 +11,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from evaluation.forgetting import answer_nll, forgetting_increase
-from evaluation.generate import generate_answers, load_model_for_eval, write_predictions
+from evaluation.generate import DTYPES, generate_answers, generation_dtype, load_model_for_eval, write_predictions
 from evaluation.metrics import paired_bootstrap, score_predictions
 from evaluation.report import (
     comparison_rows,
@@ -29,6 +29,7 @@ from finetune.config import RunConfig
 from tasks.general_answers import general_answers_file
 from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault, transient_only
 from training.curve import CURVE_FILE, read_curve
+from training.infra import native_bf16
 
 BASE, LORA, FULL = "base", "LoRA", "full FT"
 
@@ -68,18 +69,20 @@ def evaluate(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, full_
     systems = {BASE: (Path(model_dir), None), FULL: (Path(full_dir) / "model", None)}
     if lora_dir:
         systems[LORA] = (Path(model_dir), Path(lora_dir) / "adapter")
+    dtype = generation_dtype(ev.precision, native_bf16()[0])
     predictions, nll, generation = {}, {}, {}
     for name, (path, adapter) in systems.items():
         model, tokenizer = load_model_for_eval(path, adapter=adapter)
+        nll[name] = answer_nll(model, tokenizer, [g["prompt"] for g in general], [g["answer"] for g in general])
+        model = model.to(DTYPES[dtype])  # after the fp32 NLL, so forgetting does not depend on the precision
         # The base model never writes the answer format: a tight bound scores it the same, minutes sooner.
         bound = ev.base_max_new_tokens if name == BASE and ev.base_max_new_tokens else ev.max_new_tokens
-        log.info("%s: generating %d answers (batches of %d, up to %d new tokens)", name, len(prompts), ev.batch_size,
-                 bound)
+        log.info("%s: generating %d answers in %s (batches of %d, up to %d new tokens)", name, len(prompts), dtype,
+                 ev.batch_size, bound)
         started = time.monotonic()
         predictions[name] = generate_answers(model, tokenizer, prompts, max_new_tokens=bound,
                                              batch_size=ev.batch_size)
         generation[name] = time.monotonic() - started
-        nll[name] = answer_nll(model, tokenizer, [g["prompt"] for g in general], [g["answer"] for g in general])
         log.info("%s: %d answers generated in %.0f s; general NLL %.3f", name, len(prompts), generation[name],
                  nll[name]["mean_nll"])
         del model
@@ -119,7 +122,7 @@ def evaluate(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, full_
         (tmp / "report.md").write_text(report)
         metrics = {"scores": scores, "paired_full_minus_lora": paired, "forgetting": forgetting, "nll": nll,
                    "training": training, "rows": rows, "n_test": len(refs), "learning_curve": curves,
-                   "lora_lr_sweep": sweep, "generation_s": generation}
+                   "lora_lr_sweep": sweep, "generation_s": generation, "generation_dtype": dtype}
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
         create_markdown_artifact(key="evaluation-report", markdown=report, description="Evaluation report")
         return {"f1_micro": {n: scores[n].get("f1_micro") for n in order},

@@ -304,3 +304,29 @@ def test_spec_json_round_trip(tmp_path: Path) -> None:
     assert TrainSpec.load(spec.save(tmp_path / "s.json")) == spec
     with pytest.raises(ConfigError, match="bogus"):
         TrainSpec.from_json(json.dumps({"model_dir": "m", "bogus": 1}))
+
+
+def test_one_cpu_rank_skips_the_shm_op_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A single CPU rank does not JIT-build DeepSpeed's shared-memory all-reduce (34 s of C++ on 2 cores)."""
+    import deepspeed.ops
+    from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
+
+    from training.full_ft import skip_shm_op_for_one_rank
+
+    table = deepspeed.ops.__compatible_ops__
+    monkeypatch.setitem(table, ShareMemCommBuilder.NAME, True)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    skip_shm_op_for_one_rank()
+    assert table[ShareMemCommBuilder.NAME] is True  # two ranks all-reduce through it
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    skip_shm_op_for_one_rank()
+    assert table[ShareMemCommBuilder.NAME] is False
+
+
+def test_freed_memory_is_kept_for_reuse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """glibc takes both malloc settings; FINETUNE_MALLOC_REUSE=0 leaves malloc alone."""
+    from finetune.memory_reuse import keep_freed_memory
+
+    assert keep_freed_memory() is True
+    monkeypatch.setenv("FINETUNE_MALLOC_REUSE", "0")
+    assert keep_freed_memory() is False

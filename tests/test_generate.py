@@ -12,6 +12,7 @@ from evaluation.generate import (
     _left_padded_batch,
     generate_answers,
     generate_token_ids,
+    generation_dtype,
     load_model_for_eval,
     read_predictions,
     stop_token_ids,
@@ -134,6 +135,24 @@ def test_adapter_is_merged(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert not merged.training
     with pytest.raises(EvaluationError, match="adapter_config.json"):
         load_model_for_eval(tiny_model_dir, adapter=tmp_path)
+
+
+def test_generation_precision() -> None:
+    """bf16 where asked, or on 'auto' where the hardware has it natively; fp32 otherwise."""
+    assert generation_dtype("auto", True) == "bfloat16" and generation_dtype("auto", False) == "float32"
+    assert generation_dtype("bf16", False) == "bfloat16" and generation_dtype("fp32", True) == "float32"
+    with pytest.raises(EvaluationError, match="auto, bf16 or fp32"):
+        generation_dtype("fp16", True)
+
+
+def test_bf16_generation_writes_answers(model_and_tokenizer, prompts) -> None:
+    """A model cast to bf16 after loading (as the evaluation does after its fp32 NLL) generates whole answers."""
+    import copy
+
+    model, tokenizer = model_and_tokenizer
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    answers = generate_answers(bf16, tokenizer, prompts, max_new_tokens=6, batch_size=2)
+    assert len(answers) == len(prompts) and all(isinstance(a, str) and a for a in answers)
 
 
 def test_predictions_roundtrip(tmp_path: Path) -> None:

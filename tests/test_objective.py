@@ -81,6 +81,23 @@ def test_teacher_forced_scores(tiny) -> None:
         predict_outcomes(model, examples, ids, pad_id=pad, batch_size=3)
 
 
+def test_outcomes_are_read_from_the_whole_example(tiny) -> None:
+    """Cut after the last outcome and batched by length, the choices are those of each whole example run alone,
+    in the caller's order."""
+    model, tokenizer = tiny
+    rows = _rows(tokenizer, n=5)
+    rows = [rows[1], rows[4], rows[0], rows[3], rows[2]]  # not in length order
+    examples = [decision_example(tokenizer, *row) for row in rows]
+    ids = outcome_token_ids(tokenizer)
+    names, candidates = list(ids), [ids[n] for n in ids]
+    expected = []
+    with torch.no_grad():
+        for e in examples:
+            logits = model(input_ids=torch.tensor([e.input_ids])).logits[0]
+            expected.append([names[int(logits[p - 1, candidates].argmax())] for p, _, _ in e.decisions])
+    assert predict_outcomes(model, examples, ids, pad_id=tokenizer.eos_token_id, batch_size=2) == expected
+
+
 def test_decision_weight_marks_one_outcome_token_per_check_line(tiny) -> None:
     from training.full_ft import decision_weight
     from training.objective import DecisionWeight

@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence, TextIO
 import torch
 
 from finetune.errors import ConfigError, TrainingError
+from finetune.memory_reuse import keep_freed_memory
 from finetune.paths import write_json_atomic
 from training.data import Example, MicroBatches, load_examples
 from training.curve import LearningCurve
@@ -126,6 +127,21 @@ def prepare_process_env() -> None:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
+
+
+def skip_shm_op_for_one_rank() -> None:
+    """On CPU with a single rank, keep DeepSpeed from JIT-building its shared-memory all-reduce op.
+
+    DeepSpeed's CPU backend compiles ``deepspeed_shm_comm`` when the process group starts (34 s of C++ build on
+    2 cores, at the first run on a machine and again whenever the venv's path changes); one rank never all-reduces
+    across processes, so the op is never used. ``build_shm_op`` reads the compatibility table at call time.
+    """
+    if torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", "1")) != 1:
+        return
+    import deepspeed.ops
+    from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
+
+    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -267,6 +283,7 @@ def train(spec: TrainSpec, *, progress: Callable[[dict[str, Any]], None] | None 
     )
 
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    skip_shm_op_for_one_rank()
     deepspeed.init_distributed()
     rank, world = dist.get_rank(), dist.get_world_size()
     out_dir = Path(spec.output_dir)
@@ -401,6 +418,7 @@ def die_with_launcher() -> None:
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m training.full_ft --spec spec.json``."""
     die_with_launcher()
+    keep_freed_memory()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, type=Path, help="TrainSpec JSON file")
     args = parser.parse_args(argv)

@@ -58,6 +58,19 @@ def cpu_bf16_flags() -> list[str]:
     return sorted(cpu_flags() & set(_CPU_BF16_FLAGS))
 
 
+def native_bf16() -> tuple[bool, str]:
+    """Whether this machine computes bf16 natively (a CUDA device that supports it, else a CPU with AMX or
+    AVX512-BF16), and why; where bf16 would be emulated it is slower than fp32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported(), "torch.cuda.is_bf16_supported()"
+    flags = cpu_bf16_flags()
+    if flags:
+        return True, f"CPU flags {flags}"
+    return False, "no amx_bf16/avx512_bf16 CPU flag: bf16 would be emulated (slow)"
+
+
 def _ds_ops_status(on_cpu: bool) -> dict[str, dict]:
     """For each DeepSpeed op we may use: compatible here, and already JIT-built in the extensions cache."""
     if on_cpu:
@@ -89,13 +102,9 @@ def detect_infra(disk_path: Path) -> InfraReport:
         count = torch.cuda.device_count()
         names = [torch.cuda.get_device_name(i) for i in range(count)]
         mems = [round(torch.cuda.get_device_properties(i).total_memory / 1e9, 1) for i in range(count)]
-        bf16 = torch.cuda.is_bf16_supported()
-        why = "torch.cuda.is_bf16_supported()"
     else:
         count, names, mems = 0, [], []
-        flags = cpu_bf16_flags()
-        bf16 = bool(flags)
-        why = f"CPU flags {flags}" if flags else "no amx_bf16/avx512_bf16 CPU flag: bf16 would be emulated (slow)"
+    bf16, why = native_bf16()
     import deepspeed
 
     disk_path = Path(disk_path)
