@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from finetune.errors import DataError
-from finetune.memory_reuse import keep_freed_memory
+from finetune.memory_reuse import reusing_freed_memory
 from regulator.analyze import AnswerFn, FilingResult, Progress, assess_filings
 from regulator.xbrl import ParsedReport, render_report
 
@@ -47,14 +47,14 @@ def model_answers(model_dir: Path, batch_size: int, max_new_tokens: int, precisi
         from regulator.prompts import render_prompt
         from training.infra import native_bf16
 
-        keep_freed_memory()
         device = "cuda" if torch.cuda.is_available() else None
         dtype = generation_dtype(precision, native_bf16()[0])
-        model, tokenizer = load_model_for_eval(model_dir, device=device, dtype=dtype)
-        prompts = [render_prompt(tokenizer, render_report(p)) for p in parsed]
-        report = (lambda done, total: progress("generate", done, total)) if progress is not None else None
-        return generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                progress=report)
+        with reusing_freed_memory():
+            model, tokenizer = load_model_for_eval(model_dir, device=device, dtype=dtype)
+            prompts = [render_prompt(tokenizer, render_report(p)) for p in parsed]
+            report = (lambda done, total: progress("generate", done, total)) if progress is not None else None
+            return generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                    batch_size=batch_size, progress=report)
 
     return answer
 

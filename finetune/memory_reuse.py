@@ -1,40 +1,74 @@
-"""Keep freed memory in the process for reuse: glibc malloc settings for the training and generation processes.
+"""Keep freed memory in the process for reuse: glibc malloc settings while training or generating.
 
 PyTorch on CPU allocates and frees the activations, gradients and logits of every step (tens to hundreds of MB
 each). glibc serves blocks above its mmap threshold with fresh ``mmap`` calls and returns them on ``free``, and
 trims the heap top back to the kernel, so every step page-faults its working set in again: ~200,000 minor faults
-and ~0.5-0.8 s of system time per training step of the demo (SmolLM2-135M, 4 x 640 tokens, 2 cores). With the
-mmap threshold and the trim threshold raised, freed blocks stay in the heap and the next step reuses them: no
-faults, and steps 9% faster on that CPU (bench/NOTES.md, lever 26). Numerics are untouched; the cost is that the
-process keeps its peak heap until it exits.
+and 0.5-1.6 s of system time per training step of the demo (SmolLM2-135M, 4 x 640 tokens, 2 cores). With the mmap
+and trim thresholds raised, freed blocks stay in the heap and the next step reuses them: no faults, and steps
+9-15% faster on that CPU (bench/NOTES.md, lever 26). Numerics are untouched.
 
-``FINETUNE_MALLOC_REUSE=0`` turns it off. Elsewhere than glibc (macOS, musl) it does nothing.
+The cost is memory the heap keeps: a long-lived process that trains, then loads other models and generates, grew
+to 17.8 GB where it had peaked at 9.9 GB. So a process that does one job until it exits (a DeepSpeed rank) calls
+:func:`keep_freed_memory`; the flow's own process wraps each training or generation job in
+:func:`reusing_freed_memory`, which hands the heap back to the kernel when the job ends.
+
+``FINETUNE_MALLOC_REUSE=0`` turns both off. Elsewhere than glibc (macOS, musl) they do nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import os
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _LARGEST = 2**31 - 1  # mallopt takes a C int
+_GLIBC_START = 128 * 1024  # glibc's initial mmap and trim thresholds
 _ENV = "FINETUNE_MALLOC_REUSE"
 
 
-def keep_freed_memory() -> bool:
-    """Raise glibc's mmap and trim thresholds for this process; True if both settings were taken.
-
-    Call it early in a long-lived process that trains or generates (it affects later allocations only).
-    """
+def _glibc() -> ctypes.CDLL | None:
+    """glibc, with ``mallopt`` and ``malloc_trim`` typed; None where reuse is off or the C library is not glibc."""
     if os.environ.get(_ENV, "1") == "0" or not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, _LARGEST)) and bool(mallopt(_M_TRIM_THRESHOLD, _LARGEST))
+        libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def _set_thresholds(libc: ctypes.CDLL, value: int) -> bool:
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, value)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, value))
+
+
+def keep_freed_memory() -> bool:
+    """Raise glibc's mmap and trim thresholds for the rest of this process; True if both settings were taken.
+
+    For a process that trains or generates until it exits; it affects later allocations only.
+    """
+    libc = _glibc()
+    return libc is not None and _set_thresholds(libc, _LARGEST)
+
+
+@contextmanager
+def reusing_freed_memory() -> Iterator[bool]:
+    """Keep freed memory for reuse inside the block; at its end collect garbage, set glibc's initial thresholds
+    back (fixed, as glibc's dynamic mmap threshold cannot be turned back on) and return the free heap to the
+    kernel. Yields whether the settings were taken."""
+    libc = _glibc()
+    taken = libc is not None and _set_thresholds(libc, _LARGEST)
+    try:
+        yield taken
+    finally:
+        if libc is not None:
+            gc.collect()
+            _set_thresholds(libc, _GLIBC_START)
+            libc.malloc_trim(0)

@@ -24,7 +24,6 @@ from prefect import flow, get_run_logger
 from finetune.config import RunConfig, load_config
 from finetune.errors import AttemptsExhausted, GateRejected
 from finetune.models import model_fingerprint, resolve_model
-from finetune.memory_reuse import keep_freed_memory
 from finetune.paths import default_registry_dir, new_run_dir, project_home, record_stage, write_json_atomic
 from finetune.hashing import hash_path
 from finetune.summary import evaluation_result
@@ -69,7 +68,6 @@ def finetune(
         A summary: the run folder and every stage's manifest.
     """
     log = get_run_logger()
-    keep_freed_memory()  # LoRA training and generation run in this process (finetune/memory_reuse.py)
     check_attempt(attempt, max_attempts, rerun_of)
     if rerun_of:
         log.info("attempt %d of %d: automatic re-run of crashed flow run %s", attempt, max_attempts, rerun_of)

@@ -26,6 +26,7 @@ from evaluation.report import (
     select_examples,
 )
 from finetune.config import RunConfig
+from finetune.memory_reuse import reusing_freed_memory
 from tasks.general_answers import general_answers_file
 from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault, transient_only
 from training.curve import CURVE_FILE, read_curve
@@ -72,20 +73,21 @@ def evaluate(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, full_
     dtype = generation_dtype(ev.precision, native_bf16()[0])
     predictions, nll, generation = {}, {}, {}
     for name, (path, adapter) in systems.items():
-        model, tokenizer = load_model_for_eval(path, adapter=adapter)
-        nll[name] = answer_nll(model, tokenizer, [g["prompt"] for g in general], [g["answer"] for g in general])
-        model = model.to(DTYPES[dtype])  # after the fp32 NLL, so forgetting does not depend on the precision
         # The base model never writes the answer format: a tight bound scores it the same, minutes sooner.
         bound = ev.base_max_new_tokens if name == BASE and ev.base_max_new_tokens else ev.max_new_tokens
-        log.info("%s: generating %d answers in %s (batches of %d, up to %d new tokens)", name, len(prompts), dtype,
-                 ev.batch_size, bound)
-        started = time.monotonic()
-        predictions[name] = generate_answers(model, tokenizer, prompts, max_new_tokens=bound,
-                                             batch_size=ev.batch_size)
-        generation[name] = time.monotonic() - started
+        with reusing_freed_memory():
+            model, tokenizer = load_model_for_eval(path, adapter=adapter)
+            nll[name] = answer_nll(model, tokenizer, [g["prompt"] for g in general], [g["answer"] for g in general])
+            model = model.to(DTYPES[dtype])  # after the fp32 NLL, so forgetting does not depend on the precision
+            log.info("%s: generating %d answers in %s (batches of %d, up to %d new tokens)", name, len(prompts),
+                     dtype, ev.batch_size, bound)
+            started = time.monotonic()
+            predictions[name] = generate_answers(model, tokenizer, prompts, max_new_tokens=bound,
+                                                 batch_size=ev.batch_size)
+            generation[name] = time.monotonic() - started
+            del model
         log.info("%s: %d answers generated in %.0f s; general NLL %.3f", name, len(prompts), generation[name],
                  nll[name]["mean_nll"])
-        del model
     scores = {n: score_predictions(refs, p, n_bootstrap=ev.bootstrap_samples) for n, p in predictions.items()}
     paired = paired_bootstrap(refs, predictions[FULL], predictions[LORA], n_bootstrap=ev.bootstrap_samples) \
         if LORA in predictions else {}
