@@ -5,12 +5,14 @@ each). glibc serves blocks above its mmap threshold with fresh ``mmap`` calls an
 trims the heap top back to the kernel, so every step page-faults its working set in again: ~200,000 minor faults
 and 0.5-1.6 s of system time per training step of the demo (SmolLM2-135M, 4 x 640 tokens, 2 cores). With the mmap
 and trim thresholds raised, freed blocks stay in the heap and the next step reuses them: no faults, and steps
-9-15% faster on that CPU (bench/NOTES.md, lever 26). Numerics are untouched.
+9-18% faster on that CPU in paired runs (bench/NOTES.md, lever 26). Numerics are untouched.
 
-The cost is memory the heap keeps: a long-lived process that trains, then loads other models and generates, grew
-to 17.8 GB where it had peaked at 9.9 GB. So a process that does one job until it exits (a DeepSpeed rank) calls
-:func:`keep_freed_memory`; the flow's own process wraps each training or generation job in
-:func:`reusing_freed_memory`, which hands the heap back to the kernel when the job ends.
+The cost is memory the heap keeps: with the setting on for the demo's whole flow process, its largest process
+peaked at 17.8 GB where it had peaked at 9.9 GB. A process that does one job until it exits (a DeepSpeed rank)
+calls :func:`keep_freed_memory`; the flow's own process wraps each training or generation job in
+:func:`reusing_freed_memory`, which hands the heap back to the kernel when the job ends. That scope did not lower
+the demo's peak (17.6 GB); which process holds it is not yet known, so on a machine with less than ~20 GB of RAM
+set ``FINETUNE_MALLOC_REUSE=0``.
 
 ``FINETUNE_MALLOC_REUSE=0`` turns both off. Elsewhere than glibc (macOS, musl) they do nothing.
 """
