@@ -77,3 +77,32 @@ def test_a_bad_automations_file_is_refused(tmp_path: Path) -> None:
     bad.write_text("automations: {}\n")
     with pytest.raises(ValueError, match="expected a mapping with an 'automations' list"):
         load_automations(bad)
+
+
+@pytest.mark.parametrize(("attempt", "max_attempts", "rerun"), [(1, 3, True), (2, 3, True), (3, 3, False),
+                                                                 (4, 3, False), (1, 1, False)])
+def test_the_trigger_follows_only_runs_the_guard_marked_for_a_rerun(attempt: int, max_attempts: int,
+                                                                     rerun: bool) -> None:
+    """The re-run trigger sees the attempt count through the run's name, set by the pull step before the flow is
+    loaded (flows/rerun_guard.py); matched with Prefect's own resource matching. A run the guard never saw (its
+    process died first) keeps its plain name and is not re-run."""
+    from prefect.events.schemas.events import Resource, ResourceSpecification
+    from prefect.server.events.schemas.events import ResourceSpecification as ServerSpecification
+
+    from flows.rerun_guard import chain_message, chain_name
+
+    _, rerun_automation = load_automations(DEFAULT_FILE)
+    spec = rerun_automation.trigger.match.model_dump()
+
+    def matched(name: str) -> set[bool]:
+        resource = Resource.model_validate({"prefect.resource.id": f"prefect.flow-run.{uuid.uuid4()}",
+                                            "prefect.resource.name": name})
+        return {ResourceSpecification.model_validate(spec).matches(resource),  # client and server alike
+                ServerSpecification.model_validate(spec).matches(resource)}
+
+    name = chain_name("sturdy-otter", attempt, max_attempts)
+    assert matched(name) == {rerun}
+    assert chain_name(name, attempt, max_attempts) == name  # marking again does not stack marks
+    assert chain_name(chain_name("sturdy-otter", 1, 3), 2, 3) == chain_name("sturdy-otter", 2, 3)
+    assert matched("sturdy-otter") == {False}
+    assert ("the chain of re-runs stops here" in chain_message(attempt, max_attempts)) is not rerun

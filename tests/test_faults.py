@@ -238,3 +238,43 @@ def test_concurrent_runs_keep_their_own_run_folders(stack: Stack, tiny_model_dir
     assert marker["stage"] == "prepare_data"
     from tasks.stage import output_valid
     assert output_valid(Path(outputs[0]))
+
+
+def test_a_flow_that_fails_at_import_is_run_max_attempts_times_then_never_again(stack: Stack,
+                                                                               tmp_path: Path) -> None:
+    """A deployment whose entrypoint raises at import (a bad commit, a missing dependency) crashes before the
+    flow's own attempt check can run. The pull step ``flows.rerun_guard.admit`` marks each run with its attempt
+    before the flow is loaded and the re-run automation only follows runs marked ``re-run on crash``: exactly
+    ``max_attempts`` runs, the last one marked ``last attempt``, then none."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    (tmp_path / "broken_entry.py").write_text("raise ImportError('a dependency this commit needs is missing')\n")
+    config = Path(__file__).resolve().parents[1] / "configs" / "regulator-cpu.yaml"
+
+    async def create(client):
+        flow_id = (await client.read_flow_by_name("finetune")).id
+        return await client.create_deployment(
+            flow_id=flow_id, name="broken-at-import", entrypoint="broken_entry:finetune",
+            work_pool_name="finetune-pool", work_queue_name="default", enforce_parameter_schema=False,
+            parameters={"config_path": str(config), "overrides": {}, "max_attempts": 3},
+            pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(tmp_path)}},
+                        {"flows.rerun_guard.admit": {}}])
+
+    deployment_id = stack.call(create)
+    first = stack.call(lambda c: c.create_flow_run_from_deployment(deployment_id))
+
+    def runs():
+        return stack.call(lambda c: c.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))))
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and sum(1 for r in runs() if r.state and r.state.is_final()) < 3:
+        time.sleep(3)
+    time.sleep(45)  # long enough for a fourth run to be created, would the chain go on
+    chain = sorted(runs(), key=lambda r: (r.parameters or {}).get("attempt", 1))
+    assert [(r.parameters or {}).get("attempt", 1) for r in chain] == [1, 2, 3], (
+        [(r.name, r.state and r.state.name) for r in chain], _failed_actions(stack), stack.worker_log_tail())
+    assert chain[0].id == first.id and all(r.state.type.value == "CRASHED" for r in chain), [r.state for r in chain]
+    assert [r.name.rsplit(" · ", 1)[0] for r in chain] == [
+        "re-run on crash · attempt 1 of 3", "re-run on crash · attempt 2 of 3", "last attempt · attempt 3 of 3"]
+    assert [(r.parameters or {}).get("rerun_of") for r in chain[1:]] == [str(chain[0].id), str(chain[1].id)]
