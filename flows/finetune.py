@@ -88,13 +88,13 @@ def finetune(
         return stage == stop_after
 
     if record("audit", run_stage(
-        audit, stage="audit", code=("finetune", "training/memory.py"),
+        audit, stage="audit",
         inputs={"cfg": cfg.section_hash("model", "hardware", "data", "train", "audit"), "model": model_hash},
         cfg=cfg_dict, model_dir=str(model_dir), registry_dir=str(registry),
     )):
         return _summary(run_dir, done)
     if record("infra_check", run_stage(
-        infra_check, stage="infra_check", code=("finetune", "training/infra.py", "training/deepspeed_config.py"),
+        infra_check, stage="infra_check",
         inputs={"cfg": cfg.section_hash("model", "hardware", "train"), "model": model_hash,
                 "host": _host_fingerprint()},
         cfg=cfg_dict, model_dir=str(model_dir),
@@ -102,7 +102,7 @@ def finetune(
         return _summary(run_dir, done)
     infra_dir = done["infra_check"]["out_dir"]
     if record("prepare_data", run_stage(
-        prepare_data, stage="prepare_data", code=("finetune", "regulator", "data_contracts"),
+        prepare_data, stage="prepare_data",
         inputs={"cfg": cfg.section_hash("data"), "max_seq_len": cfg.model.max_seq_len, "model": model_hash,
                 "source": _source_hash(cfg)},
         cfg=cfg_dict, model_dir=str(model_dir),
@@ -114,18 +114,17 @@ def finetune(
                     "infra": done["infra_check"]["content_hash"]}
     common = {"cfg": cfg_dict, "model_dir": str(model_dir), "model_hash": model_hash, "dataset_dir": dataset_dir,
               "infra_dir": infra_dir}
-    if record("train_full", run_stage(train_full, stage="train_full", code=("finetune", "training"),
-                                      inputs=train_inputs, **common)):
+    if record("train_full", run_stage(train_full, stage="train_full", inputs=train_inputs, **common)):
         return _summary(run_dir, done)
     if cfg.lora.enabled and record("train_lora", run_stage(
-        train_lora, stage="train_lora", code=("finetune", "training"),
+        train_lora, stage="train_lora",
         inputs={**train_inputs, "lora": cfg.section_hash("lora")}, **common,
     )):
         return _summary(run_dir, done)
     full_dir = done["train_full"]["out_dir"]
     lora_dir = done["train_lora"]["out_dir"] if "train_lora" in done else None
     if record("evaluate", run_stage(
-        evaluate, stage="evaluate", code=("finetune", "evaluation", "regulator"),
+        evaluate, stage="evaluate",
         inputs={"cfg": cfg.section_hash("eval"), "model": model_hash, "data": data_hash,
                 "infra": done["infra_check"]["content_hash"],  # eval.precision 'auto' follows the hardware
                 "full": done["train_full"]["content_hash"],
@@ -136,7 +135,7 @@ def finetune(
         return _summary(run_dir, done)
     try:
         record("deployment_gate", run_stage(
-            deployment_gate, stage="deployment_gate", code=("finetune", "evaluation"),
+            deployment_gate, stage="deployment_gate",
             inputs={"cfg": cfg.section_hash("gate"), "eval": done["evaluate"]["content_hash"],
                     "registry": str(registry)},
             cfg=cfg_dict, eval_dir=done["evaluate"]["out_dir"], full_dir=full_dir, data_hash=data_hash,

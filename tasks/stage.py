@@ -2,16 +2,17 @@
 retries, and manifests.
 
 A stage's output lives in ``.cache/stages/<stage>/<key>/`` where ``key`` hashes what the stage reads (config
-sections, upstream content hashes) plus the task's source. That folder is the cache: before a stage is called its
-folder is verified (completion marker present, content hash unchanged); a valid folder is reused as a ``Cached``
-task run without running the stage, whatever Prefect's result store holds (another server, a wiped PREFECT_HOME),
-and a missing or corrupted folder is removed and rebuilt, so a cached run never returns dangling paths.
+sections, upstream content hashes) plus the code it runs: the task's module and every project module it imports,
+transitively, read from the source (``finetune.codegraph``), never a hand-kept list. That folder is the cache:
+before a stage is called its folder is verified (completion marker present, content hash unchanged); a valid folder
+is reused as a ``Cached`` task run without running the stage, whatever Prefect's result store holds (another
+server, a wiped PREFECT_HOME), and a missing or corrupted folder is removed and rebuilt, so a cached run never
+returns dangling paths.
 """
 
 from __future__ import annotations
 
 import fcntl
-import inspect
 import os
 import shutil
 import time
@@ -24,7 +25,8 @@ from prefect import Task, task
 from prefect.cache_policies import NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
 from prefect.states import Completed, State
 
-from finetune.hashing import hash_bytes, hash_json, hash_path, short
+from finetune.codegraph import code_digest
+from finetune.hashing import hash_json, hash_path, short
 from finetune.paths import COMPLETE_MARKER, building, is_complete, mark_complete, read_marker, stage_dir
 
 RETRIES = 2
@@ -46,25 +48,16 @@ class InjectedFault(RuntimeError):
     """A transient failure injected on purpose to exercise retries (see ``maybe_inject_fault``)."""
 
 
-def task_source_hash(task: Task) -> str:
-    """Hash of the task function's source: part of every key, so a changed stage never reuses old outputs."""
-    return hash_bytes(inspect.getsource(task.fn).encode())
-
-
 @lru_cache(maxsize=None)
-def code_hash(packages: tuple[str, ...]) -> str:
-    """Hash of the sources of the project packages or modules a stage runs (paths relative to the project root),
-    so a change to the code a stage runs invalidates its cache."""
-    root = Path(__file__).resolve().parents[1]
-    paths = [root / pkg for pkg in packages]
-    files = sorted(f for p in paths for f in ([p] if p.is_file() else p.rglob("*.py")))
-    return hash_json({str(p.relative_to(root)): hash_bytes(p.read_bytes()) for p in files})
+def stage_code(task: Task) -> tuple[str, tuple[str, ...]]:
+    """Hash and list of the project modules a stage runs: its task's module and everything that imports,
+    transitively (comment- and docstring-only changes do not count; see ``finetune.codegraph``)."""
+    return code_digest(task.fn.__module__)
 
 
-def stage_key(task: Task, inputs: dict[str, Any], code: tuple[str, ...] = ()) -> str:
-    """The cache key of one stage call: content hashes of its inputs, the task's source and the library code."""
-    return short(hash_json({"stage": task.name, "source": task_source_hash(task), "code": code_hash(code),
-                            "inputs": inputs}), 20)
+def stage_key(task: Task, inputs: dict[str, Any]) -> str:
+    """The cache key of one stage call: content hashes of its inputs and of the code the stage runs."""
+    return short(hash_json({"stage": task.name, "code": stage_code(task)[0], "inputs": inputs}), 20)
 
 
 def output_valid(folder: Path) -> bool:
@@ -86,17 +79,17 @@ def finish_stage(folder: Path, stage: str, key: str, figures: dict[str, Any]) ->
     return manifest
 
 
-def run_stage(task: Task, *, stage: str, inputs: dict[str, Any], code: tuple[str, ...] = (), **kwargs: Any
-              ) -> dict[str, Any]:
+def run_stage(task: Task, *, stage: str, inputs: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """Call a stage task with its content-hash cache key; rebuild when its output folder is gone or corrupted.
 
-    ``code`` names the project packages the stage runs (their sources join the key). The task receives
-    ``out_dir`` (the folder named by the key) and ``key``; it must build into a temporary folder (``building``) and
-    seal it with ``finish_stage``. Returns the task's manifest with what this run did: ``out_dir``, ``cached``
-    (the sealed folder was reused, nothing ran) and ``wall_s`` (seconds this run spent on the stage).
+    The task receives ``out_dir`` (the folder named by the key) and ``key``; it must build into a temporary folder
+    (``building``) and seal it with ``finish_stage``. Returns the task's manifest with what this run did:
+    ``out_dir``, ``cached`` (the sealed folder was reused, nothing ran), ``wall_s`` (seconds this run spent on the
+    stage) and ``code_modules`` (the project modules the key covers).
     """
     started = time.monotonic()
-    key = stage_key(task, inputs, code)
+    key = stage_key(task, inputs)
+    code = {"code_modules": list(stage_code(task)[1])}
     out_dir = stage_dir(stage, key)
     fresh = not output_valid(out_dir)
     if fresh and out_dir.exists():
@@ -106,12 +99,13 @@ def run_stage(task: Task, *, stage: str, inputs: dict[str, Any], code: tuple[str
         # The sealed folder is the cache, whatever Prefect's result store holds (another server, a wiped
         # PREFECT_HOME): the stage is not run again, and its task run shows as Cached in the UI.
         state = _reuse_sealed.with_options(name=task.name, task_run_name=run_name)(out_dir=str(out_dir))
-        return {**state.result(), "out_dir": str(out_dir), "cached": True,
+        return {**state.result(), **code, "out_dir": str(out_dir), "cached": True,
                 "wall_s": round(time.monotonic() - started, 2)}
     policy = CacheKeyFnPolicy(cache_key_fn=lambda _ctx, _params: f"{stage}-{key}") + TASK_SOURCE
     configured = task.with_options(cache_policy=policy, refresh_cache=True, task_run_name=run_name)
     manifest = configured(out_dir=str(out_dir), key=key, **kwargs)
-    return {**manifest, "out_dir": str(out_dir), "cached": False, "wall_s": round(time.monotonic() - started, 2)}
+    return {**manifest, **code, "out_dir": str(out_dir), "cached": False,
+            "wall_s": round(time.monotonic() - started, 2)}
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
