@@ -59,6 +59,8 @@ def render_terminal_summary(summary: dict[str, Any]) -> str:
     if stages:
         lines.append("Stages: " + ", ".join(
             f"{name} {m['wall_s']:.0f} s{' (cached)' if m.get('cached') else ''}" for name, m in stages))
+    if summary.get("memory_reuse"):
+        lines.append(f"Freed-memory reuse: {summary['memory_reuse']}")
     rows = {r["system"]: r for r in result.get("rows", [])}
     if rows:
         systems = [s for s in SYSTEMS if s in rows]

@@ -26,6 +26,7 @@ from finetune.errors import AttemptsExhausted, GateRejected
 from finetune.models import model_fingerprint, resolve_model
 from finetune.paths import default_registry_dir, new_run_dir, project_home, record_stage, write_json_atomic
 from finetune.hashing import hash_path
+from finetune.memory_reuse import reuse_decision
 from finetune.summary import evaluation_result
 from tasks.audit import audit
 from tasks.deployment_gate import deployment_gate
@@ -77,6 +78,7 @@ def finetune(
     run_dir = new_run_dir(cfg.name)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg_dict, sort_keys=False))
     log.info("run folder: %s", run_dir)
+    log.info("freed-memory reuse %s", reuse_decision()[1])
     model_dir = resolve_model(cfg.model.ref)
     model_hash = model_fingerprint(model_dir)
     registry = registry_dir(cfg)
@@ -194,6 +196,6 @@ def _summary(run_dir: Path, done: dict[str, Any]) -> dict[str, Any]:
         result["gate"] = {"passed": gate["passed"], "version": gate["version"], "decision": decision}
         result.update({"gate_passed": gate["passed"], "promoted_version": gate["version"],
                        "registry": gate["registry_dir"]})
-    summary = {"run_dir": str(run_dir), "result": result, "stages": done}
+    summary = {"run_dir": str(run_dir), "result": result, "stages": done, "memory_reuse": reuse_decision()[1]}
     write_json_atomic(run_dir / "summary.json", summary)
     return summary

@@ -329,6 +329,8 @@ def test_freed_memory_is_kept_for_reuse(monkeypatch: pytest.MonkeyPatch) -> None
 
     from finetune.memory_reuse import keep_freed_memory, reusing_freed_memory
 
+    monkeypatch.setenv("FINETUNE_MALLOC_REUSE", "1")  # whatever this machine's RAM would choose
+
     def faults_of_a_step() -> int:
         """A training step's pattern: a 64 MB block freed while a later one lives, then 64 MB again."""
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -349,3 +351,19 @@ def test_freed_memory_is_kept_for_reuse(monkeypatch: pytest.MonkeyPatch) -> None
     assert keep_freed_memory() is False
     with reusing_freed_memory() as taken:
         assert taken is False
+
+
+def test_a_machine_with_less_memory_gets_the_lean_setting_by_itself() -> None:
+    """The demo peaked at 17.8 GB with freed memory kept (9.9 GB without): below 20 GB of usable RAM the setting
+    is off without anyone setting a variable, and the reason is one line for the run's summary."""
+    from finetune.memory_reuse import REUSE_NEEDS_GB, reuse_decision, usable_ram_gb
+
+    on, why = reuse_decision({}, ram_gb=24.0)
+    assert on and why.startswith("on (faster steps): 24 GB RAM")
+    off, why = reuse_decision({}, ram_gb=16.0)
+    assert not off and why.startswith("off (leaner, slower steps): 16 GB RAM < the 20 GB")
+    assert reuse_decision({"FINETUNE_MALLOC_REUSE": "1"}, ram_gb=8.0) == (True, "on: set by FINETUNE_MALLOC_REUSE=1")
+    assert reuse_decision({"FINETUNE_MALLOC_REUSE": "0"}, ram_gb=64.0)[0] is False
+    ram = usable_ram_gb()
+    assert ram is not None and ram > 0
+    assert reuse_decision({})[0] is (ram >= REUSE_NEEDS_GB)
