@@ -27,7 +27,7 @@ def one_run(model_dir: str, dataset: Path, out: Path, *, nproc: int, batch: int,
     cfg = build_deepspeed_config(micro_batch_size=batch // nproc, grad_accum_steps=1, world_size=nproc,
                                  zero_stage=2, bf16=bf16, lr=2e-4, on_cpu=True)
     spec = TrainSpec(model_dir=model_dir, dataset_dir=str(dataset), output_dir=str(out), ds_config=cfg,
-                     max_steps=steps, lr=2e-4, seed=1)
+                     max_steps=steps, seed=1)
     return run_training(spec, nproc=nproc)
 
 

@@ -114,8 +114,7 @@ def finetune(
     dataset_dir = str(Path(done["prepare_data"]["out_dir"]) / "dataset")
     train_inputs = {"cfg": cfg.section_hash("model", "train"), "model": model_hash, "data": data_hash,
                     "infra": done["infra_check"]["content_hash"]}
-    common = {"cfg": cfg_dict, "model_dir": str(model_dir), "model_hash": model_hash, "dataset_dir": dataset_dir,
-              "infra_dir": infra_dir}
+    common = {"model_dir": str(model_dir), "model_hash": model_hash, "dataset_dir": dataset_dir, "infra_dir": infra_dir}
     if record("train_full", run_stage(train_full, stage="train_full", inputs=train_inputs, **common)):
         return _summary(run_dir, done)
     if cfg.lora.enabled and record("train_lora", run_stage(

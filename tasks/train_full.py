@@ -55,11 +55,12 @@ def training_inputs(infra_dir: str, out_dir: str) -> tuple[RunConfig, dict, Path
 
 def full_spec(cfg: RunConfig, *, model_dir: str, dataset_dir: str, work_dir: Path, ds_config: dict,
               replay: str | None) -> TrainSpec:
-    """The full-FT spec of a run config."""
+    """The full-FT spec of a run config (infra_check's effective config and its DeepSpeed config, which carries
+    the batch shape, precision, optimizer and peak learning rate: the one place a training setting comes from)."""
     t = cfg.train
     return TrainSpec(
         model_dir=model_dir, dataset_dir=dataset_dir, output_dir=str(work_dir), ds_config=ds_config,
-        epochs=t.epochs, max_steps=t.max_steps, lr=t.lr, warmup_ratio=t.warmup_ratio, min_lr_ratio=t.min_lr_ratio,
+        epochs=t.epochs, max_steps=t.max_steps, warmup_ratio=t.warmup_ratio, min_lr_ratio=t.min_lr_ratio,
         seed=t.seed, gradient_checkpointing=cfg.model.gradient_checkpointing, torch_compile=t.torch_compile,
         checkpoint_every_steps=t.checkpoint_every_steps, keep_last_checkpoints=t.keep_last_checkpoints,
         replay_file=replay, replay_fraction=t.replay_fraction, curve_points=t.curve_points,
@@ -70,20 +71,19 @@ def full_spec(cfg: RunConfig, *, model_dir: str, dataset_dir: str, work_dir: Pat
 
 @task(name="train_full", retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, retry_condition_fn=transient_only,
       persist_result=True)
-def train_full(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, infra_dir: str, out_dir: str,
-               key: str) -> dict:
-    """Full fine-tuning with DeepSpeed (ZeRO stage, precision and batch from infra_check's ``ds_config.json``).
+def train_full(model_dir: str, model_hash: str, dataset_dir: str, infra_dir: str, out_dir: str, key: str) -> dict:
+    """Full fine-tuning with DeepSpeed (ZeRO stage, precision, batch and learning rate from infra_check's
+    ``ds_config.json``, every other setting from its ``effective_config.json``).
 
     Returns:
         The stage manifest: the consolidated HF model folder (``model/``), the training summary figures.
     """
     maybe_inject_fault("train_full")
     with exclusive_stage(out_dir) as built:  # a concurrent run of the same key: wait, then reuse its output
-        return built if built is not None else _full(cfg, model_dir, model_hash, dataset_dir, infra_dir, out_dir, key)
+        return built if built is not None else _full(model_dir, model_hash, dataset_dir, infra_dir, out_dir, key)
 
 
-def _full(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, infra_dir: str, out_dir: str,
-          key: str) -> dict:
+def _full(model_dir: str, model_hash: str, dataset_dir: str, infra_dir: str, out_dir: str, key: str) -> dict:
     """The body of ``train_full``, run while holding the stage lock."""
     run_cfg, ds_config, work_dir = training_inputs(infra_dir, out_dir)
     spec = full_spec(run_cfg, model_dir=model_dir, dataset_dir=dataset_dir, work_dir=work_dir, ds_config=ds_config,

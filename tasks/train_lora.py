@@ -18,20 +18,19 @@ from training.lora import LoraSpec, sweep_lr, train_lora as run_lora
 
 @task(name="train_lora", retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, retry_condition_fn=transient_only,
       persist_result=True)
-def train_lora(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, infra_dir: str, out_dir: str,
-               key: str) -> dict:
-    """Train the LoRA adapter (rank, alpha, dropout, targets and lr from the ``lora`` config section).
+def train_lora(model_dir: str, model_hash: str, dataset_dir: str, infra_dir: str, out_dir: str, key: str) -> dict:
+    """Train the LoRA adapter (rank, alpha, dropout, targets and lr from the ``lora`` section of infra_check's
+    effective config; data, budget and schedule shape matching full FT's spec).
 
     Returns:
         The stage manifest: the adapter folder (``adapter/``) and the training summary figures.
     """
     maybe_inject_fault("train_lora")
     with exclusive_stage(out_dir) as built:  # a concurrent run of the same key: wait, then reuse its output
-        return built if built is not None else _lora(cfg, model_dir, model_hash, dataset_dir, infra_dir, out_dir, key)
+        return built if built is not None else _lora(model_dir, model_hash, dataset_dir, infra_dir, out_dir, key)
 
 
-def _lora(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, infra_dir: str, out_dir: str,
-          key: str) -> dict:
+def _lora(model_dir: str, model_hash: str, dataset_dir: str, infra_dir: str, out_dir: str, key: str) -> dict:
     """The body of ``train_lora``, run while holding the stage lock."""
     run_cfg, ds_config, work_dir = training_inputs(infra_dir, out_dir)
     if work_dir.exists():

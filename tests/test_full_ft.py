@@ -65,7 +65,7 @@ def _spec(tiny_model_dir: Path, dataset_dir: Path, out: Path, *, stage: int, acc
           bf16: bool = False, **kw) -> TrainSpec:
     cfg = build_deepspeed_config(micro_batch_size=4, grad_accum_steps=accum, world_size=world, zero_stage=stage,
                                  bf16=bf16, lr=3e-3, on_cpu=True)
-    defaults = dict(epochs=1, max_steps=STEPS, lr=3e-3, warmup_ratio=0.3, seed=1)
+    defaults = dict(epochs=1, max_steps=STEPS, warmup_ratio=0.3, seed=1)
     return TrainSpec(model_dir=str(tiny_model_dir), dataset_dir=str(dataset_dir), output_dir=str(out),
                      ds_config=cfg, **(defaults | kw))
 
@@ -304,6 +304,17 @@ def test_spec_json_round_trip(tmp_path: Path) -> None:
     assert TrainSpec.load(spec.save(tmp_path / "s.json")) == spec
     with pytest.raises(ConfigError, match="bogus"):
         TrainSpec.from_json(json.dumps({"model_dir": "m", "bogus": 1}))
+
+
+def test_the_learning_rate_has_one_source() -> None:
+    """The peak learning rate reaches the engine through the DeepSpeed config infra_check wrote, nowhere else."""
+    cfg = build_deepspeed_config(micro_batch_size=2, grad_accum_steps=1, world_size=1, zero_stage=2, lr=7e-5,
+                                 on_cpu=True)
+    assert TrainSpec(model_dir="m", dataset_dir="d", output_dir="o", ds_config=cfg).lr == 7e-5
+    with pytest.raises(TypeError):
+        TrainSpec(model_dir="m", dataset_dir="d", output_dir="o", ds_config=cfg, lr=1e-3)  # no second channel
+    with pytest.raises(ConfigError, match="optimizer.params.lr"):
+        TrainSpec(model_dir="m", dataset_dir="d", output_dir="o", ds_config={"optimizer": {}}).lr
 
 
 def test_one_cpu_rank_skips_the_shm_op_build(monkeypatch: pytest.MonkeyPatch) -> None:

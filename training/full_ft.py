@@ -45,8 +45,8 @@ class TrainSpec:
     """Everything one full fine-tuning run needs; JSON round-trips through :meth:`save` / :meth:`load`.
 
     ``ds_config`` is a DeepSpeed config dict (see :func:`training.deepspeed_config.build_deepspeed_config`) or the
-    path of one; batch shape, ZeRO stage, precision, clipping and the optimizer come from it, except the peak
-    learning rate, which is ``lr`` here (it overrides the config's so the schedule has one source).
+    path of one; batch shape, ZeRO stage, precision, clipping and the optimizer come from it, the peak learning
+    rate included (:attr:`lr` reads it): each setting has one source.
     ``checkpoint_every_steps`` 0 disables checkpoints; ``max_steps`` caps the steps the epochs would give.
     ``curve_points`` > 0 scores the model teacher-forced on the first ``curve_examples`` validation examples before
     training and that many times during it (``curve.jsonl``: the learning curve of the report).
@@ -58,7 +58,6 @@ class TrainSpec:
     ds_config: dict[str, Any] | str
     epochs: int = 1
     max_steps: int | None = None
-    lr: float = 2e-5
     warmup_ratio: float = 0.05
     min_lr_ratio: float = 0.1
     seed: int = 0
@@ -106,6 +105,15 @@ class TrainSpec:
         if isinstance(self.ds_config, dict):
             return json.loads(json.dumps(self.ds_config))
         return json.loads(Path(self.ds_config).read_text())
+
+    @property
+    def lr(self) -> float:
+        """The peak learning rate: the DeepSpeed config's optimizer ``lr`` (the schedule scales it)."""
+        try:
+            return float(self.resolved_ds_config()["optimizer"]["params"]["lr"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError(["ds_config.optimizer.params.lr: missing or not a number"],
+                              source="train spec") from err
 
 
 def _free_port() -> int:
@@ -294,7 +302,6 @@ def train(spec: TrainSpec, *, progress: Callable[[dict[str, Any]], None] | None 
     micro = int(ds_config["train_micro_batch_size_per_gpu"])
     accum = int(ds_config.get("gradient_accumulation_steps", 1))
     ds_config["train_batch_size"] = micro * accum * world  # the launch decides the world size, not the config
-    ds_config.setdefault("optimizer", {"type": "AdamW", "params": {}})["params"]["lr"] = spec.lr
 
     tokenizer = AutoTokenizer.from_pretrained(spec.model_dir)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
