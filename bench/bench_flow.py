@@ -17,7 +17,9 @@ OVERRIDES = {
     "train.curve_points": 1, "train.curve_examples": 4, "lora.sweep_lrs": [1e-3, 2e-3], "lora.sweep_steps": 1,
     "eval.max_examples": 4, "eval.base_max_new_tokens": 8,
     "eval.max_new_tokens": 24, "eval.bootstrap_samples": 200, "gate.f1_floor": 0.0, "gate.rouge_floor": 0.0,
-    "gate.forgetting_ceiling": 100.0, "audit.min_examples_for_full_ft": 10,
+    "gate.forgetting_ceiling": 100.0, "gate.real_max_false_violations": None, "gate.real_max_invented_figures": None,
+    "gate.real_max_unreadable_answers": None,
+    "audit.min_examples_for_full_ft": 10,
 }
 STAGES = 7
 

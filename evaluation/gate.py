@@ -6,7 +6,10 @@ The gate reads one flat dict of figures (build it with :func:`gate_metrics` from
 - ``rouge_l``: its directive ROUGE-L;
 - ``f1_margin_over_lora``: candidate F1 minus LoRA F1 (point estimate of the paired bootstrap);
 - ``f1_margin_over_lora_ci_low``: the lower end of the paired bootstrap 95% CI of that difference;
-- ``forgetting_increase``: relative increase of the general-domain NLL over the base model.
+- ``forgetting_increase``: relative increase of the general-domain NLL over the base model;
+- ``real_n_filings``, ``real_false_violations``, ``real_invented_figures``, ``real_cleared_share``,
+  ``real_unreadable_answers``: the candidate
+  on the real filings (``evaluation.real_set``); ``real_n_filings`` None when no real set was scored.
 
 The lead raises :class:`finetune.errors.GateRejected` from a failed decision (``decision.raise_if_rejected()``),
 so a rejected model fails the run instead of completing quietly.
@@ -32,6 +35,10 @@ class GateThresholds:
         use_ci_lower_bound: judge the margin by the lower end of its paired bootstrap CI instead of the point
             estimate, so a margin that could be noise does not pass.
         forgetting_ceiling: maximum relative increase of the general-domain NLL (0.10 = at most 10% worse).
+        real_max_false_violations, real_max_invented_figures, real_min_cleared_share,
+            real_max_unreadable_answers: criteria on the real
+            filings; None: not required (the decision still states what the real set showed, or that none was
+            scored).
     """
 
     f1_floor: float
@@ -39,12 +46,17 @@ class GateThresholds:
     min_margin_over_lora: float
     use_ci_lower_bound: bool
     forgetting_ceiling: float
+    real_max_false_violations: float | None = None
+    real_max_invented_figures: float | None = None
+    real_min_cleared_share: float | None = None
+    real_max_unreadable_answers: float | None = None
 
     def __post_init__(self) -> None:
         bad = [
             f"gate.{name} = {value!r} is not a finite number"
             for name, value in vars(self).items()
-            if name != "use_ci_lower_bound" and (not isinstance(value, (int, float)) or not math.isfinite(value))
+            if name != "use_ci_lower_bound" and not (value is None and name.startswith("real_"))
+            and (not isinstance(value, (int, float)) or not math.isfinite(value))
         ]
         if bad:
             raise ConfigError(bad, source="gate thresholds")
@@ -82,16 +94,24 @@ class GateDecision:
         return {"passed": self.passed, "criteria": [c._asdict() for c in self.criteria]}
 
 
-def gate_metrics(full_scores: dict[str, Any], paired: dict[str, Any], forgetting_increase: float | None) -> dict:
-    """Build the gate's input from ``score_predictions`` of the candidate, ``paired_bootstrap(full, lora)`` and
-    the candidate's forgetting increase. Absent figures become None (the gate then fails them by name)."""
+def gate_metrics(full_scores: dict[str, Any], paired: dict[str, Any], forgetting_increase: float | None,
+                 real: dict[str, Any] | None = None) -> dict:
+    """Build the gate's input from ``score_predictions`` of the candidate, ``paired_bootstrap(full, lora)``, the
+    candidate's forgetting increase and its ``score_real_filings`` (None: no real set). Absent figures become None
+    (the gate then fails them by name)."""
     margin = paired.get("f1_micro", {})
+    real = real or {}
     return {
         "f1_micro": full_scores.get("f1_micro"),
         "rouge_l": full_scores.get("rouge_l"),
         "f1_margin_over_lora": margin.get("difference"),
         "f1_margin_over_lora_ci_low": margin.get("ci_low"),
         "forgetting_increase": forgetting_increase,
+        "real_n_filings": real.get("n_filings"),
+        "real_false_violations": real.get("false_violations"),
+        "real_invented_figures": real.get("invented_figures"),
+        "real_cleared_share": real.get("cleared_share"),
+        "real_unreadable_answers": real.get("unreadable_answers"),
     }
 
 
@@ -137,5 +157,32 @@ def check_gate(metrics: dict[str, Any], thresholds: GateThresholds) -> GateDecis
             "forgetting_ceiling", metrics, "forgetting_increase", thresholds.forgetting_ceiling,
             lambda f, t: f <= t, "<=",
         ),
+        *_real_criteria(metrics, thresholds),
     ]
     return GateDecision(passed=all(c.passed for c in criteria), criteria=criteria)
+
+
+_REAL = (  # name, metric, threshold attribute, passes, relation
+    ("real_false_violations", "real_false_violations", "real_max_false_violations", lambda f, t: f <= t, "<="),
+    ("real_invented_figures", "real_invented_figures", "real_max_invented_figures", lambda f, t: f <= t, "<="),
+    ("real_cleared_share", "real_cleared_share", "real_min_cleared_share", lambda f, t: f >= t, ">="),
+    ("real_unreadable_answers", "real_unreadable_answers", "real_max_unreadable_answers", lambda f, t: f <= t, "<="),
+)
+
+
+def _real_criteria(metrics: dict[str, Any], thresholds: GateThresholds) -> list[GateCriterion]:
+    """The criteria on the real filings. A required one fails when no real set was scored; when none is
+    required, one line still states what the real set showed (or that there was none): never silently passed."""
+    required = [(n, key, getattr(thresholds, attr), ok, rel) for n, key, attr, ok, rel in _REAL
+                if getattr(thresholds, attr) is not None]
+    scored = metrics.get("real_n_filings")
+    if not required:
+        shown = (f"{scored} real filings scored: {metrics.get('real_false_violations')} false violations, "
+                 f"{metrics.get('real_invented_figures')} answers with an invented figure" if scored
+                 else "no real filings were scored (eval.real_source unset or unreadable)")
+        return [GateCriterion("real_filings", None, 0.0, True, f"real_filings: not required by this config; {shown}")]
+    if not scored:
+        return [GateCriterion(name, None, threshold, False,
+                              f"{name}: no real filings were scored (eval.real_source unset or unreadable); the gate "
+                              "cannot pass without them") for name, _, threshold, _, _ in required]
+    return [_criterion(name, metrics, key, float(threshold), ok, rel) for name, key, threshold, ok, rel in required]

@@ -122,6 +122,7 @@ class EvalConfig(_Section):
     max_examples: int | None = Field(None, ge=1, description="Cap on test examples (None: the whole test split).")
     bootstrap_samples: int = Field(1000, ge=0, description="Bootstrap resamples for 95% confidence intervals.")
     forgetting_prompts: int | None = Field(None, ge=1, description="Cap on general prompts for the forgetting measure.")
+    real_source: str | None = Field(None, description="Real filings scored beside the test split for every system (a folder, zip or file; a relative path is found in the checkout, e.g. tests/fixtures/real): labelled by the rule engine, reviewed as `finetune analyze` reviews answers, never trained on. None: no real set (the gate says so).")
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="Weights the answers are generated with: 'auto' is bf16 where the hardware computes it natively (CUDA with bf16, a CPU with AMX or AVX512-BF16), fp32 elsewhere (on a 2-core AVX512-BF16 CPU bf16 generates 1.9x faster, F1 within 0.01: bench/NOTES.md lever 24). The forgetting NLL is always taken in fp32.")
 
 
@@ -133,6 +134,10 @@ class GateConfig(_Section):
     min_margin_over_lora: float = Field(0.0, ge=-1, le=1, description="Minimum F1 margin of full FT over LoRA.")
     use_ci_lower_bound: bool = Field(True, description="Apply the margin to the lower end of the bootstrap 95% CI of the difference.")
     forgetting_ceiling: float = Field(0.5, ge=0, description="Largest relative NLL increase on general prompts.")
+    real_max_false_violations: int | None = Field(None, ge=0, description="Most violations the candidate may report on the real filings (eval.real_source) that the rule engine does not find. None: not required; set, and no real set was scored, the gate fails.")
+    real_max_invented_figures: int | None = Field(None, ge=0, description="Most answers on the real filings that may quote a figure in neither the filing nor the rule table. None: not required.")
+    real_max_unreadable_answers: int | None = Field(None, ge=0, description="Most answers on the real filings without a readable check line (a model that writes nothing there would otherwise report no false violation). None: not required.")
+    real_min_cleared_share: float | None = Field(None, ge=0, le=1, description="Least share of the compliant real filings the candidate must clear automatically (`analyze` status ok). None: not required.")
     dry_run: bool = Field(False, description="Report the decision without promoting.")
     registry_dir: Path | None = Field(None, description="Model registry folder (default: <project>/registry).")
 
@@ -210,7 +215,27 @@ def cross_field_problems(cfg: RunConfig) -> list[str]:
         problems.append(f"data.source: {cfg.data.source} is neither 'synthetic' nor an existing file or folder")
     if cfg.model.ref != "packaged" and not (Path(cfg.model.ref) / "config.json").is_file():
         problems.append(f"model.ref: {cfg.model.ref} is neither 'packaged' nor a folder with a config.json")
+    problems.extend(_real_source_problems(cfg))
     return problems
+
+
+def _real_source_problems(cfg: "RunConfig") -> list[str]:
+    """``eval.real_source`` must exist and share no file with ``data.source``: a real filing used to evaluate is
+    never trained on."""
+    if cfg.eval.real_source is None:
+        return []
+    from finetune.paths import resolve_input
+
+    real = resolve_input(cfg.eval.real_source).resolve()
+    if not real.exists():
+        return [f"eval.real_source: {cfg.eval.real_source} does not exist (looked for {real})"]
+    if cfg.data.source == "synthetic":
+        return []
+    data = Path(cfg.data.source).expanduser().resolve()
+    if real == data or real in data.parents or data in real.parents:
+        return [f"eval.real_source: {real} overlaps data.source {data}: real filings used to evaluate are never "
+                "trained on; give them their own folder"]
+    return []
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:

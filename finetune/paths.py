@@ -34,6 +34,18 @@ def project_home() -> Path:
     return Path.home() / ".cache" / "finetune"
 
 
+def code_root() -> Path:
+    """The checkout holding the code and what ships with it (configs, fixtures): where relative input paths of a
+    config are found, whatever ``FINETUNE_HOME`` moves the outputs to."""
+    return Path(__file__).resolve().parents[1]
+
+
+def resolve_input(path: str | Path) -> Path:
+    """An input path of a config: absolute as given, relative to :func:`code_root`."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else code_root() / path
+
+
 def cache_dir() -> Path:
     """Return the cache root (models, stage outputs)."""
     return project_home() / ".cache"

@@ -27,6 +27,7 @@ def evaluation_result(eval_dir: Path) -> dict[str, Any]:
         "rows": metrics.get("rows", []),
         "paired_full_minus_lora": metrics.get("paired_full_minus_lora", {}),
         "n_test": metrics.get("n_test"),
+        "real": metrics.get("real") or {},
         "lora_lr": ((metrics.get("lora_lr_sweep") or {}).get("chosen_lr")
                     or (metrics.get("training", {}).get("LoRA") or {}).get("lr")),
     }
@@ -45,6 +46,23 @@ def _ui_address() -> str | None:
 
 
 STAGE_ORDER = ("audit", "infra_check", "prepare_data", "train_full", "train_lora", "evaluate", "deployment_gate")
+
+
+def _real_table(real: dict[str, Any]) -> list[str]:
+    """The systems on the real filings, beside the test split's table (``evaluation.real_set``'s counts)."""
+    from evaluation.real_set import REAL_COLUMNS
+
+    scores = real.get("scores") or {}
+    if not scores:
+        return [f"\nReal filings: none scored ({'eval.real_source unset' if not real.get('source') else real['source']})."]
+    systems = [s for s in SYSTEMS if s in scores]
+    width = max(len(label) for _, label in REAL_COLUMNS)
+    first = scores[systems[0]]
+    lines = [f"\nOn {first['n_filings']} real filings ({real.get('source')}; never trained on):",
+             " " * width + "".join(f"{s:>12}" for s in systems)]
+    for key, label in REAL_COLUMNS[1:]:
+        lines.append(f"{label:<{width}}" + "".join(f"{scores[s].get(key)!s:>12}" for s in systems))
+    return lines
 
 
 def render_terminal_summary(summary: dict[str, Any]) -> str:
@@ -76,6 +94,7 @@ def render_terminal_summary(summary: dict[str, Any]) -> str:
                   else "undefined")
             lines.append(f"\nFull FT minus LoRA, violation F1: {paired['difference']:+.3f} (95% CI {ci})"
                          + (f"; LoRA lr {result['lora_lr']:g}" if result.get("lora_lr") else ""))
+    lines.extend(_real_table(result.get("real") or {}))
     gate = result.get("gate")
     if gate:
         verdict = "PASSED" if gate.get("passed") else "REJECTED"

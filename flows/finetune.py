@@ -30,7 +30,7 @@ from finetune.memory_reuse import reuse_decision
 from finetune.summary import evaluation_result
 from tasks.audit import audit
 from tasks.deployment_gate import deployment_gate
-from tasks.evaluate import evaluate
+from tasks.evaluate import evaluate, real_source_path
 from tasks.infra_check import infra_check
 from tasks.prepare_data import prepare_data
 from tasks.stage import run_stage
@@ -129,7 +129,8 @@ def finetune(
         inputs={"cfg": cfg.section_hash("eval"), "model": model_hash, "data": data_hash,
                 "infra": done["infra_check"]["content_hash"],  # eval.precision 'auto' follows the hardware
                 "full": done["train_full"]["content_hash"],
-                "lora": done["train_lora"]["content_hash"] if lora_dir else None},
+                "lora": done["train_lora"]["content_hash"] if lora_dir else None,
+                "real": _real_set_hash(cfg)},
         cfg=cfg_dict, model_dir=str(model_dir), model_hash=model_hash, dataset_dir=dataset_dir,
         full_dir=full_dir, lora_dir=lora_dir,
     )):
@@ -165,6 +166,12 @@ def check_attempt(attempt: int, max_attempts: int, rerun_of: str | None) -> None
 def _source_hash(cfg: RunConfig) -> str:
     """Content hash of a file or folder data source ('synthetic' is described by the config alone)."""
     return "synthetic" if cfg.data.source == "synthetic" else hash_path(Path(cfg.data.source))
+
+
+def _real_set_hash(cfg: RunConfig) -> str | None:
+    """Content hash of the real filings evaluated (``eval.real_source``), None without a real set."""
+    path = real_source_path(cfg.eval.real_source)
+    return hash_path(path) if path is not None and path.exists() else None
 
 
 def _host_fingerprint() -> dict[str, Any]:

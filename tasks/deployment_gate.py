@@ -20,7 +20,11 @@ def thresholds(cfg: RunConfig) -> GateThresholds:
     """The gate's thresholds from the run config."""
     g = cfg.gate
     return GateThresholds(f1_floor=g.f1_floor, rouge_floor=g.rouge_floor, min_margin_over_lora=g.min_margin_over_lora,
-                          use_ci_lower_bound=g.use_ci_lower_bound, forgetting_ceiling=g.forgetting_ceiling)
+                          use_ci_lower_bound=g.use_ci_lower_bound, forgetting_ceiling=g.forgetting_ceiling,
+                          real_max_false_violations=g.real_max_false_violations,
+                          real_max_invented_figures=g.real_max_invented_figures,
+                          real_min_cleared_share=g.real_min_cleared_share,
+                          real_max_unreadable_answers=g.real_max_unreadable_answers)
 
 
 def decision_markdown(decision, *, version: str | None, dry_run: bool) -> str:
@@ -48,7 +52,8 @@ def deployment_gate(cfg: dict, eval_dir: str, full_dir: str, data_hash: str, reg
     run_cfg = RunConfig.model_validate(cfg)
     metrics = json.loads((Path(eval_dir) / "metrics.json").read_text())
     gate_input = gate_metrics(metrics["scores"].get(FULL, {}), metrics.get("paired_full_minus_lora", {}),
-                              metrics.get("forgetting", {}).get(FULL))
+                              metrics.get("forgetting", {}).get(FULL),
+                              (metrics.get("real") or {}).get("scores", {}).get(FULL))
     decision = check_gate(gate_input, thresholds(run_cfg))
     version = None
     if decision.passed and not run_cfg.gate.dry_run:

@@ -25,8 +25,13 @@ from evaluation.report import (
     render_sweep_markdown,
     select_examples,
 )
+from evaluation.real_set import read_real_set, real_rows, render_real_markdown, score_real_filings
 from finetune.config import RunConfig
 from finetune.memory_reuse import reusing_freed_memory
+from finetune.paths import resolve_input, write_json_atomic
+from regulator.analyze import FilingResult, analyze_report
+from regulator.prompts import render_prompt
+from regulator.xbrl import ParsedReport, render_report
 from tasks.general_answers import general_answers_file
 from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault, transient_only
 from training.curve import CURVE_FILE, read_curve
@@ -45,6 +50,21 @@ def _test_split(dataset_dir: str, cap: int | None) -> tuple[list[str], list[str]
     return list(test["id"]), list(test["prompt_text"]), list(test["target"])
 
 
+def real_source_path(source: str | Path | None) -> Path | None:
+    """``eval.real_source`` as a path (relative to the checkout), or None when no real set is configured."""
+    return None if source is None else resolve_input(source)
+
+
+def _no_real_set(real_path: Path | None) -> str:
+    """Why no real filing was scored."""
+    return "eval.real_source is not set" if real_path is None else f"none of {real_path} could be read"
+
+
+def _review_real(parsed: list[ParsedReport], answers: list[str]) -> list[FilingResult]:
+    """Each real filing's answer reviewed as ``finetune analyze`` reviews it."""
+    return [analyze_report(p, a) for p, a in zip(parsed, answers)]
+
+
 def _training_figures(summary_dir: str) -> dict:
     """Training time, throughput and trainable parameters from a stage's train_summary.json."""
     summary = json.loads((Path(summary_dir) / "train_summary.json").read_text())
@@ -56,7 +76,8 @@ def _training_figures(summary_dir: str) -> dict:
       persist_result=True)
 def evaluate(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, full_dir: str, lora_dir: str | None,
              out_dir: str, key: str) -> dict:
-    """Generate, score and compare base / LoRA / full FT on the test split.
+    """Generate, score and compare base / LoRA / full FT on the test split, and on the real filings of
+    ``eval.real_source`` (each answer reviewed against the rule engine as ``finetune analyze`` reviews it).
 
     Returns:
         The stage manifest: metrics of every system, the paired full-FT minus LoRA difference, forgetting.
@@ -71,7 +92,11 @@ def evaluate(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, full_
     if lora_dir:
         systems[LORA] = (Path(model_dir), Path(lora_dir) / "adapter")
     dtype = generation_dtype(ev.precision, native_bf16()[0])
-    predictions, nll, generation = {}, {}, {}
+    real_path = real_source_path(ev.real_source)
+    real_parsed, real_errors = read_real_set(real_path) if real_path is not None else ([], [])
+    if real_path is not None:
+        log.info("real set %s: %d filings readable, %d not", real_path, len(real_parsed), len(real_errors))
+    predictions, nll, generation, real_results = {}, {}, {}, {}
     for name, (path, adapter) in systems.items():
         # The base model never writes the answer format: a tight bound scores it the same, minutes sooner.
         bound = ev.base_max_new_tokens if name == BASE and ev.base_max_new_tokens else ev.max_new_tokens
@@ -85,6 +110,11 @@ def evaluate(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, full_
             predictions[name] = generate_answers(model, tokenizer, prompts, max_new_tokens=bound,
                                                  batch_size=ev.batch_size)
             generation[name] = time.monotonic() - started
+            if real_parsed:
+                answers = generate_answers(model, tokenizer,
+                                           [render_prompt(tokenizer, render_report(p)) for p in real_parsed],
+                                           max_new_tokens=bound, batch_size=ev.batch_size)
+                real_results[name] = _review_real(real_parsed, answers)
             del model
         log.info("%s: %d answers generated in %.0f s; general NLL %.3f", name, len(prompts), generation[name],
                  nll[name]["mean_nll"])
@@ -97,6 +127,10 @@ def evaluate(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, full_
     rows = comparison_rows({n: {"scores": scores[n], "forgetting": forgetting[n], "training": training.get(n)}
                             for n in order})
     create_table_artifact(key="comparison", table=rows, description="base vs LoRA vs full FT on the test split")
+    real_scores = {n: score_real_filings(real_results[n], len(real_errors)) for n in order if n in real_results}
+    if real_scores:
+        create_table_artifact(key="real-filings", table=real_rows(real_scores),
+                              description=f"base vs LoRA vs full FT on the real filings of {real_path}")
 
     def build(tmp: Path) -> dict:
         for name in order:
@@ -113,8 +147,13 @@ def evaluate(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, full_
         sweep = json.loads(sweep_file.read_text()) if sweep_file is not None and sweep_file.is_file() else None
         examples = render_examples_markdown(refs, {n: predictions[n] for n in order},
                                             select_examples(refs, {n: predictions[n] for n in order}), ids=ids)
+        for name, results in real_results.items():
+            write_json_atomic(tmp / f"real-{name.replace(' ', '_')}.json", [r.to_dict() for r in results])
+        real_section = (render_real_markdown(real_scores, real_results, str(real_path)) if real_scores else
+                        f"No real filings were evaluated: {_no_real_set(real_path)}.")
         report = "\n\n".join([
             f"# Evaluation on {len(refs)} held-out test examples", render_comparison_markdown(rows),
+            f"## Real filings ({len(real_parsed)})", real_section,
             "## Full FT minus LoRA", render_paired_markdown(paired),
             "## Learning curve (validation split, teacher-forced)", render_curve_markdown(curves),
             "## LoRA learning rate", render_sweep_markdown(sweep, training.get(LORA)),
@@ -124,10 +163,14 @@ def evaluate(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, full_
         (tmp / "report.md").write_text(report)
         metrics = {"scores": scores, "paired_full_minus_lora": paired, "forgetting": forgetting, "nll": nll,
                    "training": training, "rows": rows, "n_test": len(refs), "learning_curve": curves,
-                   "lora_lr_sweep": sweep, "generation_s": generation, "generation_dtype": dtype}
+                   "lora_lr_sweep": sweep, "generation_s": generation, "generation_dtype": dtype,
+                   "real": {"source": str(real_path) if real_path else None, "scores": real_scores,
+                            "unreadable": [r.to_dict() for r in real_errors]}}
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
         create_markdown_artifact(key="evaluation-report", markdown=report, description="Evaluation report")
         return {"f1_micro": {n: scores[n].get("f1_micro") for n in order},
-                "rouge_l": {n: scores[n].get("rouge_l") for n in order}, "n_test": len(refs)}
+                "rouge_l": {n: scores[n].get("rouge_l") for n in order}, "n_test": len(refs),
+                "real_false_violations": {n: r["false_violations"] for n, r in real_scores.items()},
+                "real_invented_figures": {n: r["invented_figures"] for n, r in real_scores.items()}}
 
     return build_stage(out_dir, build, stage="evaluate", key=key)

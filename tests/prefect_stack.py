@@ -36,6 +36,9 @@ def small_overrides(model_dir: Path, **extra: Any) -> dict[str, Any]:
         "train.max_steps": 4, "train.curve_points": 0, "lora.sweep_lrs": [], "eval.base_max_new_tokens": 8,
         "eval.max_examples": 4, "eval.max_new_tokens": 24, "eval.bootstrap_samples": 100,
         "gate.f1_floor": 0, "gate.rouge_floor": 0, "gate.forgetting_ceiling": 100,
+        # a tiny random model is not judged on the real filings (they are still scored: the path runs)
+        "gate.real_max_false_violations": None, "gate.real_max_invented_figures": None,
+        "gate.real_max_unreadable_answers": None,
         "audit.min_examples_for_full_ft": 10, **extra,
     }
 

@@ -22,7 +22,9 @@ OVERRIDES = {
     "lora.sweep_lrs": [1e-3, 2e-3], "lora.sweep_steps": 1, "eval.base_max_new_tokens": 16,
     "eval.max_examples": 3, "eval.max_new_tokens": 32, "eval.bootstrap_samples": 100, "eval.forgetting_prompts": 4,
     "gate.f1_floor": 0.0, "gate.rouge_floor": 0.0, "gate.forgetting_ceiling": 100.0, "gate.min_margin_over_lora": -1.0,
-    "gate.use_ci_lower_bound": False, "audit.min_examples_for_full_ft": 10,
+    "gate.use_ci_lower_bound": False, "gate.real_max_false_violations": None, "gate.real_max_invented_figures": None,
+    "gate.real_max_unreadable_answers": None,
+    "audit.min_examples_for_full_ft": 10,
 }
 
 

@@ -25,7 +25,8 @@ GOOD = {
 def test_passes_when_every_criterion_holds() -> None:
     decision = check_gate(GOOD, THRESHOLDS)
     assert decision.passed
-    assert [c.name for c in decision.criteria] == ["f1_floor", "rouge_floor", "margin_over_lora", "forgetting_ceiling"]
+    assert [c.name for c in decision.criteria] == ["f1_floor", "rouge_floor", "margin_over_lora", "forgetting_ceiling",
+                                                 "real_filings"]
     assert all(c.passed for c in decision.criteria) and decision.failures == []
     decision.raise_if_rejected()
     json.dumps(decision.to_dict(), allow_nan=False)
@@ -90,6 +91,8 @@ def test_gate_metrics_from_evaluation_results() -> None:
         "f1_margin_over_lora": 0.1,
         "f1_margin_over_lora_ci_low": 0.03,
         "forgetting_increase": 0.05,
+        "real_n_filings": None, "real_false_violations": None, "real_invented_figures": None,
+        "real_cleared_share": None, "real_unreadable_answers": None,
     }
     assert not check_gate(gate_metrics(full, {}, None), THRESHOLDS).passed
 
