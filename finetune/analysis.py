@@ -50,7 +50,10 @@ def model_answers(model_dir: Path, batch_size: int, max_new_tokens: int, precisi
         device = "cuda" if torch.cuda.is_available() else None
         dtype = generation_dtype(precision, native_bf16()[0])
         with reusing_freed_memory():
-            model, tokenizer = load_model_for_eval(model_dir, device=device, dtype=dtype)
+            try:
+                model, tokenizer = load_model_for_eval(model_dir, device=device, dtype=dtype)
+            except Exception as exc:  # what check_model_folder cannot see (a weight of the wrong shape, a tokenizer)
+                raise DataError(f"{model_dir}: the model does not load ({type(exc).__name__}: {exc})") from exc
             prompts = [render_prompt(tokenizer, render_report(p)) for p in parsed]
             report = (lambda done, total: progress("generate", done, total)) if progress is not None else None
             return generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
@@ -76,15 +79,13 @@ def resolve_model_ref(ref: str, registry_dir: Path) -> Path:
 
 
 def check_model_folder(path: Path) -> Path:
-    """``path`` if it holds a loadable Hugging Face causal LM (a readable config of a known architecture, weights);
-    else an error saying what is wrong, before any filing is read."""
-    from finetune.models import read_folder_config
+    """``path`` if it holds a loadable Hugging Face causal LM (a readable config of a decoder-only causal LM,
+    complete weights); else an error saying what is wrong, before any filing is read."""
+    from finetune.models import check_weights, read_folder_config
 
     if not (path / "config.json").is_file():
         raise DataError(f"{path} is not a Hugging Face model folder (no config.json); pass a model folder, "
                         "'production' or a registry version")
     read_folder_config(path)
-    if not any(path.glob("*.safetensors")) and not any(path.glob("pytorch_model*.bin")):
-        raise DataError(f"{path} has no weights (*.safetensors or pytorch_model*.bin); the model folder is "
-                        "incomplete")
+    check_weights(path)
     return path

@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from finetune.errors import FinetuneError, GateRejected
+from finetune.errors import DataError, FinetuneError, GateRejected, printable
 from finetune.summary import render_terminal_summary
 
 # Exit codes: 0 done, 1 unreadable filings (analyze), 2 usage/config/model error, 3 the gate rejected the model
@@ -90,11 +90,12 @@ def _add_analyze_parser(sub: argparse._SubParsersAction) -> None:
 def _plan(args: argparse.Namespace) -> int:
     from finetune.audit import choose_plan, plan_table
     from finetune.config import load_config
-    from finetune.models import model_config
+    from finetune.preflight import model_ref_config
     from training.memory import GiB, config_shape
 
     cfg = load_config(args.config, args.overrides)
-    shape = config_shape(model_config(cfg.model.ref))  # reads a config; converts and loads no weights
+    # Reads the model's config (a decoder-only causal LM's); converts and loads no weights, checks none.
+    shape = config_shape(model_ref_config(cfg.model.ref, str(args.config)))
     plans = plan_table(cfg, shape)
     print(f"{cfg.model.name}: {shape.n_params / 1e6:.1f} M parameters; micro-batch {cfg.train.micro_batch_size} x "
           f"{cfg.model.max_seq_len} tokens; {'bf16' if cfg.train.precision != 'fp32' else 'fp32'}")
@@ -121,12 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "validate":
-            from finetune.config import load_config, parse_override
-
-            from finetune.models import model_config
+            from finetune.config import load_config
+            from finetune.preflight import check_inputs
 
             cfg = load_config(args.config, args.overrides)
-            model_config(cfg.model.ref)  # the model reference too: a missing or damaged folder is refused here
+            check_inputs(cfg, str(args.config))  # what it names too: the model folder, the data source's filings
             print(f"{args.config}: valid ({cfg.name}; world size {cfg.world_size()}, "
                   f"gradient accumulation {cfg.grad_accum_steps()})")
         elif args.command == "config-doc":
@@ -142,37 +142,38 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "analyze":
             return _analyze(args)
         elif args.command == "run":
-            from flows.finetune import finetune
-
             from finetune.config import load_config, parse_override
+            from finetune.preflight import check_inputs
 
             config = args.config if args.config.is_absolute() else Path.cwd() / args.config
             overrides = dict(parse_override(o) for o in args.overrides)
-            load_config(config, overrides)  # a bad config is refused before any server or flow run starts
+            # A bad config, model folder or data source is refused before any server or flow run starts.
+            check_inputs(load_config(config, overrides), str(config), packaged=False)
+            from flows.finetune import finetune
+
             try:
                 summary = finetune(config_path=str(config), overrides=overrides, stop_after=args.stop_after)
             except GateRejected as err:
                 summary_file = Path(err.run_dir) / "summary.json" if err.run_dir else None
                 if summary_file is not None and summary_file.is_file():
                     print(render_terminal_summary(json.loads(summary_file.read_text())))
-                print(f"error: {err}", file=sys.stderr)
+                print(f"error: {printable(str(err), keep_newlines=True)}", file=sys.stderr)
                 return EXIT_GATE_REJECTED
             print(render_terminal_summary(summary))
     except FinetuneError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {printable(str(err), keep_newlines=True)}", file=sys.stderr)
         return 2
     return 0
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from finetune.errors import DataError, RegistryError
+    from finetune.errors import RegistryError
     from finetune.paths import default_registry_dir
     from finetune.analysis import analyze_filings, resolve_model_ref
     from regulator.analyze import ERROR, model_agreement, summarize, write_results
 
-    if args.out is not None and (args.out.is_dir() or not args.out.parent.is_dir()):
-        what = "is a folder" if args.out.is_dir() else f"is in {args.out.parent}, which does not exist"
-        raise DataError(f"--out {args.out} {what}; give the path of a JSON-lines file to write, e.g. results.jsonl")
+    if args.out is not None:
+        _check_out(args.out, args.paths)
     if args.registry is not None and not args.registry.is_dir():
         raise DataError(f"--registry {args.registry} does not exist (or is not a folder); pass the folder the gate "
                         "promoted into (default: <project>/registry)")
@@ -184,13 +185,11 @@ def _analyze(args: argparse.Namespace) -> int:
         except RegistryError as err:
             raise RegistryError(f"{err}\n  to analyse with the rule engine alone pass --rules-only; to use another "
                                 "model pass --model VERSION (a registry version) or --model HF_FOLDER") from err
-        print(f"model: {model_dir}", file=sys.stderr)
+        print(f"model: {printable(str(model_dir))}", file=sys.stderr)
     results = analyze_filings(args.paths, model_dir=model_dir, batch_size=args.batch_size,
                               max_new_tokens=args.max_new_tokens, precision=args.precision,
                               progress=_progress_bars())
     rows = [r.to_dict() for r in results]
-    if args.out:
-        write_results(args.out, rows)
     counts = summarize(results)
     summary = (f"{counts['total']} filings: " + ", ".join(f"{counts[s]} {s}" for s in counts if s != "total")
                + f" ({'rules only' if model_dir is None else f'model {args.model}'})")
@@ -199,7 +198,7 @@ def _analyze(args: argparse.Namespace) -> int:
             print(json.dumps(row, ensure_ascii=False, allow_nan=False))
         for r in results:
             if r.status == ERROR:
-                print(f"error: {r.file}: {'; '.join(r.reasons)}", file=sys.stderr)
+                print(f"error: {printable(r.file)}: {printable('; '.join(r.reasons))}", file=sys.stderr)
         print(summary, file=sys.stderr)
     else:
         print(_results_table(rows))
@@ -211,27 +210,44 @@ def _analyze(args: argparse.Namespace) -> int:
                 f"{code} {a['agree']}/{a['assessed']}" for code, a in agreement.items()),
                 file=sys.stderr if args.json else sys.stdout)
     if args.out:
-        print(f"results written to {args.out}", file=sys.stderr)
+        write_results(args.out, rows)  # after the table: a write that fails loses no result on the terminal
+        print(f"results written to {printable(str(args.out))}", file=sys.stderr)
     if counts[ERROR]:
         print(f"error: {counts[ERROR]} of {counts['total']} filings could not be read (reasons above)", file=sys.stderr)
         return 1
     return 0
 
 
+def _check_out(out: Path, paths: list[Path]) -> None:
+    """Refuse ``--out`` before any filing is read when writing it would fail or destroy something: a missing folder,
+    a folder, a device or a pipe, a link out of its folder, one of the filings to analyse (``output_target``)."""
+    from regulator.analyze import expand_paths, output_target
+
+    if not out.parent.is_dir():
+        raise DataError(f"--out {out} is in {out.parent}, which does not exist; give the path of a JSON-lines file "
+                        "to write, e.g. results.jsonl")
+    try:
+        output_target(out, expand_paths(paths)[0])
+    except DataError as err:
+        raise DataError(f"--out {err}") from None
+
+
 def _results_table(rows: list[dict]) -> str:
-    """One line per filing (file, status, rule and model violations), its reasons and data-quality findings beneath."""
+    """One line per filing (file, status, rule and model violations), its reasons and data-quality findings beneath;
+    control characters of a file name or a reason are escaped (``printable``): a name never forges a row."""
     from regulator.analyze import codes_text
 
-    cells = [(r["file"] if len(r["file"]) <= 60 else "..." + r["file"][-57:], r["status"],
-              codes_text(r, "rule_violations"), codes_text(r, "model_violations")) for r in rows]
+    names = [printable(r["file"]) for r in rows]
+    cells = [(name if len(name) <= 60 else "..." + name[-57:], r["status"],
+              codes_text(r, "rule_violations"), codes_text(r, "model_violations")) for name, r in zip(names, rows)]
     header = ("file", "status", "rule violations", "model violations")
     widths = [max(len(c[i]) for c in [header, *cells]) for i in range(4)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
     for cell, row in zip(cells, rows):
         lines.append("  ".join(c.ljust(w) for c, w in zip(cell, widths)).rstrip())
-        lines.extend(f"    - {reason}" for reason in row["reasons"])
+        lines.extend(f"    - {printable(reason)}" for reason in row["reasons"])
         # Inconsistent figures are a finding, not a reason for review: show what the rule engine found.
-        lines.extend(f"    data quality: {f['description']}" for f in row["rule_findings"]
+        lines.extend(f"    data quality: {printable(f['description'])}" for f in row["rule_findings"]
                      if f["code"] == "DATA_QUALITY")
     return "\n".join(lines)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from finetune.errors import ConfigError
 from finetune.hashing import hash_json
@@ -69,6 +69,14 @@ class DataConfig(_Section):
     max_report_chars: int = Field(4000, ge=1, description="Contract: longest acceptable report text.")
     max_target_chars: int = Field(3000, ge=1, description="Contract: longest acceptable answer text.")
     max_truncation_rate: float = Field(0.01, ge=0, le=1, description="Contract: largest share of examples cut to max_seq_len.")
+
+    @model_validator(mode="after")
+    def _report_bounds_ordered(self) -> "DataConfig":
+        """The contract's report-length bounds must leave room for a report (else every example fails it)."""
+        if self.min_report_chars > self.max_report_chars:
+            raise ValueError(f"data.min_report_chars ({self.min_report_chars}) is above data.max_report_chars "
+                             f"({self.max_report_chars}): no report can satisfy the data contract")
+        return self
 
 
 class TrainConfig(_Section):
@@ -268,6 +276,10 @@ def _format_validation_error(err: ValidationError) -> list[str]:
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = e["msg"].replace("Extra inputs are not permitted", "unknown field (check the spelling)")
+        msg = msg.removeprefix("Value error, ")  # a validator of ours writes the whole message
+        if msg.startswith(f"{loc}."):  # a section's validator names its fields and values itself
+            lines.append(msg)
+            continue
         got = f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else ""
         lines.append(f"{loc}: {msg}{got}")
     return lines

@@ -6,6 +6,21 @@ data-contract failure, a memory-plan failure and a gate rejection are different,
 
 from __future__ import annotations
 
+import unicodedata
+
+# Characters a terminal acts on instead of showing: controls (newline, ESC, ...), format characters (bidirectional
+# overrides), line and paragraph separators.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def printable(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` safe to print on a terminal: every control or format character escaped as ``repr`` writes it
+    (``\\n``, ``\\x1b``, ``\\u202e``), so a crafted file name can neither forge a line nor send an escape sequence.
+    ``keep_newlines`` keeps the line breaks of a message written on several lines."""
+    return "".join(
+        ch if (ch == "\n" and keep_newlines) or unicodedata.category(ch) not in _UNPRINTABLE else repr(ch)[1:-1]
+        for ch in text)
+
 
 class FinetuneError(Exception):
     """Base class of every error the pipeline raises on purpose."""
@@ -16,7 +31,8 @@ class ConfigError(FinetuneError):
 
     def __init__(self, problems: list[str], source: str = "config") -> None:
         self.problems = list(problems)
-        lines = "\n".join(f"  - {p}" for p in self.problems)
+        # A problem written on several lines (a YAML error's caret) keeps them, indented under it; controls escaped.
+        lines = "\n".join("  - " + printable(p, keep_newlines=True).replace("\n", "\n    ") for p in self.problems)
         super().__init__(f"{source} has {len(self.problems)} problem(s):\n{lines}")
 
 

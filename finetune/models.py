@@ -77,7 +77,74 @@ def read_folder_config(path: Path, ref: str | None = None) -> dict[str, Any]:
     if model_type not in CONFIG_MAPPING:
         raise ModelProvisioningError(f"{file} names model_type {model_type!r}, not an architecture transformers "
                                      "knows; the model folder is damaged or not a causal LM")
+    check_causal_lm(config, file)
     return config
+
+
+def check_causal_lm(config: dict[str, Any], file: Path) -> None:
+    """Refuse a config that is not a decoder-only causal language model ``AutoModelForCausalLM`` loads (a vision
+    model, an encoder such as BERT, an encoder-decoder such as T5): ``ModelProvisioningError`` naming ``file``, the
+    model type and the architectures, before anything is loaded or trained."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as CAUSAL_LM
+
+    model_type = config.get("model_type")
+    listed = config.get("architectures") or []
+    architectures = [str(a) for a in listed] if isinstance(listed, list) else [str(listed)]
+    heads = set(CAUSAL_LM.values())
+    named = f"model_type {model_type!r}" + (f" ({', '.join(architectures)})" if architectures else "")
+    if model_type not in CAUSAL_LM or config.get("is_encoder_decoder"):
+        problem = "an encoder-decoder model" if config.get("is_encoder_decoder") else "not a causal language model"
+    elif architectures and not any(a in heads or a.endswith("ForCausalLM") for a in architectures):
+        problem = "not a causal language-model head (e.g. LlamaForCausalLM)"
+    else:
+        return
+    raise ModelProvisioningError(f"{file} names {named}: {problem}; fine-tuning and analysis need a decoder-only "
+                                 "causal LM (a *ForCausalLM that AutoModelForCausalLM loads)")
+
+
+MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024  # the safetensors format's own bound on its JSON header
+
+
+def check_weights(path: Path) -> None:
+    """Check a model folder's weights without loading them: at least one weights file, and every ``*.safetensors``
+    complete (its header readable, its tensors ending where the file ends; a copy cut short is named here, not
+    by a ``SafetensorError`` deep in a load). ``ModelProvisioningError`` naming the folder or file otherwise."""
+    files = sorted(path.glob("*.safetensors"))
+    if not files and not any(path.glob("pytorch_model*.bin")):
+        raise ModelProvisioningError(f"{path} has no weights (*.safetensors or pytorch_model*.bin); the model folder "
+                                     "is incomplete")
+    for file in files:
+        problem = _safetensors_problem(file)
+        if problem:
+            raise ModelProvisioningError(f"{file}: {problem}; the model folder is damaged (an interrupted copy or "
+                                         "save?): copy or save it again")
+
+
+def _safetensors_problem(file: Path) -> str:
+    """Why a ``.safetensors`` file is unusable (``""`` when its header is sound and its size is what it declares)."""
+    import json
+
+    try:
+        size = file.stat().st_size
+        with file.open("rb") as fh:
+            head = fh.read(8)
+            length = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if not 0 < length <= min(MAX_SAFETENSORS_HEADER, size - 8):
+                return f"not a safetensors file, or truncated in its header ({size:,} bytes)"
+            header = json.loads(fh.read(length))
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "its safetensors header is not readable JSON"
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+        return "its safetensors header does not list tensor offsets"
+    expected = 8 + length + end
+    if size != expected:
+        cut = "truncated" if size < expected else "longer than its header declares"
+        return f"{cut}: {size:,} bytes where its header declares {expected:,}"
+    return ""
 
 
 def model_config(ref: str) -> Any:

@@ -24,8 +24,11 @@ the CLI (``finetune analyze``) and the flow ``flows/analyze.py`` call ``finetune
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import shutil
+import stat
 import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -36,7 +39,7 @@ from regulator.answers import ParsedAnswer, check_lines, parse_answer
 from finetune.errors import DataError, XBRLError
 from regulator.rules import (BREACH, DATA_QUALITY, NOT_ASSESSED, RULE_CODES, Rule, RuleResult, applicable_rules,
                              assessable_rules, evaluate_rules, regime)
-from regulator.packages import find_filings, read_filing_file
+from regulator.packages import read_filing_file, scan_filings
 from regulator.render import MEASURED_CODES, measure
 from regulator.taxonomy import BY_CODE, KIND, RATIO
 from regulator.xbrl import ParsedReport, parse_xbrl_file, render_value
@@ -101,15 +104,17 @@ class FilingResult:
 def expand_paths(paths: list[Path]) -> tuple[list[Path], list[FilingResult]]:
     """Expand folders into their XBRL files (``*.xml``, ``*.xbrl``, recursive, sorted); keep named files as given.
 
-    Returns the files (duplicates removed, order kept) and an ``error`` result for every path that does not exist
-    and every folder without an XBRL file.
+    Returns the files (duplicates removed, order kept) and an ``error`` result for every path that does not exist,
+    every folder without an XBRL file and every entry a folder's search skipped (a folder it may not read, a
+    symbolic link to a folder: ``scan_filings``), so that no filing is left out without a word.
     """
     files: list[Path] = []
     errors: list[FilingResult] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = find_filings(path)
-            if not found:
+            found, skipped = scan_filings(path)
+            errors.extend(FilingResult(str(entry), ERROR, [f"{entry}: {why}"]) for entry, why in skipped)
+            if not found and not skipped:
                 errors.append(FilingResult(str(path), ERROR, [f"{path}: folder holds no *.xml, *.xbrl or *.zip file"]))
             files.extend(found)
         elif path.exists() or path.is_symlink():  # a dangling link or a loop: read_filing says which
@@ -277,13 +282,16 @@ def _fact_ref(parsed: ParsedReport, code: str) -> list[_Reference]:
 
 
 def _rule_refs(parsed: ParsedReport, rule: Rule) -> list[_Reference]:
-    """What a check line of ``rule`` may quote: its facts, its threshold, the ratio recomputed from components."""
+    """What a check line of ``rule`` may quote: its facts (an FFIEC 031 ratio under either approach), its threshold,
+    the ratio recomputed from components."""
     refs = [r for code in (rule.figure, rule.threshold_fact, rule.numerator, rule.denominator) if code
             for r in _fact_ref(parsed, code)]
+    if parsed.advanced.get(rule.figure) is not None:
+        refs.append(_Reference(f"{_fact_name(rule.figure)} advanced approaches", parsed.advanced[rule.figure], True))
     if rule.threshold is not None:
         refs.append(_Reference(f"{rule.code} threshold", rule.threshold, True))
     num, den = parsed.facts.get(rule.numerator), parsed.facts.get(rule.denominator)
-    if num is not None and den:
+    if num is not None and den and math.isfinite(num / den):
         # The rule engine displays a recomputed ratio after rounding to 4 decimals; accept both.
         refs.append(_Reference(f"{rule.description} from components", num / den, True))
         refs.append(_Reference(f"{rule.description} from components", round(num / den, 4), True))
@@ -493,20 +501,83 @@ def codes_text(row: dict[str, Any], key: str) -> str:
     return ", ".join(values) or "NONE"
 
 
+def _not_a_file(mode: int) -> str:
+    """What a ``stat`` mode is when it is not a regular file: ``"a folder"``, ``"a device"``, ... (``""`` for one)."""
+    if stat.S_ISREG(mode):
+        return ""
+    return ("a folder" if stat.S_ISDIR(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a named pipe" if stat.S_ISFIFO(mode) else "not a regular file")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The device and inode of the file at ``path`` (links followed), None when it cannot be read."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def output_target(path: Path, inputs: list[Path] | tuple[Path, ...] = ()) -> Path:
+    """The file that results for ``path`` are written to: ``path``, or the file that ``path``, a symbolic link into
+    its own folder, points at (the link stays a link).
+
+    Raises ``DataError`` (its message starting with ``path``) when writing would destroy something or cannot work:
+    ``path`` exists and is not a regular file (a folder, a device such as ``/dev/null``, a named pipe: replacing
+    it would turn it into a file); it is a symbolic link out of its folder, or a loop; it is one of the ``inputs``
+    (an analysed filing); its folder does not let this user write.
+    """
+    path = Path(path)
+    target = path
+    if path.is_symlink():
+        try:
+            target = path.resolve()
+        except (OSError, RuntimeError):
+            raise DataError(f"{path} is a symbolic link loop; give the path of a JSON-lines file to write") from None
+        if target.parent != path.parent.resolve():
+            raise DataError(f"{path} is a symbolic link to {target}, outside {path.absolute().parent}; results are "
+                            "never written through a link that leaves its folder: give the file's own path")
+    try:
+        kind = _not_a_file(target.stat().st_mode)
+    except FileNotFoundError:
+        kind = None  # a new file
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be written ({exc.strerror or exc})") from None
+    if kind:
+        what = "is a folder" if kind == "a folder" else f"is {kind}, not a regular file, and is never replaced"
+        raise DataError(f"{path} {what}; give the path of a JSON-lines file to write, e.g. results.jsonl")
+    given = next((p for p in inputs if kind is not None and _identity(p) == _identity(target)), None)
+    if given is not None:
+        raise DataError(f"{path} is the input filing {given}; writing the results there would destroy it: "
+                        "give another file")
+    if target.parent.is_dir() and not os.access(target.parent, os.W_OK):
+        raise DataError(f"{path}: cannot write in {target.parent} (permission denied)")
+    return target
+
+
 def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write result dicts as JSON lines, atomically (a temporary file replaced into place: never half a file).
+    """Write result dicts as JSON lines, atomically: a temporary file in the same folder, replaced into place, so a
+    failure leaves the old file as it was and no temporary file behind. ``DataError`` when ``path`` must not be
+    written (``output_target``) or the write fails.
 
     Kept here rather than reusing the evaluation writer so that a rules-only run never imports torch.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    target = output_target(path)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n" for row in rows)
-        os.replace(tmp, path)
+        if target.exists():
+            shutil.copymode(target, tmp)  # a results file replaced keeps who may read it
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot write the results ({exc.strerror or exc}); the file was left as it "
+                        "was") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 

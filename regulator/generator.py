@@ -33,7 +33,7 @@ from regulator.taxonomy import (
     Datapoint,
     dimension_namespace,
 )
-from regulator.packages import filing_scope, find_filings, read_filing_file, read_zip, write_report_package
+from regulator.packages import filing_scope, read_filing_file, read_zip, scan_filings, write_report_package
 from regulator.xbrl import CBLR_NOT_REPORTED, ParsedReport, parse_xbrl_file, render_report
 
 RAW_COLUMNS: tuple[str, ...] = (
@@ -207,15 +207,17 @@ def load_xbrl_folder(folder: Path, *, on_error: str = "raise") -> pd.DataFrame:
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     folder = Path(folder)
+    skipped: list[tuple[Path, str]] = []
     if folder.is_file() and folder.suffix.lower() == ".zip":
         files = [folder]
     elif folder.is_dir():
-        files = find_filings(folder)
+        files, skipped = scan_filings(folder)
     else:
         raise XBRLError(f"{folder}: neither a folder of XBRL filings nor a zip")
-    if not files:
+    if not files and not skipped:
         raise XBRLError(f"{folder}: no *.xml, *.xbrl or *.zip files found")
-    rows, errors = [], []
+    rows: list[dict] = []
+    errors = [f"{entry}: {why}" for entry, why in skipped]  # a folder the search could not enter is no silent gap
     for path in files:
         try:
             got = read_filing_file(path)

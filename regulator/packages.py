@@ -17,9 +17,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +29,18 @@ from finetune.errors import XBRLError
 from regulator.taxonomy import BY_CODE, DPM_RELEASES, EU_DATAPOINTS, MONETARY, RATIO, SHARED_CELLS
 from regulator.xbrl import (
     MAX_BYTES,
+    ZIP_MAGIC,
     ParsedReport,
     check_currency,
+    check_entity_id,
+    check_report_date,
     corep_release,
     iso_date,
+    normalise_ratios,
     parse_number,
     parse_xbrl_bytes,
     parse_xbrl_file,
+    plausible_amount,
     unreadable_datapoints,
 )
 
@@ -43,6 +50,9 @@ ZIP_MAX_BYTES = 4 * 1024**3  # a CDR bulk zip of every bank's call report is ~1 
 XBRL_CSV = "https://xbrl.org/2021/xbrl-csv"
 INSTANCE_SUFFIXES = (".xml", ".xbrl")
 FILING_SUFFIXES = (*INSTANCE_SUFFIXES, ".zip")  # a zip: an xBRL-CSV report package or a bulk zip of instances
+PACKAGE_MARKER = "META-INF/reportPackage.json"
+# The columns each CSV of a report package must have (a table's rows: the DPM datapoint and its value).
+PARAMETERS_COLUMNS, INDICATOR_COLUMNS, TABLE_COLUMNS = ("name", "value"), ("templateID",), ("datapoint", "factValue")
 
 # "dp134660" -> cell code, for every release (DPM VariableIDs are stable across releases; checked when built).
 DATAPOINT_CELLS: dict[str, str] = {
@@ -53,7 +63,29 @@ DATAPOINT_CELLS: dict[str, str] = {
 
 def is_report_package(names: list[str]) -> bool:
     """True when a zip's member names hold an xBRL report package (``META-INF/reportPackage.json``)."""
-    return any(n.endswith("META-INF/reportPackage.json") for n in names)
+    return bool(package_roots(names))
+
+
+def package_roots(names: list[str]) -> list[str]:
+    """The top folders (``pkg/``, or ``""`` at the zip's root) of every xBRL report package among a zip's member
+    names, sorted."""
+    return sorted({n[: -len(PACKAGE_MARKER)] for n in names if n == PACKAGE_MARKER or n.endswith("/" + PACKAGE_MARKER)})
+
+
+def is_system_member(name: str) -> bool:
+    """A zip member that is no filing: macOS Finder's ``__MACOSX/`` folder and ``._*`` AppleDouble resource forks."""
+    return name.startswith("__MACOSX/") or name.rpartition("/")[2].startswith("._")
+
+
+def starts_like_zip(path: Path) -> bool:
+    """True when a regular file begins with a zip signature (``PK\\x03\\x04``), whatever its name says."""
+    try:
+        if not path.is_file():
+            return False
+        with path.open("rb") as fh:
+            return fh.read(4) in ZIP_MAGIC
+    except OSError:
+        return False
 
 
 def open_zip(path: Path, source: str) -> zipfile.ZipFile:
@@ -62,11 +94,17 @@ def open_zip(path: Path, source: str) -> zipfile.ZipFile:
         raise XBRLError(f"{source}: not a regular file")
     if path.stat().st_size > ZIP_MAX_BYTES:
         raise XBRLError(f"{source}: {path.stat().st_size:,} bytes, over the {ZIP_MAX_BYTES:,}-byte limit for a zip")
+    return _checked_zip(path, source)
+
+
+def _checked_zip(file: Path | io.BytesIO, source: str) -> zipfile.ZipFile:
+    """``file`` opened as a zip with at most ``MAX_MEMBERS`` members; ``XBRLError`` naming ``source`` otherwise."""
     try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+        zf = zipfile.ZipFile(file)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise XBRLError(f"{source}: not a readable zip ({exc})") from None
     if len(zf.infolist()) > MAX_MEMBERS:
+        zf.close()
         raise XBRLError(f"{source}: {len(zf.infolist()):,} members, over the limit of {MAX_MEMBERS:,}")
     return zf
 
@@ -89,101 +127,199 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> byte
 
 
 def find_filings(folder: Path) -> list[Path]:
-    """The filings of a folder: ``*.xml``, ``*.xbrl`` and ``*.zip`` regular files, recursive, sorted."""
-    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in FILING_SUFFIXES and p.is_file())
+    """The filings of a folder: ``*.xml``, ``*.xbrl`` and ``*.zip`` entries, recursive, sorted (``scan_filings``
+    without the entries it could not search)."""
+    return scan_filings(folder)[0]
+
+
+def scan_filings(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The filings of a folder and what its search skipped, each with why, both sorted.
+
+    Filings are the ``*.xml``, ``*.xbrl`` and ``*.zip`` entries that are not folders, recursive; one that is not a
+    regular file (a pipe, a device, a dangling link) is kept, so that its reader names the problem. Skipped: every
+    folder that cannot be read (``permission denied``) and every symbolic link to a folder, which is not followed
+    (it may lead anywhere, or back into the tree): the caller reports them, never skips them silently.
+    """
+    skipped: list[tuple[Path, str]] = []
+
+    def unreadable(exc: OSError) -> None:
+        why = (exc.strerror or str(exc)).lower()
+        skipped.append((Path(exc.filename or folder), f"cannot read the folder ({why})"))
+
+    files: list[Path] = []
+    for root, dirs, names in os.walk(folder, onerror=unreadable):
+        for name in dirs:
+            if os.path.islink(link := os.path.join(root, name)):
+                skipped.append((Path(link), f"a symbolic link to a folder ({os.readlink(link)}), not followed; "
+                                            "pass that folder itself to read it"))
+        files.extend(Path(root, name) for name in names if Path(name).suffix.lower() in FILING_SUFFIXES)
+    return sorted(files), sorted(skipped)
 
 
 def read_filing_file(path: Path) -> list[ParsedReport | XBRLError]:
-    """The filings of one file: an instance, or every filing of a zip (``read_zip``); a zip that cannot be opened
-    at all raises ``XBRLError``."""
-    return list(read_zip(path)) if path.suffix.lower() == ".zip" else [parse_xbrl_file(path)]
+    """The filings of one file: an instance, or every filing of a zip (``read_zip``; also a zip named ``.xml``,
+    known by its signature); a zip that cannot be opened at all raises ``XBRLError``."""
+    path = Path(path)
+    return list(read_zip(path)) if path.suffix.lower() == ".zip" or starts_like_zip(path) else [parse_xbrl_file(path)]
 
 
 def read_zip(path: Path) -> Iterator[ParsedReport | XBRLError]:
-    """The filings of a zip: one report for an xBRL-CSV package, one per instance for a bulk zip (an error per
-    member that cannot be used, its ``source`` naming the member, so one bad member never hides the others)."""
+    """The filings of a zip: one report per xBRL-CSV package, one per instance of a bulk zip, and those of each zip
+    inside it (one level deep); an error per member that cannot be used, its ``source`` naming the member, so one
+    bad member never hides the others. A zip that is one package and nothing else raises its package's error."""
     source = str(path)
     zf = open_zip(path, source)
     with zf:
-        names = [i.filename for i in zf.infolist()]
-        if is_report_package(names):
-            yield parse_report_package(zf, source)
-            return
-        members = [i for i in zf.infolist() if not i.is_dir() and i.filename.lower().endswith(INSTANCE_SUFFIXES)]
-        if not members:
-            raise XBRLError(f"{source}: zip holds neither an xBRL-CSV report package nor *.xml / *.xbrl instances")
-        for info in sorted(members, key=lambda i: i.filename):
-            member = f"{source}!{info.filename}"
-            try:
-                yield parse_xbrl_bytes(read_member(zf, info, source), source=member)
-            except XBRLError as exc:
-                exc.source = member  # which filing of the zip the error belongs to
-                yield exc
+        yield from zip_filings(zf, source)
 
 
-def _csv_rows(data: bytes, where: str) -> list[dict[str, str]]:
+def zip_filings(zf: zipfile.ZipFile, source: str, depth: int = 0) -> Iterator[ParsedReport | XBRLError]:
+    """The filings of an open zip (``read_zip``); ``depth`` 1 for a zip inside a zip, whose own zips are not read.
+    macOS ``__MACOSX/`` and ``._*`` members are skipped."""
+    infos = [i for i in zf.infolist() if not i.is_dir() and not is_system_member(i.filename)]
+    roots = package_roots([i.filename for i in infos])
+    loose = [i for i in infos if not any(i.filename.startswith(r) for r in roots)
+             and i.filename.lower().endswith((*INSTANCE_SUFFIXES, ".zip"))]
+    if not roots and not loose:
+        raise XBRLError(f"{source}: zip holds neither an xBRL-CSV report package nor *.xml / *.xbrl instances")
+    if len(roots) == 1 and not loose:
+        yield parse_report_package(zf, source, roots[0])
+        return
+    for root in roots:  # several packages: each is a filing, named by its top folder
+        yield _or_error(lambda: replace(parse_report_package(zf, source, root), source=f"{source}!{root}"),
+                        f"{source}!{root}")
+    for info in sorted(loose, key=lambda i: i.filename):
+        member = f"{source}!{info.filename}"
+        if not info.filename.lower().endswith(".zip"):
+            yield _or_error(lambda: parse_xbrl_bytes(read_member(zf, info, source), source=member), member)
+        elif depth:
+            nested = XBRLError(f"{member}: a zip inside a zip inside a zip; only one level of nesting is read, "
+                               "unpack it")
+            nested.source = member
+            yield nested
+        else:
+            yield from _nested_zip(zf, info, source)
+
+
+def _nested_zip(zf: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> Iterator[ParsedReport | XBRLError]:
+    """The filings of a zip inside a zip (read in memory under the same member limits), or its error."""
+    member = f"{source}!{info.filename}"
+    try:
+        with _checked_zip(io.BytesIO(read_member(zf, info, source)), member) as inner:
+            yield from zip_filings(inner, member, depth=1)
+    except XBRLError as exc:
+        exc.source = getattr(exc, "source", None) or member
+        yield exc
+
+
+def _or_error(read: Callable[[], ParsedReport], member: str) -> ParsedReport | XBRLError:
+    """``read()``, or its ``XBRLError`` with ``source`` naming the member it belongs to."""
+    try:
+        return read()
+    except XBRLError as exc:
+        exc.source = member  # which filing of the zip the error belongs to
+        return exc
+
+
+def _csv_rows(data: bytes, where: str, columns: tuple[str, ...]) -> list[dict[str, str]]:
+    """The rows of a package CSV; ``XBRLError`` naming ``where`` and its header when it lacks one of ``columns``."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise XBRLError(f"{where}: not UTF-8 text (byte {exc.start})") from None
-    return list(csv.DictReader(io.StringIO(text)))
+    reader = csv.DictReader(io.StringIO(text))
+    header = reader.fieldnames or []
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise XBRLError(f"{where}: header {','.join(header)[:80] or '(none)'!r} lacks column(s) {', '.join(missing)}; "
+                        f"expected {','.join(columns)}")
+    return list(reader)
 
 
-def parse_report_package(zf: zipfile.ZipFile, source: str) -> ParsedReport:
-    """An EBA xBRL-CSV report package as a ``ParsedReport`` (``XBRLError`` naming the member that is wrong)."""
-    infos = {i.filename: i for i in zf.infolist() if not i.is_dir()}
-    report_json = next((n for n in infos if n.endswith("reports/report.json")), None)
+def _json_kind(value: object) -> str:
+    """How an error names a JSON value's type: ``a string 'x'``, ``a number``, ``missing`` ..."""
+    if value is None:
+        return "missing (or null)"
+    if isinstance(value, str):
+        return f"a string {value[:120]!r}"
+    kinds = ((bool, "a boolean"), (int, "a number"), (float, "a number"), (list, "a list"), (dict, "an object"))
+    return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
+
+
+def _extends(report: object, where: str) -> list[str]:
+    """The ``documentInfo.extends`` URLs of an xBRL-CSV report.json; ``XBRLError`` naming the key and what was
+    expected when its structure is not the xBRL-CSV one (an object whose ``documentInfo`` object has the xBRL-CSV
+    ``documentType`` and a list of URLs in ``extends``)."""
+    if not isinstance(report, dict):
+        raise XBRLError(f"{where}: the document is {_json_kind(report)}, expected an object with documentInfo")
+    info = report.get("documentInfo")
+    if not isinstance(info, dict):
+        raise XBRLError(f"{where}: documentInfo is {_json_kind(info)}, expected an object with documentType and "
+                        "extends")
+    if info.get("documentType") != XBRL_CSV:
+        raise XBRLError(f"{where}: documentType {info.get('documentType')!r}, not {XBRL_CSV}")
+    extends = info.get("extends")
+    if not isinstance(extends, list) or not all(isinstance(e, str) for e in extends):
+        raise XBRLError(f"{where}: documentInfo.extends is {_json_kind(extends)}, expected a list of taxonomy "
+                        "entry-point URLs (strings)")
+    return extends
+
+
+def parse_report_package(zf: zipfile.ZipFile, source: str, root: str = "") -> ParsedReport:
+    """The EBA xBRL-CSV report package under ``root`` (its top folder, ``""``: anywhere in the zip) as a
+    ``ParsedReport`` (``XBRLError`` naming the member that is wrong)."""
+    infos = {i.filename: i for i in zf.infolist() if not i.is_dir() and i.filename.startswith(root)}
+    report_json = next((n for n in sorted(infos) if n.endswith("reports/report.json")), None)
     if report_json is None:
-        raise XBRLError(f"{source}: report package without reports/report.json")
+        raise XBRLError(f"{source}: report package without reports/report.json" + (f" (under {root})" if root else ""))
     folder = report_json[: -len("report.json")]
     try:
-        report: dict[str, Any] = json.loads(read_member(zf, infos[report_json], source))
+        report: Any = json.loads(read_member(zf, infos[report_json], source))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise XBRLError(f"{source}!{report_json}: not JSON ({exc})") from None
-    info = report.get("documentInfo", {}) if isinstance(report, dict) else {}
-    if info.get("documentType") != XBRL_CSV:
-        raise XBRLError(f"{source}!{report_json}: documentType {info.get('documentType')!r}, not {XBRL_CSV}")
-    extends = " ".join(str(e) for e in info.get("extends", []))
+    extends = " ".join(_extends(report, f"{source}!{report_json}"))
     if "eba.europa.eu" not in extends or "/corep/" not in extends:
         raise XBRLError(f"{source}: unsupported taxonomy ({extends or 'no documentInfo.extends'}); supported: EBA "
                         "COREP (eba.europa.eu .../corep/...)")
     release = corep_release(extends)
 
-    def rows(name: str) -> list[dict[str, str]]:
+    def rows(name: str, columns: tuple[str, ...]) -> list[dict[str, str]]:
         member = infos.get(folder + name)
         if member is None:
             raise XBRLError(f"{source}: report package without {folder}{name}")
-        return _csv_rows(read_member(zf, member, source), f"{source}!{folder}{name}")
+        return _csv_rows(read_member(zf, member, source), f"{source}!{folder}{name}", columns)
 
-    params = {r.get("name", ""): (r.get("value") or "").strip() for r in rows("parameters.csv")}
+    params = {r.get("name", ""): (r.get("value") or "").strip() for r in rows("parameters.csv", PARAMETERS_COLUMNS)}
     report_date = iso_date(params.get("refPeriod"), "parameters.csv refPeriod", source)
     if report_date is None:
         raise XBRLError(f"{source}: parameters.csv has no refPeriod, so no report date")
     entity = params.get("entityID", "").partition(":")[2] or params.get("entityID", "")
     entity = entity.removesuffix(".CON").removesuffix(".IND")
-    filed = {r.get("templateID", "").strip() for r in rows("FilingIndicators.csv")
+    filed = {(r.get("templateID") or "").strip() for r in rows("FilingIndicators.csv", INDICATOR_COLUMNS)
              if (r.get("reported") or "true").strip().lower() != "false"}
     currency = params.get("baseCurrency", "").rpartition(":")[2] or "EUR"
     warnings: list[str] = []
+    check_report_date(report_date, warnings)
+    check_entity_id(entity, "EU", warnings)
     facts: dict[str, float | None] = {}
     units: dict[str, str] = {}
     for name, member in sorted(infos.items()):
         if not name.startswith(folder) or not name.endswith(".csv") or name[len(folder):] in (
                 "parameters.csv", "FilingIndicators.csv"):
             continue
-        for row in _csv_rows(read_member(zf, member, source), f"{source}!{name}"):
+        for row in _csv_rows(read_member(zf, member, source), f"{source}!{name}", TABLE_COLUMNS):
             code = DATAPOINT_CELLS.get((row.get("datapoint") or "").strip())
             if code is None or set(row) - {"datapoint", "factValue", "unit"}:
                 continue  # rows with key columns (a currency, a counterparty) are not the fixed cell of the rules
-            if row.get("unit") and not str(row["unit"]).endswith(("EUR", "pure")):
-                warnings.append(f"{code} reported in {row['unit']}; read as reported")
-            value = parse_number(row.get("factValue") or "", code, warnings)
+            value = plausible_amount(code, parse_number(row.get("factValue") or "", code, warnings), warnings)
             if code in facts and facts[code] != value:
                 warnings.append(f"{code} reported twice with different values; kept the first ({facts[code]})")
                 continue
             facts[code] = value
             kind = BY_CODE[code].kind
-            units[code] = f"iso4217:{currency}" if kind == MONETARY else "xbrli:pure" if kind == RATIO else ""
+            units[code] = str(row.get("unit") or "").strip() or (
+                f"iso4217:{currency}" if kind == MONETARY else "xbrli:pure" if kind == RATIO else "")
+    normalise_ratios(facts, units, warnings)
     checked = check_currency(facts, units, "EU", warnings)
     unreadable = unreadable_datapoints(filed, release, facts, warnings)
     return ParsedReport(

@@ -7,7 +7,8 @@ data-quality checks recompute every ratio from its components and flag disagreem
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 from regulator.taxonomy import BY_CODE
 from regulator.xbrl import ParsedReport, format_threshold, render_value
@@ -205,13 +206,13 @@ def evaluate_rules(parsed: ParsedReport) -> RuleResult:
     """Evaluate every rule in force on the reported figures (``NOT_ASSESSED`` where the filing cannot give a figure
     or threshold), then the data-quality checks of the assessable ones; return the result."""
     rules = assessable_rules(parsed)
-    checks = [check_rule(rule, parsed) for rule in applicable_rules(regime(parsed), parsed.report_date)]
+    checks = [binding_check(rule, parsed) for rule in applicable_rules(regime(parsed), parsed.report_date)]
     checks.extend(_data_quality_checks(rules, parsed))
     codes = {c.code for c in checks if c.outcome == BREACH}
     if any(c.outcome == DATA_QUALITY for c in checks):
         codes.add(DATA_QUALITY)
     violations = tuple(code for code in RULE_CODES if code in codes)
-    pca = pca_category(parsed.facts) if parsed.jurisdiction == "US" else None
+    pca = pca_category(binding_facts(parsed)) if parsed.jurisdiction == "US" else None
     if regime(parsed) == CBLR:  # an elector above the CBLR requirement is deemed well capitalized (324.12(a)(2))
         leverage = next((c for c in checks if c.code == "LEVERAGE"), None)
         pca = "well_capitalized" if leverage is not None and leverage.outcome == OK else None
@@ -227,6 +228,34 @@ def _readable(rule: Rule, parsed: ParsedReport) -> bool:
     """False when the filing cannot give the rule's figure or threshold whatever the bank reported (its template
     is not in this module-wise submission, or the DPM mapping lacks the cell): the rule is not assessed."""
     return not any(code in parsed.unreadable for code in (rule.figure, rule.threshold_fact) if code)
+
+
+def binding_facts(parsed: ParsedReport) -> dict[str, float | None]:
+    """The facts with each ratio an FFIEC 031 advanced-approaches bank files twice (RCFA standardized, RCFW advanced)
+    at the lower of the two: the ratio that binds, since the bank must meet every minimum under both."""
+    facts = dict(parsed.facts)
+    for code, advanced in parsed.advanced.items():
+        if advanced is not None and (facts.get(code) is None or advanced < facts[code]):
+            facts[code] = advanced
+    return facts
+
+
+def binding_check(rule: Rule, parsed: ParsedReport) -> Check:
+    """``check_rule``, for a ratio filed under both approaches (``ParsedReport.advanced``) checked under each: a
+    breach under either is the finding, else the lower margin; its description names the approach."""
+    standard = check_rule(rule, parsed)
+    advanced_value = parsed.advanced.get(rule.figure)
+    if advanced_value is None or standard.outcome == NOT_ASSESSED:
+        return standard
+    advanced = check_rule(rule, replace(parsed, facts={**parsed.facts, rule.figure: advanced_value}))
+    both = [replace(standard, description=f"{standard.description} (standardized approach, RCFA)"),
+            replace(advanced, description=f"{advanced.description} (advanced approaches, RCFW)")]
+    breaches = [c for c in both if c.outcome == BREACH]
+    if breaches:
+        return min(breaches, key=lambda c: c.margin if c.margin is not None else 0.0)
+    if standard.margin is None:  # the standardized figure is missing: that data-quality line stands
+        return both[0]
+    return min(both, key=lambda c: c.margin if c.margin is not None else math.inf)
 
 
 def check_rule(rule: Rule, parsed: ParsedReport) -> Check:
@@ -295,6 +324,8 @@ def _ratio_disagreement(rule: Rule, facts: dict[str, float | None]) -> str:
     if den == 0:
         return f"{label} denominator {BY_CODE[rule.denominator].label} is zero"
     computed = num / den
+    if not math.isfinite(computed):  # a denominator too small to divide by (the parser drops such amounts)
+        return f"{label} components {num:.6g} / {den:.6g} give no finite ratio"
     if abs(reported - computed) <= RATIO_TOLERANCE_ABS + RATIO_TOLERANCE_REL * abs(computed):
         return ""
     text = f"Reported {label} {render_value(rule.figure, reported, True)} vs components " \
@@ -313,6 +344,8 @@ def pca_category(facts: dict[str, float | None]) -> str | None:
     """
     needed = ("RCOA7205", "RCOA7206", "RCOAP793", "RCOA7204", "RCOA8274", "RCON2170")
     if any(facts.get(c) is None for c in needed) or not facts["RCON2170"]:
+        return None
+    if not math.isfinite(facts["RCOA8274"] / facts["RCON2170"]):
         return None
     total, t1, cet1, lev = (facts[c] for c in needed[:4])
     if meets(0.02, facts["RCOA8274"] / facts["RCON2170"], ">="):

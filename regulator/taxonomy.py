@@ -181,3 +181,38 @@ DATAPOINTS: dict[str, tuple[Datapoint, ...]] = {"EU": EU_DATAPOINTS, "US": US_DA
 BY_CODE: dict[str, Datapoint] = {d.code: d for d in (*EU_DATAPOINTS, *US_DATAPOINTS)}
 US_BY_CONCEPT: dict[str, Datapoint] = {d.code: d for d in (*US_DATAPOINTS, US_NAME_DATAPOINT)}
 KIND: dict[str, str] = {code: d.kind for code, d in BY_CODE.items()}
+
+# A ratio's components (numerator, denominator), as the rule table's data-quality checks read them
+# (tests/test_bad_filings_sweep.py checks this against regulator.rules.RULES). A ratio filed with its components is
+# judged against them by those checks (which name a x100 scale error); the parser's unit plausibility is for the rest.
+RATIO_COMPONENTS: dict[str, tuple[str, str]] = {
+    "C 03.00 r0010 c0010": ("C 01.00 r0020 c0010", "C 02.00 r0010 c0010"),
+    "C 03.00 r0030 c0010": ("C 01.00 r0015 c0010", "C 02.00 r0010 c0010"),
+    "C 03.00 r0050 c0010": ("C 01.00 r0010 c0010", "C 02.00 r0010 c0010"),
+    "C 47.00 r0330 c0010": ("C 47.00 r0310 c0010", "C 47.00 r0290 c0010"),
+    "C 76.00 r0030 c0010": ("C 76.00 r0010 c0010", "C 76.00 r0020 c0010"),
+    "C 28.00 r0010 c0350": ("C 28.00 r0010 c0322", "C 01.00 r0015 c0010"),
+    "RCOAP793": ("RCOAP859", "RCOAA223"),
+    "RCOA7206": ("RCOA8274", "RCOAA223"),
+    "RCOA7205": ("RCOA3792", "RCOAA223"),
+    "RCOA7204": ("RCOA8274", "RCOAA224"),
+}
+# The unit of a ratio fact, decided by plausibility (ratios are decimals in CDR and EBA instances, 0.1084 = 10.84%,
+# but percents occur in practice: the xbridge LCR sample carries 68.41). Per ratio datapoint: (the largest magnitude
+# read as a decimal without doubt, the magnitude above which no decimal ratio of it is plausible, so it is a percent).
+# Between the two the unit cannot be decided: read as a decimal, with a warning.
+_CAPITAL_RATIO_BOUNDS = (1.0, 3.0)  # 100% of RWA / exposure; a percent of 3 or less would be a failed bank
+RATIO_UNIT_BOUNDS: dict[str, tuple[float, float]] = {
+    **{code: _CAPITAL_RATIO_BOUNDS for code in (
+        "C 03.00 r0010 c0010", "C 03.00 r0030 c0010", "C 03.00 r0050 c0010", "C 47.00 r0330 c0010",
+        "C 28.00 r0010 c0350", "RCOAP793", "RCOA7206", "RCOA7205", "RCOA7204")},
+    "C 03.00 r0170 c0010": (0.5, 0.5),  # a CET1 requirement is 4.5% plus buffers (7-20%), never half the RWA
+    "RCOAH311": (1.0, 1.0),  # the conservation buffer: CET1 ratio above its minimum, in decimals
+    "C 76.00 r0030 c0010": (5.0, 20.0),  # LCR: 100-500% usual; a percent LCR under 20% is a run on the bank
+    "C 84.00 r0220 c0040": (3.0, 10.0),  # NSFR: 100-200% usual
+}
+# No ratio is filed nonzero below this (a ratio has four decimals at most: 0.0001); smaller is a scale error.
+RATIO_MIN = 1e-6
+# Amounts (currency units) a filing can hold: below one unit (a denormal 1e-320, a negative scale) or above a
+# quadrillion (the largest banks report a few trillion) is a broken figure, not a bank's.
+AMOUNT_MIN, AMOUNT_MAX = 1.0, 1e15

@@ -13,7 +13,6 @@ import io
 import math
 import re
 import stat
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -24,6 +23,8 @@ import defusedxml.ElementTree as DET
 
 from finetune.errors import XBRLError
 from regulator.taxonomy import (
+    AMOUNT_MAX,
+    AMOUNT_MIN,
     DATAPOINTS,
     DPM_RELEASES,
     EBA_BASE,
@@ -32,6 +33,9 @@ from regulator.taxonomy import (
     MONETARY,
     NS,
     RATIO,
+    RATIO_COMPONENTS,
+    RATIO_MIN,
+    RATIO_UNIT_BOUNDS,
     TEXT,
     US_BY_CONCEPT,
     Datapoint,
@@ -45,6 +49,12 @@ _XBRLI = "{%s}" % NS["xbrli"]
 _XSI_NIL = "{%s}nil" % NS["xsi"]
 _SKIP_NAMESPACES = {NS["xbrli"], NS["link"], NS["find"]}
 _DECL_ENCODING = re.compile(rb"""^<\?xml[^>]*encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's local file header, an empty zip's end record
+PERCENT_UNITS = ("percent", "pct")  # a unit measure (local name) that says a ratio is filed in percent
+# The CBLR election (RCOALE74, Schedule RC-R Part I item 31.a) as filed: an elector, or not.
+_CBLR_ELECTION = {"1": "CBLR", "true": "CBLR", "0": "", "false": ""}
+_RSSD_ID = re.compile(r"[1-9][0-9]{0,9}")  # an FFIEC RSSD ID: a positive integer
+_LEI = re.compile(r"[A-Z0-9]{18}[0-9]{2}")  # ISO 17442: 18 alphanumerics and two check digits
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,9 @@ class ParsedReport:
     unreadable: dict[str, str] = field(default_factory=dict)
     release: str = ""
     framework: str = ""  # "CBLR" for a US community bank leverage ratio elector (RCOALE74 = 1)
+    # FFIEC 031 advanced-approaches ratios (RCFW*, by RCOA code) filed beside the standardized RCFA* ones in
+    # ``facts``: such a bank must meet every minimum under both (12 CFR 324.10(c)); the rules check the lower.
+    advanced: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -118,26 +131,29 @@ def parse_xbrl_file(path: Path, *, max_bytes: int = MAX_BYTES) -> ParsedReport:
 
 def parse_xbrl_bytes(data: bytes, *, source: str = "<bytes>", max_bytes: int = MAX_BYTES) -> ParsedReport:
     """Parse an XBRL instance held in memory; ``source`` names it in errors and in the result."""
+    if data[:4] in ZIP_MAGIC:
+        raise XBRLError(f"{source}: this is a zip archive (it starts with PK\\x03\\x04), not an XML instance; "
+                        "name it *.zip to read it as an xBRL-CSV report package or a bulk zip")
     root, namespaces = _safe_root(data, source, max_bytes)
     if root.tag != _XBRLI + "xbrl":
         raise XBRLError(f"{source}: root element is {_qname(root.tag)}, not xbrli:xbrl: this is not an XBRL instance")
     jurisdiction, form, release = _taxonomy(root, source, namespaces)
     contexts = _contexts(root, source, namespaces)
     units = _units(root)
-    report_date = _report_date(contexts, source)
+    items = _fact_elements(root)
+    # Only contexts that carry facts say whose report this is and when: an empty stray context decides nothing.
+    carrying = {cid: contexts[cid] for _, _, _, cid in items if cid in contexts} or contexts
+    report_date = _report_date(carrying, source)
     warnings: list[str] = []
+    check_report_date(report_date, warnings)
+    entity_id = _entity_id(carrying, jurisdiction, source, warnings)
     facts: dict[str, float | None] = {}
     fact_units: dict[str, str] = {}
     names: list[str] = []
-    advanced: dict[str, tuple[float | None, str]] = {}  # FFIEC 031 RCFW* (advanced approaches), used if no RCFA*
+    advanced: dict[str, float | None] = {}  # FFIEC 031 RCFW* (advanced approaches)
+    advanced_units: dict[str, str] = {}
     framework = ""
-    for el in root:
-        if not isinstance(el.tag, str):
-            continue  # comments and processing instructions
-        ns, _, local = el.tag[1:].partition("}") if el.tag.startswith("{") else ("", "", el.tag)
-        if ns in _SKIP_NAMESPACES:
-            continue
-        ctx_id = el.get("contextRef")
+    for el, ns, local, ctx_id in items:
         ctx = contexts.get(ctx_id or "")
         if ctx is None:
             warnings.append(f"fact {local} refers to unknown context {ctx_id!r}; ignored")
@@ -146,7 +162,7 @@ def parse_xbrl_bytes(data: bytes, *, source: str = "<bytes>", max_bytes: int = M
             continue  # other periods (prior quarters) are not what the rules assess; a duration ending on the
             # report date is kept (call reports put some capital items, e.g. the buffer H311, on CD_ contexts)
         if jurisdiction == "US" and local == "RCOALE74" and _is_call_concepts(ns):
-            framework = "CBLR" if (el.text or "").strip().lower() in ("1", "true") else framework
+            framework = cblr_election(el.text or "", warnings) or framework
             continue
         dp = _datapoint(jurisdiction, release, ns, local, ctx)
         if dp is None:
@@ -155,21 +171,23 @@ def parse_xbrl_bytes(data: bytes, *, source: str = "<bytes>", max_bytes: int = M
             names.append((el.text or "").strip())
             continue
         value = _numeric_value(el, dp.code, warnings)
-        unit = units.get(el.get("unitRef") or "", "")
+        unit = _fact_unit(el, dp.code if local == dp.code else f"{dp.code} (fact {local})", units, warnings)
         if jurisdiction == "US" and local.startswith("RCFW"):
-            advanced.setdefault(dp.code, (value, unit))
+            if dp.code not in advanced:
+                advanced[dp.code], advanced_units[dp.code] = value, unit
             continue
         if dp.code in facts and facts[dp.code] != value:
             warnings.append(f"{dp.code} reported twice with different values; kept the first ({facts[dp.code]})")
             continue
         facts[dp.code] = value
         fact_units[dp.code] = unit
-    for code, (value, unit) in advanced.items():
+    normalise_ratios(facts, fact_units, warnings)
+    normalise_ratios(advanced, advanced_units, warnings, approach=" (RCFW, advanced approaches)")
+    both = {code for code in advanced if code in facts and KIND.get(code) == RATIO}
+    for code, value in advanced.items():  # RCFW* alone (some extracts carry CET1 only as RCFWP859): used as filed
         if code not in facts:
-            facts[code], fact_units[code] = value, unit
+            facts[code], fact_units[code] = value, advanced_units[code]
     currency = check_currency(facts, fact_units, jurisdiction, warnings)
-    ids = Counter(c.identifier for c in contexts.values() if c.instant == report_date)
-    entity_id = re.sub(r"\.(CON|IND)$", "", ids.most_common(1)[0][0]) if ids else ""
     filed = {(el.text or "").strip() for el in root.iter("{%s}filingIndicator" % NS["find"])
              if el.get("filed", "true") != "false"}
     unreadable = unreadable_datapoints(filed, release, facts, warnings) if jurisdiction == "EU" else {}
@@ -189,7 +207,75 @@ def parse_xbrl_bytes(data: bytes, *, source: str = "<bytes>", max_bytes: int = M
         unreadable=unreadable,
         release=release,
         framework=framework,
+        advanced={code: advanced[code] for code in sorted(both)},
     )
+
+
+def _fact_elements(root: Element) -> list[tuple[Element, str, str, str | None]]:
+    """The instance's facts: (element, namespace URI, local name, contextRef) of every top-level element outside
+    the XBRL infrastructure namespaces (comments and processing instructions skipped)."""
+    out = []
+    for el in root:
+        if not isinstance(el.tag, str):
+            continue
+        ns, _, local = el.tag[1:].partition("}") if el.tag.startswith("{") else ("", "", el.tag)
+        if ns not in _SKIP_NAMESPACES:
+            out.append((el, ns, local, el.get("contextRef")))
+    return out
+
+
+def _entity_id(contexts: dict[str, _Context], jurisdiction: str, source: str, warnings: list[str]) -> str:
+    """The one entity the instance reports on (``.CON``/``.IND`` suffix dropped); ``XBRLError`` naming them when its
+    facts belong to several (one instance is one bank's report: never mix entities)."""
+    ids = {re.sub(r"\.(CON|IND)$", "", c.identifier) for c in contexts.values()}
+    if len(ids) > 1:
+        named = ", ".join(repr(i) for i in sorted(ids))
+        raise XBRLError(f"{source}: facts of {len(ids)} entities in one instance ({named}); an instance is one "
+                        "bank's report, split it per entity")
+    entity = next(iter(ids), "")
+    check_entity_id(entity, jurisdiction, warnings)
+    return entity
+
+
+def check_entity_id(entity: str, jurisdiction: str, warnings: list[str]) -> None:
+    """Warn when ``entity`` is neither an FFIEC RSSD ID (US) nor an LEI (EU): a filing's identity is then unknown."""
+    valid, what = (_RSSD_ID, "an FFIEC RSSD ID (a positive integer)") if jurisdiction == "US" else (
+        _LEI, "an LEI (ISO 17442: 20 characters)")
+    if not valid.fullmatch(entity):
+        warnings.append(f"entity identifier {entity[:40]!r} is not {what}; the filing's bank is not identified")
+
+
+def check_report_date(report_date: str, warnings: list[str]) -> None:
+    """Warn when the report date is after today: no bank reports a quarter that has not ended."""
+    today = date.today().isoformat()
+    if report_date > today:
+        warnings.append(f"report date {report_date} is after today ({today}): not a plausible report date")
+
+
+def cblr_election(text: str, warnings: list[str]) -> str:
+    """``CBLR`` for a community bank leverage ratio elector (RCOALE74 = 1), ``""`` for a non-elector (0); any other
+    value is named in a warning and read as no election, so the risk-based rules apply."""
+    value = text.strip().lower()
+    if value not in _CBLR_ELECTION:
+        warnings.append(f"RCOALE74 (CBLR election) has value {text.strip()[:30]!r}, expected 1 (elector) or 0; "
+                        "the framework cannot be decided, assessed under the risk-based rules")
+        return ""
+    return _CBLR_ELECTION[value]
+
+
+def _fact_unit(el: Element, name: str, units: dict[str, str], warnings: list[str]) -> str:
+    """The unit measure of a numeric fact (``iso4217:USD``); ``""``, with a warning naming the fact (``name``), when
+    its unitRef is missing or names no declared unit."""
+    ref = el.get("unitRef")
+    if el.get(_XSI_NIL) == "true" and not ref:
+        return ""
+    if ref is None:
+        warnings.append(f"{name} has no unitRef; its unit is unknown")
+        return ""
+    if ref not in units:
+        warnings.append(f"{name} refers to undeclared unit {ref[:40]!r}; its unit is unknown")
+        return ""
+    return units[ref]
 
 
 def _resolve(qname: str, namespaces: dict[str, str]) -> tuple[str, str]:
@@ -211,6 +297,9 @@ def unreadable_datapoints(filed: set[str], release: str, facts: dict[str, float 
                           warnings: list[str]) -> dict[str, str]:
     """EU datapoints a filing cannot give: templates outside its filing indicators (``filed``, e.g. ``C_47.00``;
     empty: no indicators, every template counts as filed) and cells the DPM mapping lacks for ``release``."""
+    if release != "3.x" and release not in DPM_RELEASES:
+        warnings.append(f"taxonomy corep {release or '(no release in its URL)'} is not a release of the DPM mapping "
+                        f"({', '.join(DPM_RELEASES)}); facts read by the identities of every release it knows")
     templates = {t.replace("_", " ")[:7] for t in filed}
     out: dict[str, str] = {}
     for dp in DATAPOINTS["EU"]:
@@ -363,10 +452,11 @@ def _units(root: Element) -> dict[str, str]:
 
 
 def _report_date(contexts: dict[str, _Context], source: str) -> str:
-    # The report date is the latest instant: filings carry prior-period instants and year-to-date durations too.
+    """The latest instant of ``contexts`` (those carrying facts): filings carry prior-period instants and
+    year-to-date durations too."""
     instants = [c.instant for c in contexts.values() if c.instant]
     if not instants:
-        raise XBRLError(f"{source}: no instant context, so no report date can be determined")
+        raise XBRLError(f"{source}: no instant context carries a fact, so no report date can be determined")
     return max(instants)
 
 
@@ -412,17 +502,87 @@ def _numeric_value(el: Element, code: str, warnings: list[str]) -> float | None:
             exponent = int(scale)
             if not -30 <= exponent <= 30:
                 raise ValueError(scale)
-            value *= 10 ** exponent
+            value *= 10.0 ** exponent
+            if not math.isfinite(value):
+                warnings.append(f"{code} is non-finite after scale {scale!r} ({(el.text or '').strip()[:30]!r}); "
+                                "treated as not reported")
+                return None
         except ValueError:
-            warnings.append(f"{code} has invalid scale {scale!r}; value used unscaled")
+            warnings.append(f"{code} has invalid scale {scale[:30]!r}; value used unscaled")
+    return plausible_amount(code, value, warnings)
+
+
+def plausible_amount(code: str, value: float | None, warnings: list[str]) -> float | None:
+    """``value`` unless ``code`` is an amount no filing can hold (``AMOUNT_MIN``..``AMOUNT_MAX`` currency units, or
+    zero): then None, with a warning naming the fact and the value (a denormal, an overflowing scale)."""
+    if value is None or KIND.get(code) != MONETARY or value == 0 or AMOUNT_MIN <= abs(value) <= AMOUNT_MAX:
+        return value
+    warnings.append(f"{code} amount {value:.6g} is not plausible (a filed amount is 0 or between {AMOUNT_MIN:g} and "
+                    f"{AMOUNT_MAX:g} currency units); treated as not reported")
+    return None
+
+
+def normalise_ratios(facts: dict[str, float | None], units: dict[str, str], warnings: list[str], *,
+                     approach: str = "") -> None:
+    """Read every ratio of ``facts`` as the decimal the rules use (in place), deciding its unit (``ratio_as_decimal``).
+    ``approach`` follows the datapoint code in the warnings (`` (RCFW, advanced approaches)``)."""
+    for code, value in facts.items():
+        if value is not None and KIND.get(code) == RATIO:
+            facts[code] = ratio_as_decimal(code, value, units.get(code, ""), facts, warnings, approach)
+
+
+def ratio_as_decimal(code: str, value: float, unit: str, facts: dict[str, float | None], warnings: list[str],
+                     approach: str = "") -> float | None:
+    """A ratio fact as a decimal (0.95 = 95%): a unit that says percent is divided by 100; otherwise the value's
+    plausibility decides (``RATIO_UNIT_BOUNDS``), with a warning naming the fact, the value and what was assumed.
+
+    A ratio filed with its components (``RATIO_COMPONENTS``) is left as filed below the bound of no plausible
+    figure: the data-quality checks compare it with them and name a x100 scale error. A value plausible neither as
+    a decimal nor as a percent (nor a ratio at all: a nonzero magnitude below ``RATIO_MIN``) is treated as not
+    reported.
+    """
+    in_percent = unit.rpartition(":")[2].lower() in PERCENT_UNITS
+    decimal = value / 100 if in_percent else value
+    decimal_max, percent_above = RATIO_UNIT_BOUNDS.get(code, (math.inf, math.inf))
+    size = abs(decimal)
+    name = f"{code}{approach} = {value:.6g}{' (unit ' + unit + ')' if in_percent else ''}"
+    if 0 < size < RATIO_MIN:
+        warnings.append(f"{name} is not a plausible ratio (below {RATIO_MIN:g}, under any unit: a scale or a unit "
+                        "error); treated as not reported")
+        return None
+    if size <= decimal_max:
+        return decimal
+    if size > percent_above * (1 if in_percent else 100):
+        warnings.append(f"{name} is not plausible as a decimal ratio or as a percent; treated as not reported")
+        return None
+    if in_percent:  # its unit says what it is: no plausibility reading
+        return decimal
+    num, den = RATIO_COMPONENTS.get(code, ("", ""))
+    if facts.get(num) is not None and facts.get(den):  # the data-quality check compares it with its components
+        if size > percent_above:
+            warnings.append(f"{name} is not plausible as a decimal ratio ({value * 100:.6g}%); read as filed, as its "
+                            "components are filed: the data-quality check compares them")
+        return value
+    if size > percent_above:
+        warnings.append(f"{name} is not plausible as a decimal ratio ({value * 100:.6g}%): read as a percent, "
+                        f"{value:.6g}% = {value / 100:.6g}")
+        return value / 100
+    warnings.append(f"{name}: cannot tell a decimal ratio ({value * 100:.6g}%) from a percent ({value:.6g}%); read as "
+                    "a decimal, as ratios are filed")
     return value
 
 
 def check_currency(facts: dict, units: dict[str, str], jurisdiction: str, warnings: list[str]) -> str:
+    """The filing's currency; a warning for monetary facts in another unit (a currency, or pure) and for ratios in
+    anything but pure (a ratio in USD is not a ratio the rules can trust)."""
     expected = "EUR" if jurisdiction == "EU" else "USD"
     seen = {units[c].rpartition(":")[2] for c in facts if KIND.get(c) == MONETARY and units.get(c)}
     for cur in sorted(seen - {expected}):
         warnings.append(f"monetary facts in {cur}, expected {expected}")
+    for code in facts:
+        measure = units.get(code, "").rpartition(":")[2]
+        if KIND.get(code) == RATIO and measure and measure.lower() not in ("pure", *PERCENT_UNITS):
+            warnings.append(f"ratio {code} in unit {units[code]}, expected xbrli:pure; read as a ratio")
     return expected if not seen - {expected} else sorted(seen)[0]
 
 

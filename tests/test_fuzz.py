@@ -10,6 +10,7 @@ The mutator is seeded, so a failure names a mutant that reproduces; the number o
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import re
@@ -225,3 +226,185 @@ def test_the_package_reader_survives_mutated_packages(tmp_path: Path) -> None:
             assert str(path) in str(err), f"mutant {i}: the refusal does not name the file: {err}"
             outcomes["refused"] += 1
     assert outcomes["parsed"] >= N_PACKAGE_MUTANTS // 10 and outcomes["refused"] >= N_PACKAGE_MUTANTS // 10, outcomes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Mutations with a known meaning: units, scales, extra contexts and entities, report dates, package layouts. The
+# property: every mutant gets a result with a status, never a traceback (no catch-all "... failed (KeyError ...)"
+# reason) and never a non-finite figure in its JSON; a mutant tagged as broken (a non-finite or implausible figure,
+# facts of two entities, a ratio in a currency or an undeclared unit, an identifier that is no id, a future date)
+# is never ``ok``.
+
+N_SEMANTIC_MUTANTS = 400
+N_LAYOUT_MUTANTS = 150
+_CATCH_ALL = re.compile(r"(parser|zip reader|rule engine) failed \(")
+# facts the rules read in generated seeds: every EBA metric fact, the call report's RC-R items and total assets
+_RULE_FACT = re.compile(r'<(eba_met:\w+|cc:(?:RCOA|RCFA)\w+|cc:RCON2170) contextRef="([^"]+)" unitRef="([^"]+)"'
+                        r'( decimals="[^"]*")?>([^<]*)</\1>')
+
+
+def _rule_facts(text: str) -> list[re.Match]:
+    """The facts of ``_RULE_FACT`` on the report date (a call report's prior-quarter facts are not read)."""
+    report_date = max(re.findall(r"<xbrli:instant>([^<]+)</xbrli:instant>", text), default="")
+    return [m for m in _RULE_FACT.finditer(text)
+            if re.search(r"\d{4}-\d{2}-\d{2}", m.group(2)) is None or m.group(2).endswith(report_date)]
+
+
+def _fact_mutation(text: str, rng: random.Random) -> tuple[str, str]:
+    """Change one fact the rules read: its unit, its scale or its value; return the text and the tag of what broke."""
+    facts = _rule_facts(text)
+    if not facts:
+        return text, ""
+    m = rng.choice(facts)
+    tag, unit, scale, value = "", m.group(3), "", m.group(5)
+    kind = rng.randrange(4)
+    if kind == 0:  # a unit: another declared one (a ratio in a currency, an amount in pure) or an undeclared one
+        unit = rng.choice(["NOSUCH", "", "uEUR", "USD", "uPURE", "PURE"])
+        tag = "unit" if unit not in ("uEUR", "USD", "uPURE", "PURE") or (unit in ("uPURE", "PURE")) != (
+            m.group(3) in ("uPURE", "PURE")) else ""
+    elif kind == 1:  # a scale: overflowing, underflowing, out of range or harmless
+        scale = rng.choice(["30", "-30", "300", "29", "0"])
+        tag = "non-finite" if scale in ("30", "-30", "29") else "" if scale == "0" else "odd-scale"
+        if float(value or 0) == 0:
+            tag = ""  # zero scaled is zero
+    elif kind == 2:  # a value no figure has
+        value, tag = rng.choice(["NaN", "INF", "-1e400", "1e-320", "1e300"]), "non-finite"
+    else:  # a ratio filed as a percent, or an amount a million times too small
+        value = f"{float(value) * 100:.2f}" if float(value) < 10 else f"{float(value) / 1e9:.6g}"
+        tag = "" if float(value) == 0 else "rescaled"
+    unit_attr = f' unitRef="{unit}"' if unit else ""
+    scale_attr = f' scale="{scale}"' if scale else ""
+    new = f'<{m.group(1)} contextRef="{m.group(2)}"{unit_attr}{m.group(4) or ""}{scale_attr}>{value}</{m.group(1)}>'
+    return text[:m.start()] + new + text[m.end():], tag
+
+
+def _context_mutation(text: str, rng: random.Random) -> tuple[str, str]:
+    """Add a context (another entity's with a fact on it, an empty stray one) or re-identify or re-date the filing."""
+    contexts = list(re.finditer(r'<xbrli:context id="([^"]+)">.*?</xbrli:context>', text, re.S))
+    ctx = rng.choice(contexts)
+    kind = rng.randrange(4)
+    if kind == 0:  # another entity, with one of the rules' facts on it
+        ident = rng.choice(["999999", "0", "OTHERLEI000000000000", ""])
+        other = re.sub(r"(<xbrli:identifier[^>]*>)[^<]*", lambda x: x.group(1) + ident, ctx.group(0))
+        other = other.replace(f'id="{ctx.group(1)}"', 'id="other"', 1)
+        fact = rng.choice(list(_RULE_FACT.finditer(text)))  # whatever its period: never two entities
+        moved = fact.group(0).replace(f'contextRef="{fact.group(2)}"', 'contextRef="other"', 1)
+        text = text[:ctx.end()] + "\n" + other + text[ctx.end():]
+        return text.replace("</xbrli:xbrl>", moved + "\n</xbrli:xbrl>"), "mixed-entity"
+    if kind == 1:  # an empty stray context, later than the report
+        stray = re.sub(r"\d{4}-\d{2}-\d{2}", "2030-12-31", ctx.group(0)).replace(f'id="{ctx.group(1)}"', 'id="stray"')
+        return text[:ctx.end()] + "\n" + stray + text[ctx.end():], ""
+    if kind == 2:  # every identifier one that is no RSSD ID / LEI
+        ident = rng.choice(["0", "-1", "x" * 30, ""])
+        return re.sub(r"(<xbrli:identifier[^>]*>)[^<]*", lambda x: x.group(1) + ident, text), "bad-entity"
+    # every date moved into the future
+    return re.sub(r"\b20\d\d-", "2099-", text), "future"
+
+
+def test_semantic_mutations_never_pass_silently(xbrl_seeds: list[bytes]) -> None:
+    from regulator.analyze import FilingResult, analyze_report
+
+    generated = [s for s in xbrl_seeds if b"cc:RCOA" in s or b"cc:RCFA" in s or b"corep/4.0/mod/corep_of" in s]
+    rng = random.Random(20261206)
+    seen: dict[str, int] = {}
+    for i in range(N_SEMANTIC_MUTANTS):
+        text = rng.choice(generated).decode()
+        tags = set()
+        for _ in range(rng.randint(1, 2)):
+            text, tag = (_fact_mutation if rng.random() < 0.6 else _context_mutation)(text, rng)
+            if tag == "bad-entity":
+                tags.discard("mixed-entity")  # every context re-identified alike: one entity again
+            tags.add(tag)
+        tags.discard("")
+        source = f"semantic-mutant-{i}.xml"
+        try:
+            result = analyze_report(parse_xbrl_bytes(text.encode(), source=source))
+        except XBRLError as err:
+            assert source in str(err), err
+            result = FilingResult(source, "error", [str(err)])
+        for tag in tags or {"none"}:
+            seen[f"{tag}:{result.status}"] = seen.get(f"{tag}:{result.status}", 0) + 1
+        row = json.dumps(result.to_dict(), allow_nan=False)  # finite figures only, or this raises
+        assert result.status in ("ok", "needs_review", "cannot_assess", "error"), row
+        assert not any(_CATCH_ALL.search(r) for r in result.reasons), (source, result.reasons)
+        if tags & {"non-finite", "unit", "bad-entity", "future", "mixed-entity", "odd-scale"}:
+            assert result.status != "ok", (source, tags, text)
+        if "mixed-entity" in tags:
+            assert result.status == "error" and "entities in one instance" in result.reasons[0], (source, result)
+    print("semantic mutants, tag:status -> count:", dict(sorted(seen.items())))
+    assert {"mixed-entity:error", "non-finite:cannot_assess", "unit:needs_review"} <= set(seen), seen
+
+
+def _layout_mutation(package: bytes, rng: random.Random) -> tuple[bytes, bool]:
+    """A report package with its metadata of another JSON type, a table header renamed, a second package beside it,
+    nested in a bulk zip, or macOS Finder members; return the zip and whether it must be refused."""
+    import io
+    import zipfile
+
+    src = zipfile.ZipFile(io.BytesIO(package))
+    members = {i.filename: src.read(i) for i in src.infolist()}
+    report = next(n for n in members if n.endswith("reports/report.json"))
+    doc = json.loads(members[report])
+    kind = rng.randrange(6)
+    broken = True
+    odd = rng.choice(["a string", 7, None, [1], {"x": 1}, True])
+    if kind == 0:
+        doc["documentInfo"] = odd
+    elif kind == 1:
+        doc["documentInfo"]["extends"] = odd if odd != [1] else [1, "x"]
+    elif kind == 2:
+        table = rng.choice([n for n in members if re.search(r"/c_[\d.]+\w*\.csv$", n)])
+        members[table] = re.sub(rb"^[^\r\n]*", rng.choice([b"dp,value", b"", b"datapoint", b"factValue,datapoint"]),
+                                members[table], count=1)
+        broken = not members[table].startswith(b"factValue,datapoint")
+    elif kind == 3:  # two packages side by side
+        members = {**{f"a/{n}": b for n, b in members.items()}, **{f"b/{n}": b for n, b in members.items()}}
+        broken = False
+    elif kind == 4:  # the package zipped inside a bulk zip, with an instance beside it
+        members = {"inner.zip": _zip_members(members), "__MACOSX/._inner.zip": b"\x00\x05\x16\x07"}
+        broken = False
+    else:
+        members["__MACOSX/._x.xml"] = b"\x00\x05\x16\x07"
+        members["._y.xml"] = b"\x00\x05\x16\x07"
+        broken = False
+    if kind < 2:
+        members[report] = json.dumps(doc).encode()
+    return _zip_members(members), broken
+
+
+def _zip_members(members: dict[str, bytes]) -> bytes:
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for name, body in members.items():
+            zf.writestr(name, body)
+    return out.getvalue()
+
+
+def test_package_layout_mutations_get_a_status_each(tmp_path: Path) -> None:
+    from regulator.analyze import assess_filings
+    from regulator.packages import write_report_package
+    from tests.test_packages import CSV_CELLS
+    from tests.test_xbrl import LEI
+
+    seeds = [(ROOT / "tests" / "fixtures" / "real" / "xbridge_eba32_corep_lcr_DUMMYLEI_2023-12-31_xbrl-csv.zip"
+              ).read_bytes(), write_report_package(LEI, "2024-12-31", CSV_CELLS)]
+    rng = random.Random(61)
+    outcomes = {"refused": 0, "read": 0}
+    for i in range(N_LAYOUT_MUTANTS):
+        path = tmp_path / f"layout-{i}.zip"
+        data, broken = _layout_mutation(rng.choice(seeds), rng)
+        path.write_bytes(data)
+        results = assess_filings([path])
+        assert results, i
+        for r in results:
+            assert r.status in ("ok", "needs_review", "cannot_assess", "error"), (i, r)
+            assert not any(_CATCH_ALL.search(x) for x in r.reasons), (i, r.reasons)
+            assert r.status != "error" or str(path) in r.reasons[0], (i, r.reasons)
+            json.dumps(r.to_dict(), allow_nan=False)
+        statuses = {r.status for r in results}
+        assert (statuses == {"error"}) == broken, (i, broken, [(r.file, r.reasons) for r in results])
+        outcomes["refused" if broken else "read"] += 1
+    assert min(outcomes.values()) >= N_LAYOUT_MUTANTS // 5, outcomes

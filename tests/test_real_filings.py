@@ -105,7 +105,11 @@ def test_an_xbrl_csv_package_of_the_eba_lcr_sample_is_read() -> None:
         "3.x", "DUMMYLEI123456789012", "2023-12-31", "EUR")
     assert parsed.facts == {"C 76.00 r0010 c0010": 1340000.0, "C 76.00 r0020 c0010": 6961000.0,
                             "C 76.00 r0030 c0010": 68.41}  # dp134663, dp134665, dp143076 as filed
-    assert parsed.unreadable["C 01.00 r0020 c0010"] == "not filed" and parsed.warnings == ()
+    assert parsed.unreadable["C 01.00 r0020 c0010"] == "not filed"
+    # 68.41 is no plausible decimal LCR (6841%); its components are filed, so it is read as filed and the
+    # data-quality check (19.25% from the components) judges it, with a warning that sends the filing to review
+    (warning,) = parsed.warnings
+    assert warning.startswith("C 76.00 r0030 c0010 = 68.41 is not plausible as a decimal ratio (6841%)")
     result = evaluate_rules(parsed)
     assessed = [(c.code, c.outcome) for c in result.checks if c.outcome != "NOT_ASSESSED"]
     assert assessed == [("LCR", "OK"), ("DATA_QUALITY", "DATA_QUALITY")]

@@ -163,8 +163,8 @@ def test_oversized_file_is_refused(tmp_path: Path) -> None:
 
 def test_call_report_shapes_of_the_cdr(tmp_path: Path) -> None:
     """As the FFIEC CDR hands instances out: relative schemaRefs (no host), RC-R items as RCFA* on FFIEC 031 (RCFW*
-    for advanced-approaches banks, used only when no RCFA* is filed), the conservation buffer on the year-to-date
-    duration context."""
+    for advanced-approaches banks: a ratio filed under both is kept in ``advanced`` for the rules, which check the
+    lower; an item filed only as RCFW* is a fact), the conservation buffer on the year-to-date duration context."""
     xml = us_instance("3705098", "Pioneer Savings Bank", date(2024, 6, 30), US_FIGURES, random.Random(0), form="031")
     assert 'xlink:href="call-report031-2024-06-30.xsd"' in xml and 'xlink:href="concepts.xsd"' in xml
     assert "cc:RCFA7206" in xml and "cc:RCOA7206" not in xml
@@ -177,6 +177,7 @@ def test_call_report_shapes_of_the_cdr(tmp_path: Path) -> None:
     assert (parsed.jurisdiction, parsed.form) == ("US", "FFIEC 031")
     assert parsed.facts["RCOAH311"] == pytest.approx(0.0585)  # from the CD_ context
     assert parsed.facts["RCOA7206"] == pytest.approx(US_FIGURES["RCOA7206"])  # RCFA kept over RCFW
+    assert parsed.advanced == {"RCOA7206": pytest.approx(0.0999)}  # RCFW beside it, for the binding-ratio check
     assert parsed.facts["RCOAA223"] == 1.0  # only RCFW filed: used
 
 
