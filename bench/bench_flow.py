@@ -27,7 +27,7 @@ STAGES = 7
 def run() -> dict:
     """Cold vs cached wall time of the whole flow; returns figures and the ratio."""
     from finetune.models import base_model_dir, build_tiny_model
-    from finetune.paths import models_dir
+    from foundation.paths import models_dir
 
     os.environ.setdefault("FINETUNE_MODEL_CACHE", str(models_dir()))
     tmp = Path(tempfile.mkdtemp(prefix="bench-flow-"))

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from finetune.errors import DataContractError
+from foundation.errors import DataContractError
 from regulator.drills import DRILL
 from regulator.generator import RAW_COLUMNS
 from regulator.rules import CASE_KINDS, RULE_CODES

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from data_contracts.contracts import ContractLimits, validate_raw, validate_splits
-from finetune.errors import DataError
-from finetune.hashing import hash_path
+from foundation.errors import DataError
+from foundation.hashing import hash_path
 from regulator.generator import RAW_COLUMNS, TRAIN_ONLY, load_xbrl_folder
 from regulator.drills import DRILL, outcome_spans
 from regulator.prompts import render_prompt

@@ -27,7 +27,8 @@ HEADER = """\
 #
 # The deployments of ../prefect.yaml on a Kubernetes work pool. The process pool of prefect.yaml runs the flow from
 # a checkout next to the worker; here every flow run is a Kubernetes Job from the image of ../Dockerfile (the
-# project, its pinned stack and the provisioned model), so the pull step only sets the working directory inside it.
+# project, its pinned stack and the provisioned model), so the pull steps set the working directory inside it,
+# then bound automatic re-runs (flows/rerun_guard.py).
 #
 #   docker build -t registry.example.com/finetune:cpu .                                    # CPU pool
 #   docker build -t registry.example.com/finetune:cuda --build-arg BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 \\
@@ -78,7 +79,10 @@ def render(source: dict[str, Any]) -> str:
         out["work_pool"] = "__K8S_POOL__"
         deployments.append(out)
     doc = {"name": source["name"], "prefect-version": source["prefect-version"], "build": None, "push": None,
-           "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": IMAGE_WORKDIR}}],
+           # the working directory inside the image, then prefect.yaml's other pull steps (the re-run guard)
+           "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": IMAGE_WORKDIR}},
+                    *[step for step in source.get("pull") or []
+                      if "prefect.deployments.steps.set_working_directory" not in step]],
            "definitions": {"work_pool": "__K8S_POOL_DEFINITION__"}, "deployments": deployments}
     body = yaml.safe_dump(doc, sort_keys=False, width=120, allow_unicode=True)
     pool_yaml = yaml.safe_dump({"work_pool": pool}, sort_keys=False, width=120).replace(

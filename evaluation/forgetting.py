@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from evaluation.generate import generate_answers
-from finetune.errors import EvaluationError
+from foundation.errors import EvaluationError
 
 GENERAL_PROMPTS = Path(__file__).with_name("general_prompts.json")
 

@@ -11,7 +11,7 @@ The gate reads one flat dict of figures (build it with :func:`gate_metrics` from
   ``real_unreadable_answers``: the candidate
   on the real filings (``evaluation.real_set``); ``real_n_filings`` None when no real set was scored.
 
-The lead raises :class:`finetune.errors.GateRejected` from a failed decision (``decision.raise_if_rejected()``),
+The lead raises :class:`foundation.errors.GateRejected` from a failed decision (``decision.raise_if_rejected()``),
 so a rejected model fails the run instead of completing quietly.
 """
 
@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
-from finetune.errors import ConfigError, GateRejected
+from foundation.errors import ConfigError, GateRejected
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from finetune.errors import EvaluationError
+from foundation.errors import EvaluationError
 
 STOP_TOKENS = ("<|im_end|>",)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}

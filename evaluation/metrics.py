@@ -30,7 +30,7 @@ from sklearn.metrics import f1_score, precision_recall_fscore_support
 from sklearn.preprocessing import MultiLabelBinarizer
 
 from regulator.answers import RULE_CODES, ParsedAnswer, decides, parse_answer
-from finetune.errors import EvaluationError
+from foundation.errors import EvaluationError
 
 DEFAULT_N_BOOTSTRAP = 1000
 CI_LEVEL = 0.95

@@ -22,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from regulator.answers import RULE_CODES, parse_answer
-from finetune.errors import EvaluationError
+from foundation.errors import EvaluationError
 
 HEADLINE = [
     ("f1_micro", "violation F1 (micro)"),

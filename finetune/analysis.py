@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finetune.errors import DataError
-from finetune.memory_reuse import reusing_freed_memory
+from foundation.errors import DataError
+from foundation.memory_reuse import reusing_freed_memory
 from regulator.analyze import AnswerFn, FilingResult, Progress, assess_filings
 from regulator.xbrl import ParsedReport, render_report
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from finetune.config import RunConfig
-from finetune.errors import MemoryPlanError
+from foundation.errors import MemoryPlanError
 from training.memory import (
     GiB,
     REFERENCE_TABLE,

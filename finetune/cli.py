@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from finetune.errors import DataError, FinetuneError, GateRejected, printable
+from foundation.errors import DataError, FinetuneError, GateRejected, printable
 from finetune.summary import render_terminal_summary
 
 # Exit codes: 0 done, 1 unreadable filings (analyze), 2 usage/config/model error, 3 the gate rejected the model
@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from finetune.errors import RegistryError
-    from finetune.paths import default_registry_dir
+    from foundation.errors import RegistryError
+    from foundation.paths import default_registry_dir
     from finetune.analysis import analyze_filings, resolve_model_ref
     from regulator.analyze import ERROR, model_agreement, summarize, write_results
 

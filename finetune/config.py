@@ -2,7 +2,7 @@
 
 Each section is a pydantic model whose field descriptions are the config reference (``finetune config-doc``
 prints them). :func:`load_config` applies ``--set key=value`` overrides, then reports *every* problem at once —
-schema errors and cross-field checks alike — in one :class:`~finetune.errors.ConfigError`.
+schema errors and cross-field checks alike — in one :class:`~foundation.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from finetune.errors import ConfigError
-from finetune.hashing import hash_json
+from foundation.errors import ConfigError
+from foundation.hashing import hash_json
 
 ZeroStage = Literal["auto", 0, 1, 2, 3]
 Offload = Literal["auto", "none", "optimizer", "optimizer+params"]
@@ -232,7 +232,7 @@ def _real_source_problems(cfg: "RunConfig") -> list[str]:
     never trained on."""
     if cfg.eval.real_source is None:
         return []
-    from finetune.paths import resolve_input
+    from foundation.paths import resolve_input
 
     real = resolve_input(cfg.eval.real_source).resolve()
     if not real.exists():

@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from finetune.errors import ModelProvisioningError
-from finetune.hashing import hash_file
-from finetune.paths import building, is_complete, mark_complete, models_dir, read_marker
+from foundation.errors import ModelProvisioningError
+from foundation.hashing import hash_file
+from foundation.paths import building, is_complete, mark_complete, models_dir, read_marker
 
 log = logging.getLogger(__name__)
 
@@ -273,8 +273,8 @@ def model_fingerprint(model_dir: Path) -> str:
 
     Cache keys of every stage that reads the model include it, so a changed model never reuses old outputs.
     """
-    from finetune.hashing import hash_path
-    from finetune.paths import COMPLETE_MARKER
+    from foundation.hashing import hash_path
+    from foundation.paths import COMPLETE_MARKER
 
     model_dir = Path(model_dir)
     if is_complete(model_dir):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.config import RunConfig
-from finetune.errors import ConfigError, ModelProvisioningError
+from foundation.errors import ConfigError, ModelProvisioningError
 from finetune.models import PACKAGED_MODEL
 
 # Filings read to find one that can be used: enough to tell a folder of broken files from one bad file, bounded so

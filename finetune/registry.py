@@ -30,8 +30,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from finetune.errors import RegistryError
-from finetune.hashing import hash_path, short
+from foundation.errors import RegistryError
+from foundation.hashing import hash_path, short
 
 VERSIONS = "versions"
 POINTER = "production"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from finetune.audit import choose_plan, plan_table
 from finetune.config import RunConfig
-from finetune.errors import InfraError
+from foundation.errors import InfraError
 from training.deepspeed_config import build_deepspeed_config
 from training.infra import InfraReport, checkpoint_footprint_gb, hardware_mismatches
 from training.memory import ModelShape

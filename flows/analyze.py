@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from finetune.paths import default_registry_dir, new_run_dir, project_home
+from foundation.paths import default_registry_dir, new_run_dir, project_home
 from finetune.analysis import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, resolve_model_ref
 from regulator.analyze import ERROR, codes_text, summarize, write_results
 from tasks.analyze_filings import analyze_filings_task

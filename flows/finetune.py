@@ -22,11 +22,11 @@ import yaml
 from prefect import flow, get_run_logger
 
 from finetune.config import RunConfig, load_config
-from finetune.errors import AttemptsExhausted, GateRejected
+from foundation.errors import AttemptsExhausted, GateRejected
 from finetune.models import model_fingerprint, resolve_model
-from finetune.paths import default_registry_dir, new_run_dir, project_home, record_stage, write_json_atomic
-from finetune.hashing import hash_path
-from finetune.memory_reuse import reuse_decision
+from foundation.paths import default_registry_dir, new_run_dir, project_home, record_stage, write_json_atomic
+from foundation.hashing import hash_path
+from foundation.memory_reuse import reuse_decision
 from finetune.summary import evaluation_result
 from tasks.audit import audit
 from tasks.deployment_gate import deployment_gate

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from regulator.answers import ParsedAnswer, check_lines, parse_answer
-from finetune.errors import DataError, XBRLError
+from foundation.errors import DataError, XBRLError
 from regulator.rules import (BREACH, DATA_QUALITY, NOT_ASSESSED, RULE_CODES, Rule, RuleResult, applicable_rules,
                              assessable_rules, evaluate_rules, regime)
 from regulator.packages import read_filing_file, scan_filings

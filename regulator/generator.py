@@ -16,7 +16,7 @@ from xml.sax.saxutils import escape
 
 import pandas as pd
 
-from finetune.errors import XBRLError
+from foundation.errors import XBRLError
 from regulator.render import TEMPLATE_FAMILIES, family_for_bank, render_directive, render_target
 from regulator.rules import evaluate_rules
 from regulator.taxonomy import (

@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from finetune.errors import XBRLError
+from foundation.errors import XBRLError
 from regulator.taxonomy import BY_CODE, DPM_RELEASES, EU_DATAPOINTS, MONETARY, RATIO, SHARED_CELLS
 from regulator.xbrl import (
     MAX_BYTES,

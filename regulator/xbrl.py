@@ -21,7 +21,7 @@ from xml.etree.ElementTree import Element, ParseError
 import defusedxml
 import defusedxml.ElementTree as DET
 
-from finetune.errors import XBRLError
+from foundation.errors import XBRLError
 from regulator.taxonomy import (
     AMOUNT_MAX,
     AMOUNT_MIN,

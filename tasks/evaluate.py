@@ -27,8 +27,8 @@ from evaluation.report import (
 )
 from evaluation.real_set import read_real_set, real_rows, render_real_markdown, score_real_filings
 from finetune.config import RunConfig
-from finetune.memory_reuse import reusing_freed_memory
-from finetune.paths import resolve_input, write_json_atomic
+from foundation.memory_reuse import reusing_freed_memory
+from foundation.paths import resolve_input, write_json_atomic
 from regulator.analyze import FilingResult, analyze_report
 from regulator.prompts import render_prompt
 from regulator.xbrl import ParsedReport, render_report

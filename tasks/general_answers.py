@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from finetune.hashing import short
-from finetune.paths import building, is_complete, mark_complete, stage_dir
+from foundation.hashing import short
+from foundation.paths import building, is_complete, mark_complete, stage_dir
 
 MAX_NEW_TOKENS = 96
 

@@ -9,7 +9,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from finetune.config import RunConfig
-from finetune.paths import cache_dir
+from foundation.paths import cache_dir
 from finetune.setup_plan import choose_training_setup
 from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault, transient_only
 from training.infra import detect_infra

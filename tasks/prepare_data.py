@@ -13,7 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 from data_contracts.contracts import ContractLimits
 from data_contracts.prepare import load_raw, prepare_dataset
 from finetune.config import RunConfig
-from finetune.errors import DataContractError
+from foundation.errors import DataContractError
 from regulator.drills import generate_drills
 from regulator.generator import generate_dataset
 from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault, transient_only

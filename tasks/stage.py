@@ -3,7 +3,7 @@ retries, and manifests.
 
 A stage's output lives in ``.cache/stages/<stage>/<key>/`` where ``key`` hashes what the stage reads (config
 sections, upstream content hashes) plus the code it runs: the task's module and every project module it imports,
-transitively, read from the source (``finetune.codegraph``), never a hand-kept list. That folder is the cache:
+transitively, read from the source (``foundation.codegraph``), never a hand-kept list. That folder is the cache:
 before a stage is called its folder is verified (completion marker present, content hash unchanged); a valid folder
 is reused as a ``Cached`` task run without running the stage, whatever Prefect's result store holds (another
 server, a wiped PREFECT_HOME), and a missing or corrupted folder is removed and rebuilt, so a cached run never
@@ -25,9 +25,9 @@ from prefect import Task, task
 from prefect.cache_policies import NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
 from prefect.states import Completed, State
 
-from finetune.codegraph import code_digest
-from finetune.hashing import hash_json, hash_path, short
-from finetune.paths import COMPLETE_MARKER, building, is_complete, mark_complete, read_marker, stage_dir
+from foundation.codegraph import code_digest
+from foundation.hashing import hash_json, hash_path, short
+from foundation.paths import COMPLETE_MARKER, building, is_complete, mark_complete, read_marker, stage_dir
 
 RETRIES = 2
 RETRY_DELAY_S = 5
@@ -38,7 +38,7 @@ FAULT_DIR_ENV = "FINETUNE_FAULT_DIR"
 def transient_only(task: Task, task_run: Any, state: Any) -> bool:
     """Retry condition: retry everything except the pipeline's deliberate refusals (bad data, bad config,
     a plan that cannot fit, a gate rejection), which would fail the same way again."""
-    from finetune.errors import FinetuneError, TrainingError
+    from foundation.errors import FinetuneError, TrainingError
 
     err = state.result(raise_on_failure=False)
     return not isinstance(err, FinetuneError) or isinstance(err, TrainingError)
@@ -51,7 +51,7 @@ class InjectedFault(RuntimeError):
 @lru_cache(maxsize=None)
 def stage_code(task: Task) -> tuple[str, tuple[str, ...]]:
     """Hash and list of the project modules a stage runs: its task's module and everything that imports,
-    transitively (comment- and docstring-only changes do not count; see ``finetune.codegraph``)."""
+    transitively (comment- and docstring-only changes do not count; see ``foundation.codegraph``)."""
     return code_digest(task.fn.__module__)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from finetune.paths import write_json_atomic
+from foundation.paths import write_json_atomic
 from tasks.progress import watch_training
 from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, exclusive_stage, maybe_inject_fault, transient_only
 from tasks.train_full import full_spec, package_training, replay_file, training_inputs

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from finetune.models import base_model_dir, build_tiny_model, provision_base_model
-from finetune.paths import models_dir
+from foundation.paths import models_dir
 
 _SESSION_TMP: Path | None = None
 

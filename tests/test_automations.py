@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.errors import AttemptsExhausted
+from foundation.errors import AttemptsExhausted
 from flows.automations import DEFAULT_FILE, _definition, load_automations
 from flows.finetune import check_attempt
 

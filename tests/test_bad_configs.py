@@ -12,7 +12,7 @@ import pytest
 import flows.finetune  # noqa: F401  Prefect sets up its log handlers on import: at collection, not inside capsys
 from finetune.cli import main
 from finetune.config import load_config
-from finetune.errors import ConfigError
+from foundation.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = (ROOT / "configs/regulator-cpu.yaml").read_text()

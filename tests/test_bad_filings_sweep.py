@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from finetune.cli import main
-from finetune.errors import XBRLError
+from foundation.errors import XBRLError
 from regulator.analyze import FilingResult, assess_filings
 from regulator.generator import eu_instance, us_instance
 from regulator.packages import read_filing_file, read_zip, write_report_package

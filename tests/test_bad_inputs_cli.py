@@ -20,7 +20,7 @@ from safetensors.numpy import save_file
 
 from finetune.cli import main
 from finetune.config import load_config
-from finetune.errors import ConfigError
+from foundation.errors import ConfigError
 from regulator.generator import us_instance
 from tests.test_xbrl import US_FIGURES
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.codegraph import PACKAGES, ROOT, code_digest, project_closure
+from foundation.codegraph import PACKAGES, ROOT, code_digest, project_closure
 
 STAGES = ("audit", "infra_check", "prepare_data", "train_full", "train_lora", "evaluate", "deployment_gate")
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from finetune.config import RunConfig, apply_overrides, config_reference, load_config, validate_config
-from finetune.errors import ConfigError
+from foundation.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ from data_contracts.prepare import (
     split_by_bank,
     tokenise,
 )
-from finetune.errors import DataContractError, DataError, XBRLError
+from foundation.errors import DataContractError, DataError, XBRLError
 from regulator.generator import RAW_COLUMNS, TRAIN_ONLY, generate_dataset
 from regulator.prompts import render_prompt
 from tests.test_xbrl import BILLION_LAUGHS, XXE

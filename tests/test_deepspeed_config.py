@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from finetune.errors import ConfigError
+from foundation.errors import ConfigError
 from training.deepspeed_config import build_deepspeed_config
 
 BASE = dict(micro_batch_size=4, grad_accum_steps=8, world_size=2, zero_stage=2, lr=2e-5, on_cpu=True)

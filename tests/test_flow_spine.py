@@ -11,7 +11,7 @@ from prefect.client.orchestration import get_client
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.finetune import finetune
-from finetune.paths import COMPLETE_MARKER
+from foundation.paths import COMPLETE_MARKER
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "regulator-cpu.yaml")
@@ -103,7 +103,7 @@ def test_the_stage_folder_is_the_cache_whatever_prefect_holds() -> None:
 def test_a_permanent_error_is_not_retried() -> None:
     import asyncio
 
-    from finetune.errors import InfraError
+    from foundation.errors import InfraError
 
     overrides = {"name": "spine-nogpu", "hardware.accelerator": "cuda", "hardware.gpus_per_node": 8,
                  "hardware.gpu_memory_gb": 80, "hardware.allow_fallback": False, "train.zero_stage": 2,

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from finetune.errors import CheckpointError, ConfigError, DataError
+from foundation.errors import CheckpointError, ConfigError, DataError
 from training.checkpoints import (
     MARKER,
     find_latest_complete,
@@ -338,7 +338,7 @@ def test_freed_memory_is_kept_for_reuse(monkeypatch: pytest.MonkeyPatch) -> None
     """glibc takes both malloc settings, for a block or for good; FINETUNE_MALLOC_REUSE=0 leaves malloc alone."""
     import resource
 
-    from finetune.memory_reuse import keep_freed_memory, reusing_freed_memory
+    from foundation.memory_reuse import keep_freed_memory, reusing_freed_memory
 
     monkeypatch.setenv("FINETUNE_MALLOC_REUSE", "1")  # whatever this machine's RAM would choose
 
@@ -367,7 +367,7 @@ def test_freed_memory_is_kept_for_reuse(monkeypatch: pytest.MonkeyPatch) -> None
 def test_a_machine_with_less_memory_gets_the_lean_setting_by_itself() -> None:
     """The demo peaked at 17.8 GB with freed memory kept (9.9 GB without): below 20 GB of usable RAM the setting
     is off without anyone setting a variable, and the reason is one line for the run's summary."""
-    from finetune.memory_reuse import REUSE_NEEDS_GB, reuse_decision, usable_ram_gb
+    from foundation.memory_reuse import REUSE_NEEDS_GB, reuse_decision, usable_ram_gb
 
     on, why = reuse_decision({}, ram_gb=24.0)
     assert on and why.startswith("on (faster steps): 24 GB RAM")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from finetune.config import load_config
-from finetune.errors import ConfigError, XBRLError
+from foundation.errors import ConfigError, XBRLError
 from regulator.generator import generate_dataset
 from regulator.rules import evaluate_rules
 from regulator.xbrl import parse_xbrl_bytes, render_report

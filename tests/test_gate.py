@@ -8,7 +8,7 @@ import math
 import pytest
 
 from evaluation.gate import GateThresholds, check_gate, gate_metrics
-from finetune.errors import ConfigError, GateRejected
+from foundation.errors import ConfigError, GateRejected
 
 THRESHOLDS = GateThresholds(
     f1_floor=0.80, rouge_floor=0.60, min_margin_over_lora=0.02, use_ci_lower_bound=True, forgetting_ceiling=0.10

@@ -18,7 +18,7 @@ from evaluation.generate import (
     stop_token_ids,
     write_predictions,
 )
-from finetune.errors import EvaluationError
+from foundation.errors import EvaluationError
 
 QUESTIONS = [
     "hi",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from finetune.errors import XBRLError
+from foundation.errors import XBRLError
 from regulator.answers import parse_answer
 from regulator.generator import RAW_COLUMNS, TRAIN_ONLY, generate_dataset, load_xbrl_folder
 from regulator.render import TEMPLATE_FAMILIES

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from finetune.config import load_config
-from finetune.errors import InfraError
+from foundation.errors import InfraError
 from finetune.setup_plan import choose_training_setup
 from training.infra import detect_infra
 from training.memory import model_shape

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from finetune.errors import ConfigError
+from foundation.errors import ConfigError
 from tests.test_full_ft import make_token_dataset
 from training.deepspeed_config import build_deepspeed_config
 from training.full_ft import TrainSpec

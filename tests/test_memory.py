@@ -10,7 +10,7 @@ from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem
 
 from finetune.audit import choose_plan, plan_table, reference_comparison
 from finetune.config import load_config
-from finetune.errors import MemoryPlanError
+from foundation.errors import MemoryPlanError
 from training.memory import RUNTIME_OVERHEAD_GIB, GiB, ModelShape, model_shape, plan_memory, training_hours
 
 ROOT = Path(__file__).resolve().parents[1]

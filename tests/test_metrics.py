@@ -8,7 +8,7 @@ import math
 import pytest
 
 from evaluation.metrics import paired_bootstrap, score_predictions
-from finetune.errors import EvaluationError
+from foundation.errors import EvaluationError
 
 REFERENCES = [
     "ANALYSIS:\n- CET1_RATIO 3.51% vs 4.5% min: BREACH\n- LEVERAGE 6.94% vs 3% min: OK\n"

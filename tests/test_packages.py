@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.errors import XBRLError
+from foundation.errors import XBRLError
 from finetune.analysis import analyze_filings
 from regulator.generator import eu_instance, us_instance
 from regulator.packages import MAX_RATIO, read_zip, write_report_package

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from finetune import registry
-from finetune.errors import RegistryError
+from foundation.errors import RegistryError
 from finetune.registry import list_versions, production_version, promote, read_card, resolve_model, set_production
 
 CARD = {"metrics": {"f1_micro": 0.91, "rouge_l": 0.74}, "config": {"lr": 2e-5}, "data_hash": "abc123",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from finetune.config import load_config
-from finetune.errors import ConfigError
+from foundation.errors import ConfigError
 from finetune.setup_plan import choose_training_setup
 from training.infra import InfraReport
 from training.launcher import build_launch_command, write_hostfile

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.errors import XBRLError
+from foundation.errors import XBRLError
 from regulator.generator import eu_instance, us_instance
 from regulator.taxonomy import BY_CODE, EU_SCHEMA_REF
 from regulator.xbrl import parse_xbrl_bytes, parse_xbrl_file, render_report

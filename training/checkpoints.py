@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from finetune.errors import CheckpointError, TrainingError
-from finetune.paths import building, write_json_atomic
+from foundation.errors import CheckpointError, TrainingError
+from foundation.paths import building, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from finetune.errors import DataError
+from foundation.errors import DataError
 
 IGNORE_INDEX = -100
 REQUIRED_COLUMNS = ("input_ids", "labels")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from finetune.errors import ConfigError
+from foundation.errors import ConfigError
 
 
 def build_deepspeed_config(

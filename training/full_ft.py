@@ -24,9 +24,9 @@ from typing import Any, Callable, Sequence, TextIO
 
 import torch
 
-from finetune.errors import ConfigError, TrainingError
-from finetune.memory_reuse import keep_freed_memory
-from finetune.paths import write_json_atomic
+from foundation.errors import ConfigError, TrainingError
+from foundation.memory_reuse import keep_freed_memory
+from foundation.paths import write_json_atomic
 from training.data import Example, MicroBatches, load_examples
 from training.curve import LearningCurve
 from training.objective import DecisionWeight, answer_only_loss

@@ -16,7 +16,7 @@ from collections import deque
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
-from finetune.errors import ConfigError, TrainingError
+from foundation.errors import ConfigError, TrainingError
 from training.full_ft import SUMMARY_FILE, TrainSpec
 
 ENTRY_MODULE = "training.full_ft"

@@ -22,9 +22,9 @@ from typing import Any, Callable
 
 import torch
 
-from finetune.errors import ConfigError, TrainingError
-from finetune.memory_reuse import reusing_freed_memory
-from finetune.paths import building, write_json_atomic
+from foundation.errors import ConfigError, TrainingError
+from foundation.memory_reuse import reusing_freed_memory
+from foundation.paths import building, write_json_atomic
 from training.data import MicroBatches
 from training.full_ft import (METRICS_FILE, SUMMARY_FILE, MetricsLog, TrainSpec, decision_weight,
                               load_trainable_model, load_training_examples, planned_steps)
@@ -128,7 +128,7 @@ def _save_tokenizer_and_generation(model_dir: str, out: Path) -> None:
 def train_lora(spec: LoraSpec, *, progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train a LoRA adapter in this process; return the summary (also written to ``output_dir/train_summary.json``).
 
-    Freed memory is kept for reuse while it trains and handed back when it ends (finetune/memory_reuse.py).
+    Freed memory is kept for reuse while it trains and handed back when it ends (foundation/memory_reuse.py).
     Raises ConfigError for a bad spec and TrainingError on a NaN/inf loss or an adapter that does not save.
     """
     with reusing_freed_memory():

@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from finetune.errors import DataError
+from foundation.errors import DataError
 from training.data import IGNORE_INDEX, Example
 
 

@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("finetune", "flows", "tasks", "training", "evaluation", "data_contracts", "regulator")
+PACKAGES = ("foundation", "finetune", "flows", "tasks", "training", "evaluation", "data_contracts", "regulator")
 
 
 def module_path(name: str, root: Path = ROOT) -> Path | None:
