@@ -461,7 +461,8 @@ def _report_date(contexts: dict[str, _Context], source: str) -> str:
 
 
 def _datapoint(jurisdiction: str, release: str, ns: str, local: str, ctx: _Context) -> Datapoint | None:
-    """The datapoint a fact is, by namespace URI and local name (US: the MDRM, RC-R's RCFA/RCFW read as RCOA; EU:
+    """The datapoint a fact is, by namespace URI and local name (US: the MDRM, RC-R's RCFA/RCFW read as RCOA, an
+    FFIEC 031's consolidated RCFD balance-sheet items as their RCON codes; EU:
     metric + dimension members through the DPM identities of the filing's release, or of every release when the
     schemaRef names one the mapping does not have)."""
     if jurisdiction == "US":
@@ -469,6 +470,8 @@ def _datapoint(jurisdiction: str, release: str, ns: str, local: str, ctx: _Conte
             return None
         if local[:4] in ("RCFA", "RCFW"):
             local = "RCOA" + local[4:]
+        elif local[:4] == "RCFD" and f"RCON{local[4:]}" in US_BY_CONCEPT:
+            local = "RCON" + local[4:]  # FFIEC 031 files the balance sheet consolidated (RCFD), 041/051 as RCON
         return US_BY_CONCEPT.get(local)
     if ns != NS["eba_met"]:
         return None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from finetune.analysis import analyze_filings
 from regulator.xbrl import parse_xbrl_file, render_report
 
@@ -145,3 +147,24 @@ def test_generated_module_wise_filings_read_like_the_eba_module_samples(tmp_path
         assert any(c.outcome == NOT_ASSESSED and c.detail.startswith("not filed") for c in checks)
         assert "not filed vs" in row.target and "NOT_ASSESSED" in row.target
     assert {m for m, _ in seen} == {"corep_lr", "corep_lcr_da"} and {s for _, s in seen} == {".xml", ".zip"}
+
+
+FFIEC = Path(__file__).resolve().parent / "fixtures" / "real" / "ffiec"
+
+
+@pytest.mark.parametrize(("rssd", "form", "cblr"), [
+    ("451965", "031", False), ("480228", "031", False), ("852218", "031", False), ("2758613", "041", False),
+    ("493741", "051", True), ("946274", "051", True)])
+def test_real_ffiec_call_report_extracts_are_read(rssd: str, form: str, cblr: bool) -> None:
+    """Trimmed extracts of real 2026-06-30 Call Reports (tests/fixtures/README.md): identity, form, date, CBLR
+    election and total assets (an FFIEC 031 files them consolidated, RCFD2170) are read; the items the extracts
+    leave out (RCOAH311, RCOAA224) are named, nothing is guessed."""
+    from regulator.analyze import analyze_report
+
+    parsed = parse_xbrl_file(FFIEC / f"bank-{rssd}-2026-06-30.xml")
+    assert (parsed.entity_id, parsed.form, parsed.report_date) == (rssd, f"FFIEC {form}", "2026-06-30")
+    assert (parsed.framework == "CBLR") is cblr
+    assert parsed.facts.get("RCON2170"), "total assets"
+    result = analyze_report(parsed)
+    assert result.status == "cannot_assess" and "RCOAA224" in " ".join(result.reasons)
+    assert result.pca_category == "well_capitalized"
