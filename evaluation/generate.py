@@ -12,10 +12,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
+from evaluation.constrained import HeadConstraint, TokenStrings, apply_constraints
 from foundation.errors import EvaluationError
 
 STOP_TOKENS = ("<|im_end|>",)
@@ -51,13 +52,15 @@ def _cache_keyword(model: Any) -> str:
 
 @torch.inference_mode()
 def greedy_decode(
-    model: Any, input_ids: torch.Tensor, attention: torch.Tensor, *, max_new_tokens: int, stops: set[int]
+    model: Any, input_ids: torch.Tensor, attention: torch.Tensor, *, max_new_tokens: int, stops: set[int],
+    constraints: Sequence[HeadConstraint | None] | None = None,
 ) -> list[list[int]]:
     """Greedy decoding of a left-padded batch with a KV cache that drops rows as soon as they stop.
 
     ``model.generate`` keeps computing every row until the longest answer ends; here a row that emitted a stop token
     leaves the batch (its cache rows are removed), so a step costs what the rows still generating cost. Returns the
-    new token ids of each row, cut before its first stop token.
+    new token ids of each row, cut before its first stop token. ``constraints`` (one per row, or None) restrict
+    each row's check-line heads to its filing's (``evaluation.constrained``).
     """
     from transformers import DynamicCache
 
@@ -71,11 +74,15 @@ def greedy_decode(
     logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True,
                    logits_to_keep=1, **{cache_kw: cache}).logits[:, -1]
     for _ in range(max_new_tokens):
+        if constraints is not None:
+            logits = apply_constraints(logits, [constraints[r] for r in live])
         token = logits.argmax(-1)
         ids = token.tolist()
         going = [j for j, t in enumerate(ids) if t not in stops]
         for j in going:
             out[live[j]].append(ids[j])
+            if constraints is not None and constraints[live[j]] is not None:
+                constraints[live[j]].push(ids[j])
         if not going:
             break
         if len(going) < len(live):
@@ -98,11 +105,13 @@ def generate_token_ids(
     max_new_tokens: int,
     batch_size: int,
     progress: Callable[[int, int], None] | None = None,
+    heads: Sequence[Sequence[str]] | None = None,
 ) -> list[list[int]]:
     """Greedy-generate for each prompt and return the new token ids, cut before the first stop token.
 
     Args:
         progress: called as ``progress(done, total)`` after each batch.
+        heads: per prompt, the check-line heads its answer may write (``evaluation.constrained``); None: free.
     """
     if batch_size < 1 or max_new_tokens < 1:
         raise EvaluationError(f"batch_size and max_new_tokens must be >= 1, got {batch_size} and {max_new_tokens}")
@@ -116,11 +125,14 @@ def generate_token_ids(
     # Longest first: the first batch shows at once whether the largest one fits in memory.
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
     results: list[list[int]] = [[] for _ in prompts]
+    vocab = TokenStrings(tokenizer) if heads is not None else None
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         input_ids, attention = _left_padded_batch([encoded[i] for i in chunk], pad_id)
+        constraints = ([HeadConstraint(list(heads[i]), vocab) for i in chunk] if vocab is not None and heads is not None
+                       else None)
         new_ids = greedy_decode(model, input_ids.to(device), attention.to(device), max_new_tokens=max_new_tokens,
-                                stops=set(stops))
+                                stops=set(stops), constraints=constraints)
         for row, i in enumerate(chunk):
             results[i] = new_ids[row]
         if progress is not None:
@@ -136,10 +148,13 @@ def generate_answers(
     max_new_tokens: int,
     batch_size: int,
     progress: Callable[[int, int], None] | None = None,
+    heads: Sequence[Sequence[str]] | None = None,
 ) -> list[str]:
-    """Greedy-generate an answer for each chat-templated prompt (batched, KV cache); answers in input order."""
+    """Greedy-generate an answer for each chat-templated prompt (batched, KV cache); answers in input order.
+    ``heads``: per prompt, the check-line heads the answer may write (constrained decoding), None: free."""
     ids = generate_token_ids(
-        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
+        heads=heads,
     )
     return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
 

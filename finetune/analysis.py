@@ -29,16 +29,21 @@ def analyze_filings(
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     precision: str = "auto",
     progress: Progress | None = None,
+    constrain: bool = False,
 ) -> list[FilingResult]:
     """Analyse every filing under ``paths`` with the model of ``model_dir`` guarded by the rule engine (the rule
-    engine alone when ``model_dir`` is None); one result per filing, in file order."""
-    answer = model_answers(Path(model_dir), batch_size, max_new_tokens, precision) if model_dir is not None else None
+    engine alone when ``model_dir`` is None); one result per filing, in file order. ``constrain``: the check
+    lines' heads are decoded under ``evaluation.constrained`` (figures as filed, thresholds of the rule table)."""
+    answer = (model_answers(Path(model_dir), batch_size, max_new_tokens, precision, constrain=constrain)
+              if model_dir is not None else None)
     return assess_filings(paths, answer=answer, progress=progress)
 
 
-def model_answers(model_dir: Path, batch_size: int, max_new_tokens: int, precision: str = "auto") -> AnswerFn:
+def model_answers(model_dir: Path, batch_size: int, max_new_tokens: int, precision: str = "auto", *,
+                  constrain: bool = False) -> AnswerFn:
     """An answer function for ``assess_filings``: the model, loaded on first use, answers each rendered report;
-    ``precision`` as the evaluation's ``eval.precision`` (auto: bf16 where the hardware computes it natively)."""
+    ``precision`` as the evaluation's ``eval.precision`` (auto: bf16 where the hardware computes it natively);
+    ``constrain`` as ``eval.constrain_heads``."""
 
     def answer(parsed: list[ParsedReport], progress: Progress | None) -> list[str]:
         import torch
@@ -56,10 +61,19 @@ def model_answers(model_dir: Path, batch_size: int, max_new_tokens: int, precisi
                 raise DataError(f"{model_dir}: the model does not load ({type(exc).__name__}: {exc})") from exc
             prompts = [render_prompt(tokenizer, render_report(p)) for p in parsed]
             report = (lambda done, total: progress("generate", done, total)) if progress is not None else None
+            heads = [filing_heads(p) for p in parsed] if constrain else None
             return generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                    batch_size=batch_size, progress=report)
+                                    batch_size=batch_size, progress=report, heads=heads)
 
     return answer
+
+
+def filing_heads(parsed: ParsedReport) -> list[str]:
+    """The check-line heads a filing's answer may write under constrained decoding (``evaluation.constrained``)."""
+    from evaluation.constrained import allowed_heads
+    from regulator.rules import evaluate_rules
+
+    return allowed_heads(evaluate_rules(parsed).checks)
 
 
 def resolve_model_ref(ref: str, registry_dir: Path) -> Path:

@@ -85,6 +85,9 @@ def _add_analyze_parser(sub: argparse._SubParsersAction) -> None:
     an.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                     help="weights to generate with: auto (default) is bf16 where the hardware computes it natively "
                          "(CUDA with bf16, a CPU with AMX or AVX512-BF16), as the evaluation did, fp32 elsewhere")
+    an.add_argument("--constrain-heads", action="store_true",
+                    help="decode each check line's head under the filing's own (rule code, figure as filed, the rule "
+                         "table's threshold): no invented figure; outcomes and directive stay the model's")
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -188,7 +191,7 @@ def _analyze(args: argparse.Namespace) -> int:
         print(f"model: {printable(str(model_dir))}", file=sys.stderr)
     results = analyze_filings(args.paths, model_dir=model_dir, batch_size=args.batch_size,
                               max_new_tokens=args.max_new_tokens, precision=args.precision,
-                              progress=_progress_bars())
+                              progress=_progress_bars(), constrain=args.constrain_heads)
     rows = [r.to_dict() for r in results]
     counts = summarize(results)
     summary = (f"{counts['total']} filings: " + ", ".join(f"{counts[s]} {s}" for s in counts if s != "total")

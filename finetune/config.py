@@ -130,6 +130,7 @@ class EvalConfig(_Section):
     max_examples: int | None = Field(None, ge=1, description="Cap on test examples (None: the whole test split).")
     bootstrap_samples: int = Field(1000, ge=0, description="Bootstrap resamples for 95% confidence intervals.")
     forgetting_prompts: int | None = Field(None, ge=1, description="Cap on general prompts for the forgetting measure.")
+    constrain_heads: bool = Field(False, description="Decode each check line's head under the filing's own (rule code, the figure as filed, the rule table's threshold; evaluation/constrained.py): no answer can invent a figure or check a rule not in force; outcomes, data-quality lines, measures and the directive stay the model's. Applies to every system, on the test split and the real filings.")
     real_source: str | None = Field(None, description="Real filings scored beside the test split for every system (a folder, zip or file; a relative path is found in the checkout, e.g. tests/fixtures/real): labelled by the rule engine, reviewed as `finetune analyze` reviews answers, never trained on. None: no real set (the gate says so).")
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="Weights the answers are generated with: 'auto' is bf16 where the hardware computes it natively (CUDA with bf16, a CPU with AMX or AVX512-BF16), fp32 elsewhere (on a 2-core AVX512-BF16 CPU bf16 generates 1.9x faster, F1 within 0.01: bench/NOTES.md lever 24). The forgetting NLL is always taken in fp32.")
 

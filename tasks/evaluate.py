@@ -25,7 +25,9 @@ from evaluation.report import (
     render_sweep_markdown,
     select_examples,
 )
+from evaluation.constrained import heads_from_reference
 from evaluation.real_set import read_real_set, real_rows, render_real_markdown, score_real_filings
+from finetune.analysis import filing_heads
 from finetune.config import RunConfig
 from foundation.memory_reuse import reusing_freed_memory
 from foundation.paths import resolve_input, write_json_atomic
@@ -96,6 +98,10 @@ def evaluate(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, full_
     real_parsed, real_errors = read_real_set(real_path) if real_path is not None else ([], [])
     if real_path is not None:
         log.info("real set %s: %d filings readable, %d not", real_path, len(real_parsed), len(real_errors))
+    # Constrained heads come from the filing (real) or, equivalently, the reference's heads (a dataset row keeps
+    # the answer, not the parsed filing): rule code, figure and threshold, never an outcome.
+    test_heads = [heads_from_reference(r) for r in refs] if ev.constrain_heads else None
+    real_heads = [filing_heads(p) for p in real_parsed] if ev.constrain_heads else None
     predictions, nll, generation, real_results = {}, {}, {}, {}
     for name, (path, adapter) in systems.items():
         # The base model never writes the answer format: a tight bound scores it the same, minutes sooner.
@@ -108,12 +114,12 @@ def evaluate(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, full_
                      dtype, ev.batch_size, bound)
             started = time.monotonic()
             predictions[name] = generate_answers(model, tokenizer, prompts, max_new_tokens=bound,
-                                                 batch_size=ev.batch_size)
+                                                 batch_size=ev.batch_size, heads=test_heads)
             generation[name] = time.monotonic() - started
             if real_parsed:
                 answers = generate_answers(model, tokenizer,
                                            [render_prompt(tokenizer, render_report(p)) for p in real_parsed],
-                                           max_new_tokens=bound, batch_size=ev.batch_size)
+                                           max_new_tokens=bound, batch_size=ev.batch_size, heads=real_heads)
                 real_results[name] = _review_real(real_parsed, answers)
             del model
         log.info("%s: %d answers generated in %.0f s; general NLL %.3f", name, len(prompts), generation[name],

@@ -1,0 +1,107 @@
+"""Check lines that cannot invent a figure: constrained decoding of the answer's check lines.
+
+A check line is ``- CODE figure vs threshold kind: OUTCOME``. While the model writes one (from the ``-`` that
+opens it to the ``:`` before its outcome), only tokens that continue one of the filing's own check-line heads are
+allowed: the code of a rule in force for this filing that the answer has not checked yet, followed by the figure as
+the filing states it and the threshold of the rule table, exactly as the rule engine renders them
+(``regulator.rules.Check.line``). The model still decides everything else: which rules it checks and in what
+order, each outcome (OK / BREACH / NOT_ASSESSED ...), whether a ``DATA_QUALITY`` line is due (its text is left
+free), the measures and the directive. No verdict of the rule engine enters the constraint.
+
+The constraint works on decoded text, so it holds whatever the tokenizer (SmolLM2 writes digits one token each).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+FREE_CODE = "DATA_QUALITY"  # a data-quality finding's wording is the model's: only its code is guided
+
+
+def allowed_heads(checks: Sequence[Any]) -> list[str]:
+    """The heads a filing's check lines may have: ``CODE detail`` of each rule check of the rule engine (the text
+    before ``: OUTCOME``), data-quality findings left out (their wording is free)."""
+    return [c.line().rsplit(": ", 1)[0] for c in checks if c.code != FREE_CODE]
+
+
+def heads_from_reference(answer: str) -> list[str]:
+    """The same heads read off a reference answer (a dataset row keeps the answer, not the parsed filing): the
+    text of each rule check line before its outcome; data-quality lines are left out."""
+    heads = []
+    for line in answer.splitlines():
+        if line.startswith("- ") and ": " in line and not line[2:].startswith(FREE_CODE):
+            heads.append(line[2:].rsplit(": ", 1)[0])
+    return heads
+
+
+class TokenStrings:
+    """Every token id's decoded text, and the ids of each text (several ids may decode alike)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.text = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+        self.ids: dict[str, list[int]] = {}
+        for i, s in enumerate(self.text):
+            if s and "\ufffd" not in s:  # a partial UTF-8 byte never completes a head
+                self.ids.setdefault(s, []).append(i)
+        self.longest = max(len(s) for s in self.ids)
+
+    def prefixes_of(self, text: str) -> list[int]:
+        """Ids of the tokens whose text is a non-empty prefix of ``text``."""
+        return [i for k in range(1, min(len(text), self.longest) + 1) for i in self.ids.get(text[:k], ())]
+
+
+@dataclass
+class HeadConstraint:
+    """The constraint of one answer being generated: its allowed heads and the text written so far."""
+
+    heads: list[str]
+    tokens: TokenStrings
+    written: list[str] = field(default_factory=list)
+
+    def push(self, token_id: int) -> None:
+        """Record a generated token."""
+        self.written.append(self.tokens.text[token_id])
+
+    def _open_head(self) -> str | None:
+        """The part of a check line written so far when the answer is inside a head (after ``-``, before the
+        ``:`` that ends it), else None."""
+        text = "".join(self.written)
+        line = text[text.rfind("\n") + 1:]
+        if not line.startswith("-") or ":" in line:
+            return None
+        return line[1:]
+
+    def _checked(self) -> set[str]:
+        """Codes of the check lines the answer has completed (their heads written up to the ``:``)."""
+        text = "".join(self.written)
+        return {line[2:].split(" ", 1)[0] for line in text.splitlines() if line.startswith("- ") and ":" in line}
+
+    def allowed(self) -> list[int] | None:
+        """The token ids allowed next, or None when the answer is free here."""
+        partial = self._open_head()
+        if partial is None or partial.startswith(f" {FREE_CODE} "):
+            return None  # outside a head, or in a data-quality line (its wording is the model's)
+        checked = self._checked()
+        targets = [f" {h}:" for h in self.heads if h.split(" ", 1)[0] not in checked]
+        if not targets:
+            return None  # every rule checked: a further line is the model's (the review names a repeat)
+        targets.append(f" {FREE_CODE} ")
+        remainders = [t[len(partial):] for t in targets if t.startswith(partial) and len(t) > len(partial)]
+        if not remainders:
+            return None  # a line the constraint did not open: left to the model
+        return sorted({i for r in remainders for i in self.tokens.prefixes_of(r)})
+
+
+def apply_constraints(logits: Any, constraints: Sequence[HeadConstraint | None]) -> Any:
+    """Mask each row's logits to the tokens its constraint allows (rows without one, or free here, untouched)."""
+    import torch
+
+    for row, constraint in enumerate(constraints):
+        allowed = constraint.allowed() if constraint is not None else None
+        if allowed:
+            keep = torch.tensor(allowed, device=logits.device)
+            masked = torch.full_like(logits[row], float("-inf"))
+            masked[keep] = logits[row, keep]
+            logits[row] = masked
+    return logits
