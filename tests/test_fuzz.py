@@ -197,11 +197,7 @@ def _mutate_package(data: bytes, rng: random.Random) -> bytes:
     else:
         lines = lines[: rng.randrange(len(lines) + 1)]
     members[name] = "".join(lines).encode("utf-8", errors="surrogatepass")
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as zf:
-        for member, body in members.items():
-            zf.writestr(member, body)
-    return out.getvalue()
+    return _zip_members(members)
 
 
 def test_the_package_reader_survives_mutated_packages(tmp_path: Path) -> None:

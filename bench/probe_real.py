@@ -1,0 +1,78 @@
+"""Probe: a model on the real filings and on real-derived breach cases, with free and with constrained check-line
+heads (``eval.constrain_heads``), scored as the evaluation scores real filings (``evaluation.real_set``).
+
+    python -m bench.probe_real --model registry/production [--real tests/fixtures/real] [--precision fp32]
+
+The derived cases are the FFIEC extracts with their capital scaled (``regulator.derive``): 0.3 for every bank (all
+capital minimums breached), 0.7 for the CBLR electors (just under the framework's 9%). Prints one table per set and
+writes ``bench/results/probe_real.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from evaluation.real_set import REAL_COLUMNS, score_real_filings
+from finetune.analysis import analyze_filings, resolve_model_ref
+from foundation.paths import code_root, default_registry_dir, write_json_atomic
+from regulator.derive import scale_capital
+from regulator.xbrl import parse_xbrl_file
+
+RESULTS = Path(__file__).resolve().parent / "results" / "probe_real.json"
+
+
+def derived_cases(ffiec: Path, out: Path) -> list[Path]:
+    """Write the real-derived breach cases of every FFIEC extract into ``out``; return their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for source in sorted(ffiec.glob("*.xml")):
+        text = source.read_text()
+        factors = (0.3, 0.7) if parse_xbrl_file(source).framework == "CBLR" else (0.3,)
+        for factor in factors:
+            path = out / f"{source.stem}-capital-x{factor}.xml"
+            path.write_text(scale_capital(text, factor))
+            paths.append(path)
+    return paths
+
+
+def run(model: str, real: Path, precision: str) -> dict:
+    """Both sets, both decodings: scores, answers' statuses and seconds."""
+    model_dir = resolve_model_ref(model, default_registry_dir())
+    out: dict = {"model": str(model_dir), "real": str(real), "precision": precision}
+    with tempfile.TemporaryDirectory() as tmp:
+        derived = derived_cases(real / "ffiec", Path(tmp) / "derived")
+        for mode, constrain in (("free", False), ("constrained", True)):
+            for name, paths in (("real", [real]), ("derived", derived)):
+                started = time.monotonic()
+                results = analyze_filings(paths, model_dir=model_dir, precision=precision, constrain=constrain)
+                readable = [r for r in results if r.status != "error"]
+                out[f"{name}/{mode}"] = {**score_real_filings(readable, len(results) - len(readable)),
+                                          "seconds": round(time.monotonic() - started, 1),
+                                          "answers": [r.to_dict() for r in readable]}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="production", help="a model folder, 'production' or a registry version")
+    parser.add_argument("--real", type=Path, default=code_root() / "tests" / "fixtures" / "real")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
+    args = parser.parse_args(argv)
+    result = run(args.model, args.real, args.precision)
+    keys = [k for k in result if "/" in k]
+    print(f"{'':40}" + "".join(f"{k:>22}" for k in keys))
+    for key, label in (*REAL_COLUMNS, ("seconds", "seconds")):
+        print(f"{label:40}" + "".join(f"{result[k].get(key)!s:>22}" for k in keys))
+    for k in keys:
+        print(f"{k}: false by rule {result[k]['false_by_rule']}, missed by rule {result[k]['missed_by_rule']}")
+    write_json_atomic(RESULTS, result)
+    print(f"written: {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
