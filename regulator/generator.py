@@ -72,6 +72,14 @@ _BALANCED_DEFAULT_DRAW = (0.45, 0.30)
 _BALANCED_DQ = 0.12
 _FIRST_QUARTER = date(2022, 3, 31)
 _N_QUARTERS = 16
+# Healthy margins far over a threshold (see _margin): the share of healthy draws, and how far (bp) they reach. 6,000 bp
+# over a 4.5% CET1 minimum is a 64.5% ratio; the leverage ratio reaches 4% + 2,500 bp = 29%.
+WIDE_SHARE = 0.2
+WIDE_MAX_BP = 6000
+_WIDE_MAX_LEVERAGE_BP = 2500
+# Bank sizes: total risk exposure from 100 million to 3 trillion (units of 10 million), log-uniform; the largest
+# real filers report trillions (an FFIEC 031 filer's RCFAA223 of $2.0tn), the smallest tens of millions.
+_RWA_UNITS = (10, 300_000)
 # Institution-specific countercyclical buffer rates (bp) by home country, roughly as set in 2024.
 _CCYB_BP = {"DE": 75, "FR": 100, "NL": 200, "SE": 200, "IT": 0, "ES": 0, "IE": 150, "BE": 100, "DK": 250, "AT": 0}
 _EU_STEMS = ("Nordhafen", "Valdoria", "Lindenberg", "Rivabella", "Kastelholm", "Montclair", "Brenner", "Corvara",
@@ -276,7 +284,7 @@ def _make_banks(rng: random.Random, n_banks: int, eu_fraction: float, taken: Seq
                 jurisdiction=jur,
                 family=families[i % len(families)],
                 country=rng.choice(sorted(_CCYB_BP)) if jur == "EU" else "US",
-                rwa_units=int(math.exp(rng.uniform(math.log(10), math.log(50_000)))),
+                rwa_units=int(math.exp(rng.uniform(*map(math.log, _RWA_UNITS)))),
                 first_quarter=rng.randint(0, _N_QUARTERS - REPORTS_PER_BANK),
             )
         )
@@ -308,12 +316,20 @@ def _quarter_end(index: int) -> date:
 # Figures
 
 
-def _margin(rng: random.Random, state: str, healthy_max: int = 900) -> int:
-    """A margin in bp over a threshold for a rule in ``state`` (healthy, near miss, breach)."""
+def _margin(rng: random.Random, state: str, healthy_max: int = 900, wide_max: int = WIDE_MAX_BP) -> int:
+    """A margin in bp over a threshold for a rule in ``state`` (healthy, near miss, breach).
+
+    A healthy margin is drawn up to ``healthy_max``, or, with probability ``WIDE_SHARE``, log-uniformly from there
+    to ``wide_max`` (0: never): real banks hold from a few points over a minimum to several times it (small US banks
+    file CET1 ratios of 30-60% and leverage ratios over 20%), and a model that has only seen the first does not learn
+    that far above a minimum is still above it.
+    """
     if state == "near":
         return rng.randint(0, 49)
     if state == "breach":
         return -rng.choice((rng.randint(1, 60), rng.randint(1, 300)))
+    if wide_max > healthy_max and rng.random() < WIDE_SHARE:
+        return int(math.exp(rng.uniform(math.log(healthy_max), math.log(wide_max))))
     return rng.randint(60, healthy_max)
 
 
@@ -376,12 +392,13 @@ def _figures_eu(rng: random.Random, bank: Bank, states: dict[str, str]) -> dict[
     cet1, t1, total = _capital_bp(rng, states, cbr)
     rwa = bank.rwa_units * 10_000_000 * rng.uniform(0.95, 1.05) // 10_000_000 * 10_000_000
     t1_amt = t1 * rwa / 10_000
-    lev = max(300 + _margin(rng, states["LEVERAGE"], healthy_max=500), 50)  # a deep breach, never a zero ratio
+    # a deep breach, never a zero ratio
+    lev = max(300 + _margin(rng, states["LEVERAGE"], healthy_max=500, wide_max=_WIDE_MAX_LEVERAGE_BP), 50)
     lev_exposure = _round(t1_amt * 10_000 / lev, 1000)
     outflow = _round(rwa * rng.uniform(0.05, 0.2), 1000)
-    lcr = 10_000 + _spread(rng, _margin(rng, states["LCR"]))
+    lcr = 10_000 + _spread(rng, _margin(rng, states["LCR"], wide_max=0))
     buffer = _round(outflow * lcr / 10_000, 1000)
-    le_pct = 2500 - min(_spread(rng, _margin(rng, states["LARGE_EXPOSURE"])), 2200)
+    le_pct = 2500 - min(_spread(rng, _margin(rng, states["LARGE_EXPOSURE"], wide_max=0)), 2200)
     le_amt = _round(t1_amt * le_pct / 10_000, 1000)
     return {
         "C 01.00 r0010 c0010": total * rwa / 10_000,
@@ -398,7 +415,7 @@ def _figures_eu(rng: random.Random, bank: Bank, states: dict[str, str]) -> dict[
         "C 76.00 r0010 c0010": buffer,
         "C 76.00 r0020 c0010": outflow,
         "C 76.00 r0030 c0010": round(buffer / outflow, 4),
-        "C 84.00 r0220 c0040": (10_000 + _spread(rng, _margin(rng, states["NSFR"]))) / 10_000,
+        "C 84.00 r0220 c0040": (10_000 + _spread(rng, _margin(rng, states["NSFR"], wide_max=0))) / 10_000,
         "C 28.00 r0010 c0322": le_amt,
         "C 28.00 r0010 c0350": round(le_amt / t1_amt, 4),
     }
@@ -420,7 +437,8 @@ def _figures_us(rng: random.Random, bank: Bank, states: dict[str, str]) -> dict[
     rwa = bank.rwa_units * 10_000_000 * rng.uniform(0.95, 1.05) // 10_000_000 * 10_000_000
     t1_amt = t1 * rwa / 10_000
     # a CBLR elector's leverage ratio is drawn against the framework's 9% instead of the 4% minimum
-    lev = (900 if cblr_elector(bank) else 400) + _margin(rng, states["LEVERAGE"], healthy_max=500)
+    lev = (900 if cblr_elector(bank) else 400) + _margin(rng, states["LEVERAGE"], healthy_max=500,
+                                                         wide_max=_WIDE_MAX_LEVERAGE_BP)
     lev_assets = _round(t1_amt * 10_000 / lev, 1000)
     buffer = min(cet1 - 450, t1 - 600, total - 800)
     figures = {
