@@ -8,6 +8,7 @@ and asked for its answers in batches. The CLI (``finetune analyze``) and the flo
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from foundation.errors import DataError
@@ -66,6 +67,19 @@ def model_answers(model_dir: Path, batch_size: int, max_new_tokens: int, precisi
                                     batch_size=batch_size, progress=report, heads=heads)
 
     return answer
+
+
+def evaluated_constrained(model_dir: Path) -> bool:
+    """Whether the gate judged this model with constrained check-line heads: a registry version's card records the
+    run's ``eval.constrain_heads``; a plain model folder (no card) says False. ``analyze`` decodes as judged."""
+    card = Path(model_dir) / "card.json"
+    if not card.is_file():
+        return False
+    try:
+        config = json.loads(card.read_text()).get("config") or {}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{card}: unreadable model card ({type(exc).__name__}: {exc})") from exc
+    return bool((config.get("eval") or {}).get("constrain_heads", False))
 
 
 def filing_heads(parsed: ParsedReport) -> list[str]:

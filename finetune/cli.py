@@ -85,9 +85,13 @@ def _add_analyze_parser(sub: argparse._SubParsersAction) -> None:
     an.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                     help="weights to generate with: auto (default) is bf16 where the hardware computes it natively "
                          "(CUDA with bf16, a CPU with AMX or AVX512-BF16), as the evaluation did, fp32 elsewhere")
-    an.add_argument("--constrain-heads", action="store_true",
-                    help="decode each check line's head under the filing's own (rule code, figure as filed, the rule "
-                         "table's threshold): no invented figure; outcomes and directive stay the model's")
+    heads = an.add_mutually_exclusive_group()
+    heads.add_argument("--constrain-heads", dest="constrain_heads", action="store_true", default=None,
+                       help="decode each check line's head under the filing's own (rule code, figure as filed, the "
+                            "rule table's threshold): no invented figure; outcomes and directive stay the model's "
+                            "(default: as the gate judged the model, its card's eval.constrain_heads)")
+    heads.add_argument("--free-heads", dest="constrain_heads", action="store_false",
+                       help="decode check lines unconstrained, whatever the model was judged with")
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -172,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 def _analyze(args: argparse.Namespace) -> int:
     from foundation.errors import RegistryError
     from foundation.paths import default_registry_dir
-    from finetune.analysis import analyze_filings, resolve_model_ref
+    from finetune.analysis import analyze_filings, evaluated_constrained, resolve_model_ref
     from regulator.analyze import ERROR, model_agreement, summarize, write_results
 
     if args.out is not None:
@@ -180,7 +184,7 @@ def _analyze(args: argparse.Namespace) -> int:
     if args.registry is not None and not args.registry.is_dir():
         raise DataError(f"--registry {args.registry} does not exist (or is not a folder); pass the folder the gate "
                         "promoted into (default: <project>/registry)")
-    model_dir = None
+    model_dir, constrain = None, False
     if not args.rules_only:
         registry = args.registry or default_registry_dir()
         try:
@@ -188,10 +192,12 @@ def _analyze(args: argparse.Namespace) -> int:
         except RegistryError as err:
             raise RegistryError(f"{err}\n  to analyse with the rule engine alone pass --rules-only; to use another "
                                 "model pass --model VERSION (a registry version) or --model HF_FOLDER") from err
-        print(f"model: {printable(str(model_dir))}", file=sys.stderr)
+        constrain = evaluated_constrained(model_dir) if args.constrain_heads is None else args.constrain_heads
+        print(f"model: {printable(str(model_dir))} (check-line heads {'constrained' if constrain else 'free'})",
+              file=sys.stderr)
     results = analyze_filings(args.paths, model_dir=model_dir, batch_size=args.batch_size,
                               max_new_tokens=args.max_new_tokens, precision=args.precision,
-                              progress=_progress_bars(), constrain=args.constrain_heads)
+                              progress=_progress_bars(), constrain=constrain)
     rows = [r.to_dict() for r in results]
     counts = summarize(results)
     summary = (f"{counts['total']} filings: " + ", ".join(f"{counts[s]} {s}" for s in counts if s != "total")

@@ -284,6 +284,25 @@ def test_cli_uses_the_production_model(generated, tiny_model_dir: Path, tmp_path
     assert "needs_review" in out and "unreadable" in out
 
 
+def test_analyze_decodes_as_the_gate_judged_the_model(generated, tiny_model_dir: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    from finetune.analysis import evaluated_constrained
+    from finetune.registry import promote
+
+    registry = tmp_path / "registry"
+    judged = promote(registry, tiny_model_dir, card={"metrics": {}, "config": {"eval": {"constrain_heads": True}}})
+    assert evaluated_constrained(registry / "versions" / judged)
+    assert not evaluated_constrained(tiny_model_dir)  # a plain folder has no card: free
+    file = str(sorted(generated[0].glob("*.xml"))[0])
+    common = [file, "--registry", str(registry), "--json", "--max-new-tokens", "2"]
+    assert main(["analyze", *common]) == 0
+    assert "check-line heads constrained" in capsys.readouterr().err
+    assert main(["analyze", *common, "--free-heads"]) == 0
+    assert "check-line heads free" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["analyze", *common, "--free-heads", "--constrain-heads"])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Flow
 
