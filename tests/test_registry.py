@@ -150,3 +150,46 @@ def test_inconsistencies_raise(tiny_model_dir: Path, tmp_path: Path) -> None:
         production_version(reg)
     set_production(reg, v1)  # repairs a broken pointer
     assert production_version(reg) == v1
+
+
+def test_registry_command_line(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """list / show / history / promote / rollback: every switch recorded with time, user and reason; switching to a
+    missing, damaged or current version is refused with the reason and switches nothing."""
+    from finetune.cli import main
+
+    reg = tmp_path / "registry"
+    v1 = promote(reg, tiny_model_dir, card=CARD, reason="gate passed")
+    v2 = promote(reg, _variant(tiny_model_dir, tmp_path / "m2", 0.5), card=CARD, reason="gate passed")
+    cli = ["registry", "--registry", str(reg)]
+    capsys.readouterr()
+    assert main([*cli, "list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:2] == ["version", "production"] and len(out) == 3
+    assert out[1].startswith(v1) and "since" not in out[1] and "0.910" in out[1] and "abc123" in out[1]
+    assert out[2].startswith(v2) and "since" in out[2]
+    assert main([*cli, "show", "production"]) == 0 and f"Model card: {v2}" in capsys.readouterr().out
+
+    assert main([*cli, "rollback", "--reason", "v2 misreads CBLR electors"]) == 0
+    assert f"production: {v1} (rolled back from {v2})" in capsys.readouterr().out
+    assert production_version(reg) == v1
+    last = registry.read_history(reg)[-1]
+    assert last["version"] == v1 and last["previous"] == v2 and last["reason"] == "rollback: v2 misreads CBLR electors"
+    assert last["user"] and last["at"]
+
+    # Refusals: nothing switches, the reason is named, exit 2.
+    assert main([*cli, "promote", v1, "--reason", "again"]) == 2
+    assert "already production" in capsys.readouterr().err
+    assert main([*cli, "promote", "v0009-00000000", "--reason", "x"]) == 2
+    assert "known versions" in capsys.readouterr().err
+    weights = reg / "versions" / v2 / "model.safetensors"
+    weights.chmod(0o644)
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)  # damaged after promotion
+    assert main([*cli, "promote", v2, "--reason", "roll forward"]) == 2
+    assert f"version {v2} is damaged" in capsys.readouterr().err
+    assert main([*cli, "promote", v2, "--reason", "  "]) == 2 and "give a reason" in capsys.readouterr().err
+    assert production_version(reg) == v1 and len(registry.read_history(reg)) == 3
+
+    assert main([*cli, "history"]) == 0
+    history = capsys.readouterr().out.splitlines()
+    assert len(history) == 4 and "rollback: v2 misreads CBLR electors" in history[-1]
+    assert main(["registry", "--registry", str(tmp_path / "none"), "list"]) == 2
