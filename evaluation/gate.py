@@ -9,7 +9,10 @@ The gate reads one flat dict of figures (build it with :func:`gate_metrics` from
 - ``forgetting_increase``: relative increase of the general-domain NLL over the base model;
 - ``real_n_filings``, ``real_false_violations``, ``real_invented_figures``, ``real_cleared_share``,
   ``real_unreadable_answers``: the candidate
-  on the real filings (``evaluation.real_set``); ``real_n_filings`` None when no real set was scored.
+  on the real filings (``evaluation.real_set``); ``real_n_filings`` None when no real set was scored;
+- ``production_version`` (None: nothing in production, or not compared), ``f1_vs_production`` and
+  ``f1_vs_production_ci_low`` (candidate minus production on the same test split, paired bootstrap),
+  ``real_false_violations_production``: the model in production on the same real filings.
 
 The lead raises :class:`foundation.errors.GateRejected` from a failed decision (``decision.raise_if_rejected()``),
 so a rejected model fails the run instead of completing quietly.
@@ -22,6 +25,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
 from foundation.errors import ConfigError, GateRejected
+
+
+_OPTIONAL = frozenset({"real_max_false_violations", "real_max_invented_figures", "real_min_cleared_share",
+                       "real_max_unreadable_answers", "max_regression_vs_production"})
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,9 @@ class GateThresholds:
             real_max_unreadable_answers: criteria on the real
             filings; None: not required (the decision still states what the real set showed, or that none was
             scored).
+        max_regression_vs_production: the most the candidate's F1 may fall below the production model's on the
+            same test split (its CI's lower end with ``use_ci_lower_bound``), and the candidate may report no more
+            false violations on the real filings than production; None: production is not compared.
     """
 
     f1_floor: float
@@ -50,12 +60,13 @@ class GateThresholds:
     real_max_invented_figures: float | None = None
     real_min_cleared_share: float | None = None
     real_max_unreadable_answers: float | None = None
+    max_regression_vs_production: float | None = None
 
     def __post_init__(self) -> None:
         bad = [
             f"gate.{name} = {value!r} is not a finite number"
             for name, value in vars(self).items()
-            if name != "use_ci_lower_bound" and not (value is None and name.startswith("real_"))
+            if name != "use_ci_lower_bound" and not (value is None and name in _OPTIONAL)
             and (not isinstance(value, (int, float)) or not math.isfinite(value))
         ]
         if bad:
@@ -95,13 +106,19 @@ class GateDecision:
 
 
 def gate_metrics(full_scores: dict[str, Any], paired: dict[str, Any], forgetting_increase: float | None,
-                 real: dict[str, Any] | None = None) -> dict:
+                 real: dict[str, Any] | None = None, production: dict[str, Any] | None = None) -> dict:
     """Build the gate's input from ``score_predictions`` of the candidate, ``paired_bootstrap(full, lora)``, the
-    candidate's forgetting increase and its ``score_real_filings`` (None: no real set). Absent figures become None
-    (the gate then fails them by name)."""
+    candidate's forgetting increase, its ``score_real_filings`` (None: no real set) and the comparison with the
+    production model (``evaluation.champion.compare_with_production``; None: not compared). Absent figures become
+    None (the gate then fails them by name)."""
     margin = paired.get("f1_micro", {})
-    real = real or {}
+    real, production = real or {}, production or {}
+    versus = (production.get("paired") or {}).get("f1_micro", {})
     return {
+        "production_version": production.get("version"),
+        "f1_vs_production": versus.get("difference"),
+        "f1_vs_production_ci_low": versus.get("ci_low"),
+        "real_false_violations_production": production.get("real_false_violations"),
         "f1_micro": full_scores.get("f1_micro"),
         "rouge_l": full_scores.get("rouge_l"),
         "f1_margin_over_lora": margin.get("difference"),
@@ -158,6 +175,7 @@ def check_gate(metrics: dict[str, Any], thresholds: GateThresholds) -> GateDecis
             lambda f, t: f <= t, "<=",
         ),
         *_real_criteria(metrics, thresholds),
+        *_production_criteria(metrics, thresholds),
     ]
     return GateDecision(passed=all(c.passed for c in criteria), criteria=criteria)
 
@@ -186,3 +204,27 @@ def _real_criteria(metrics: dict[str, Any], thresholds: GateThresholds) -> list[
                               f"{name}: no real filings were scored (eval.real_source unset or unreadable); the gate "
                               "cannot pass without them") for name, _, threshold, _, _ in required]
     return [_criterion(name, metrics, key, float(threshold), ok, rel) for name, key, threshold, ok, rel in required]
+
+
+def _production_criteria(metrics: dict[str, Any], thresholds: GateThresholds) -> list[GateCriterion]:
+    """Champion / challenger: the candidate may not be worse than the model in production, on the same test split
+    (F1, by at most ``max_regression_vs_production``) and on the same real filings (false violations). The first
+    promotion, with nothing in production, passes and says so."""
+    margin = thresholds.max_regression_vs_production
+    if margin is None:
+        return [GateCriterion("vs_production", None, 0.0, True,
+                              "vs_production: not required by this config (gate.max_regression_vs_production unset)")]
+    version = metrics.get("production_version")
+    if version is None:
+        return [GateCriterion("vs_production", None, -margin, True,
+                              "vs_production: no model in production yet: the first promotion has nothing to compare "
+                              "with")]
+    key = "f1_vs_production_ci_low" if thresholds.use_ci_lower_bound else "f1_vs_production"
+    criteria = [_criterion("not_worse_than_production", metrics, key, -margin, lambda f, t: f >= t, ">=")]
+    if metrics.get("real_n_filings") and metrics.get("real_false_violations_production") is not None:
+        candidate = metrics.get("real_false_violations")
+        extra = {"real_false_violations_over_production":
+                 None if candidate is None else candidate - metrics["real_false_violations_production"]}
+        criteria.append(_criterion("real_not_worse_than_production", extra, "real_false_violations_over_production",
+                                   0.0, lambda f, t: f <= t, "<="))
+    return [c._replace(message=f"{c.message} (production {version})") for c in criteria]

@@ -147,6 +147,7 @@ class GateConfig(_Section):
     real_max_invented_figures: int | None = Field(None, ge=0, description="Most answers on the real filings that may quote a figure in neither the filing nor the rule table. None: not required.")
     real_max_unreadable_answers: int | None = Field(None, ge=0, description="Most answers on the real filings without a readable check line (a model that writes nothing there would otherwise report no false violation). None: not required.")
     real_min_cleared_share: float | None = Field(None, ge=0, le=1, description="Least share of the compliant real filings the candidate must clear automatically (`analyze` status ok). None: not required.")
+    max_regression_vs_production: float | None = Field(0.0, ge=-1, le=1, description="Champion / challenger: when a model is in production, it answers the same test split and real filings (cached by its content hash and the data's), and the candidate's violation F1 may fall at most this far below production's (the paired bootstrap CI's lower end with use_ci_lower_bound, else the point estimate) and it may report no more false violations on the real filings. A negative value requires an improvement. None: production is not compared.")
     dry_run: bool = Field(False, description="Report the decision without promoting.")
     registry_dir: Path | None = Field(None, description="Model registry folder (default: <project>/registry).")
 

@@ -24,6 +24,7 @@ from prefect import flow, get_run_logger
 from finetune.config import RunConfig, load_config
 from foundation.errors import AttemptsExhausted, GateRejected
 from finetune.models import model_fingerprint, resolve_model
+from finetune import registry as model_registry
 from foundation.paths import default_registry_dir, new_run_dir, project_home, record_stage, write_json_atomic
 from foundation.hashing import hash_path
 from foundation.memory_reuse import reuse_decision
@@ -31,13 +32,15 @@ from finetune.summary import evaluation_result
 from tasks.audit import audit
 from tasks.deployment_gate import deployment_gate
 from tasks.evaluate import evaluate, real_source_path
+from tasks.evaluate_production import evaluate_production
 from tasks.infra_check import infra_check
 from tasks.prepare_data import prepare_data
 from tasks.stage import run_stage
 from tasks.train_full import train_full
 from tasks.train_lora import train_lora
 
-Stage = Literal["audit", "infra_check", "prepare_data", "train_full", "train_lora", "evaluate", "deployment_gate"]
+Stage = Literal["audit", "infra_check", "prepare_data", "train_full", "train_lora", "evaluate", "evaluate_production",
+                "deployment_gate"]
 
 
 def registry_dir(cfg: RunConfig) -> Path:
@@ -135,13 +138,28 @@ def finetune(
         full_dir=full_dir, lora_dir=lora_dir,
     )):
         return _summary(run_dir, done)
+    champion = _production(cfg, registry)
+    if champion is not None:
+        version, folder, sha256 = champion
+        log.info("champion / challenger: the candidate is compared with production %s", version)
+        if record("evaluate_production", run_stage(
+            evaluate_production, stage="evaluate_production",
+            inputs={"cfg": cfg.section_hash("eval"), "production": sha256, "data": data_hash,
+                    "infra": done["infra_check"]["content_hash"], "real": _real_set_hash(cfg)},
+            cfg=cfg_dict, production_dir=str(folder), version=version, model_sha256=sha256, dataset_dir=dataset_dir,
+        )):
+            return _summary(run_dir, done)
+    elif cfg.gate.max_regression_vs_production is not None:
+        log.info("champion / challenger: no model in production yet, nothing to compare with")
+    production_dir = done["evaluate_production"]["out_dir"] if "evaluate_production" in done else None
     try:
         record("deployment_gate", run_stage(
             deployment_gate, stage="deployment_gate",
             inputs={"cfg": cfg.section_hash("gate"), "eval": done["evaluate"]["content_hash"],
-                    "registry": str(registry)},
+                    "registry": str(registry),
+                    "production": done["evaluate_production"]["content_hash"] if production_dir else None},
             cfg=cfg_dict, eval_dir=done["evaluate"]["out_dir"], full_dir=full_dir, data_hash=data_hash,
-            registry_dir=str(registry),
+            registry_dir=str(registry), production_dir=production_dir,
         ))
     except GateRejected as err:
         # A rejection fails the run (so a schedule shows it), but the run still says what it found and why.
@@ -161,6 +179,19 @@ def check_attempt(attempt: int, max_attempts: int, rerun_of: str | None) -> None
             f"attempt {attempt} > max_attempts {max_attempts}: the run crashed {attempt - 1} times"
             f"{f' (last: flow run {rerun_of})' if rerun_of else ''}; not running it again automatically. "
             "Read the crashed runs' logs, fix the cause, then start the deployment by hand.")
+
+
+def _production(cfg: RunConfig, registry: Path) -> tuple[str, Path, str] | None:
+    """The version in production, its folder and model content hash, when the gate compares with it
+    (``gate.max_regression_vs_production`` set) and one exists; else None. A damaged version is an error: the
+    comparison would judge the candidate against other weights than production's."""
+    if cfg.gate.max_regression_vs_production is None:
+        return None
+    version = model_registry.production_version(registry)
+    if version is None:
+        return None
+    card = model_registry.verify_version(registry, version)
+    return version, model_registry.resolve_model(registry, version), card["model_sha256"]
 
 
 def _source_hash(cfg: RunConfig) -> str:

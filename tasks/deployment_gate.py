@@ -9,10 +9,11 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from evaluation.champion import compare_with_production, render_comparison_markdown
 from evaluation.gate import GateThresholds, check_gate, gate_metrics
 from finetune.config import RunConfig
 from finetune.registry import promote, read_history
-from tasks.evaluate import FULL
+from tasks.evaluate import FULL, predictions_file
 from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault, transient_only
 
 
@@ -24,11 +25,13 @@ def thresholds(cfg: RunConfig) -> GateThresholds:
                           real_max_false_violations=g.real_max_false_violations,
                           real_max_invented_figures=g.real_max_invented_figures,
                           real_min_cleared_share=g.real_min_cleared_share,
-                          real_max_unreadable_answers=g.real_max_unreadable_answers)
+                          real_max_unreadable_answers=g.real_max_unreadable_answers,
+                          max_regression_vs_production=g.max_regression_vs_production)
 
 
-def decision_markdown(decision, *, version: str | None, dry_run: bool) -> str:
-    """The gate decision as markdown: the verdict, then every criterion with its figure and threshold."""
+def decision_markdown(decision, *, version: str | None, dry_run: bool, versus_production: str = "") -> str:
+    """The gate decision as markdown: the verdict, every criterion with its figure and threshold, then production
+    vs the candidate (``versus_production``)."""
     verdict = "PASSED" if decision.passed else "REJECTED"
     outcome = (f"promoted as **{version}** (production)" if version else
                "dry run: nothing promoted" if dry_run and decision.passed else "nothing promoted")
@@ -36,14 +39,18 @@ def decision_markdown(decision, *, version: str | None, dry_run: bool) -> str:
     for c in decision.criteria:
         lines.append(f"| {c.name} | {c.figure} | {c.threshold} | {'yes' if c.passed else '**no**'} |")
     lines += ["", *[f"- {c.message}" for c in decision.criteria]]
+    if versus_production:
+        lines += ["", "## Production vs candidate", "", versus_production]
     return "\n".join(lines)
 
 
 @task(name="deployment_gate", retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, retry_condition_fn=transient_only,
       persist_result=True)
 def deployment_gate(cfg: dict, eval_dir: str, full_dir: str, data_hash: str, registry_dir: str, out_dir: str,
-                    key: str) -> dict:
-    """Judge the full-FT model against the gate; promote it into the registry when it passes.
+                    key: str, production_dir: str | None = None) -> dict:
+    """Judge the full-FT model against the gate; promote it into the registry when it passes. ``production_dir``:
+    the production model's answers (``tasks/evaluate_production.py``), None when nothing is in production or the
+    config does not compare with it.
 
     Raises:
         GateRejected: a criterion failed (or a metric is missing/NaN); the run ends Failed.
@@ -51,9 +58,11 @@ def deployment_gate(cfg: dict, eval_dir: str, full_dir: str, data_hash: str, reg
     maybe_inject_fault("deployment_gate")
     run_cfg = RunConfig.model_validate(cfg)
     metrics = json.loads((Path(eval_dir) / "metrics.json").read_text())
+    real = (metrics.get("real") or {}).get("scores", {}).get(FULL)
+    versus = (compare_with_production(Path(eval_dir) / predictions_file(FULL), Path(production_dir),
+                                      n_bootstrap=run_cfg.eval.bootstrap_samples) if production_dir else None)
     gate_input = gate_metrics(metrics["scores"].get(FULL, {}), metrics.get("paired_full_minus_lora", {}),
-                              metrics.get("forgetting", {}).get(FULL),
-                              (metrics.get("real") or {}).get("scores", {}).get(FULL))
+                              metrics.get("forgetting", {}).get(FULL), real, versus)
     decision = check_gate(gate_input, thresholds(run_cfg))
     version = None
     if decision.passed and not run_cfg.gate.dry_run:
@@ -68,7 +77,10 @@ def deployment_gate(cfg: dict, eval_dir: str, full_dir: str, data_hash: str, reg
         create_table_artifact(key="registry-history", table=read_history(Path(registry_dir))[-50:],
                               description=f"production switches of {registry_dir}: who, when, why "
                                           "(finetune registry history)")
-    markdown = decision_markdown(decision, version=version, dry_run=run_cfg.gate.dry_run)
+    markdown = decision_markdown(
+        decision, version=version, dry_run=run_cfg.gate.dry_run,
+        versus_production=render_comparison_markdown(versus, (real or {}).get("false_violations"))
+        if run_cfg.gate.max_regression_vs_production is not None else "")
     create_markdown_artifact(key="gate-decision", markdown=markdown, description="Deployment gate decision")
     get_run_logger().info("gate %s%s", "passed" if decision.passed else "rejected", f": promoted {version}" if version else "")
     decision.raise_if_rejected()
@@ -76,7 +88,8 @@ def deployment_gate(cfg: dict, eval_dir: str, full_dir: str, data_hash: str, reg
     def build(tmp: Path) -> dict:
         (tmp / "decision.md").write_text(markdown)
         (tmp / "decision.json").write_text(json.dumps({**decision.to_dict(), "version": version,
-                                                       "metrics": gate_input}, indent=2, default=str))
+                                                       "metrics": gate_input, "versus_production": versus},
+                                                      indent=2, default=str))
         return {"passed": decision.passed, "version": version, "registry_dir": registry_dir,
                 "dry_run": run_cfg.gate.dry_run}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -28,7 +29,7 @@ from evaluation.report import (
 from evaluation.constrained import heads_from_reference
 from evaluation.real_set import read_real_set, real_rows, render_real_markdown, score_real_filings
 from finetune.analysis import filing_heads
-from finetune.config import RunConfig
+from finetune.config import EvalConfig, RunConfig
 from foundation.memory_reuse import reusing_freed_memory
 from foundation.paths import resolve_input, write_json_atomic
 from regulator.analyze import FilingResult, analyze_report
@@ -67,6 +68,64 @@ def _review_real(parsed: list[ParsedReport], answers: list[str]) -> list[FilingR
     return [analyze_report(p, a) for p, a in zip(parsed, answers)]
 
 
+@dataclass(frozen=True)
+class EvalInputs:
+    """What every evaluated system answers: the test split (ids, prompts, references) and the real filings, with
+    the check-line heads each answer may write when ``eval.constrain_heads`` is on (else None)."""
+
+    ids: list[str]
+    prompts: list[str]
+    refs: list[str]
+    test_heads: list[list[str]] | None
+    real_path: Path | None
+    real_parsed: list[ParsedReport]
+    real_errors: list[FilingResult]
+    real_heads: list[list[str]] | None
+
+
+def eval_inputs(ev: EvalConfig, dataset_dir: str) -> EvalInputs:
+    """The test split (capped at ``eval.max_examples``) and the real filings of ``eval.real_source``."""
+    ids, prompts, refs = _test_split(dataset_dir, ev.max_examples)
+    real_path = real_source_path(ev.real_source)
+    real_parsed, real_errors = read_real_set(real_path) if real_path is not None else ([], [])
+    if real_path is not None:
+        get_run_logger().info("real set %s: %d filings readable, %d not", real_path, len(real_parsed),
+                              len(real_errors))
+    # Constrained heads come from the filing (real) or, equivalently, the reference's heads (a dataset row keeps
+    # the answer, not the parsed filing): rule code, figure and threshold, never an outcome.
+    return EvalInputs(ids, prompts, refs,
+                      [heads_from_reference(r) for r in refs] if ev.constrain_heads else None,
+                      real_path, real_parsed, real_errors,
+                      [filing_heads(p) for p in real_parsed] if ev.constrain_heads else None)
+
+
+def system_answers(model, tokenizer, inputs: EvalInputs, ev: EvalConfig, bound: int
+                   ) -> tuple[list[str], list[FilingResult] | None, float]:
+    """One system's answers on the test split, its reviewed answers on the real filings (None without any) and the
+    seconds the test split's generation took."""
+    started = time.monotonic()
+    answers = generate_answers(model, tokenizer, inputs.prompts, max_new_tokens=bound, batch_size=ev.batch_size,
+                               heads=inputs.test_heads)
+    seconds = time.monotonic() - started
+    if not inputs.real_parsed:
+        return answers, None, seconds
+    real = generate_answers(model, tokenizer,
+                            [render_prompt(tokenizer, render_report(p)) for p in inputs.real_parsed],
+                            max_new_tokens=bound, batch_size=ev.batch_size, heads=inputs.real_heads)
+    return answers, _review_real(inputs.real_parsed, real), seconds
+
+
+def predictions_file(system: str) -> str:
+    """The file name of a system's test-split answers in an evaluation folder."""
+    return f"predictions-{system.replace(' ', '_')}.jsonl"
+
+
+def prediction_rows(inputs: EvalInputs, answers: list[str]) -> list[dict]:
+    """A system's answers as prediction rows (id, prompt, reference, prediction)."""
+    return [{"id": i, "prompt": p, "reference": r, "prediction": a}
+            for i, p, r, a in zip(inputs.ids, inputs.prompts, inputs.refs, answers)]
+
+
 def _training_figures(summary_dir: str) -> dict:
     """Training time, throughput and trainable parameters from a stage's train_summary.json."""
     summary = json.loads((Path(summary_dir) / "train_summary.json").read_text())
@@ -87,21 +146,15 @@ def evaluate(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, full_
     maybe_inject_fault("evaluate")
     run_cfg = RunConfig.model_validate(cfg)
     ev, log = run_cfg.eval, get_run_logger()
-    ids, prompts, refs = _test_split(dataset_dir, ev.max_examples)
+    inputs = eval_inputs(ev, dataset_dir)
+    ids, refs, real_path, real_parsed, real_errors = (inputs.ids, inputs.refs, inputs.real_path, inputs.real_parsed,
+                                                      inputs.real_errors)
     general = [json.loads(line) for line in general_answers_file(model_dir, model_hash, "heldout").read_text().splitlines()]
     general = general[: ev.forgetting_prompts] if ev.forgetting_prompts else general
     systems = {BASE: (Path(model_dir), None), FULL: (Path(full_dir) / "model", None)}
     if lora_dir:
         systems[LORA] = (Path(model_dir), Path(lora_dir) / "adapter")
     dtype = generation_dtype(ev.precision, native_bf16()[0])
-    real_path = real_source_path(ev.real_source)
-    real_parsed, real_errors = read_real_set(real_path) if real_path is not None else ([], [])
-    if real_path is not None:
-        log.info("real set %s: %d filings readable, %d not", real_path, len(real_parsed), len(real_errors))
-    # Constrained heads come from the filing (real) or, equivalently, the reference's heads (a dataset row keeps
-    # the answer, not the parsed filing): rule code, figure and threshold, never an outcome.
-    test_heads = [heads_from_reference(r) for r in refs] if ev.constrain_heads else None
-    real_heads = [filing_heads(p) for p in real_parsed] if ev.constrain_heads else None
     predictions, nll, generation, real_results = {}, {}, {}, {}
     for name, (path, adapter) in systems.items():
         # The base model never writes the answer format: a tight bound scores it the same, minutes sooner.
@@ -110,19 +163,13 @@ def evaluate(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, full_
             model, tokenizer = load_model_for_eval(path, adapter=adapter)
             nll[name] = answer_nll(model, tokenizer, [g["prompt"] for g in general], [g["answer"] for g in general])
             model = model.to(DTYPES[dtype])  # after the fp32 NLL, so forgetting does not depend on the precision
-            log.info("%s: generating %d answers in %s (batches of %d, up to %d new tokens)", name, len(prompts),
+            log.info("%s: generating %d answers in %s (batches of %d, up to %d new tokens)", name, len(refs),
                      dtype, ev.batch_size, bound)
-            started = time.monotonic()
-            predictions[name] = generate_answers(model, tokenizer, prompts, max_new_tokens=bound,
-                                                 batch_size=ev.batch_size, heads=test_heads)
-            generation[name] = time.monotonic() - started
-            if real_parsed:
-                answers = generate_answers(model, tokenizer,
-                                           [render_prompt(tokenizer, render_report(p)) for p in real_parsed],
-                                           max_new_tokens=bound, batch_size=ev.batch_size, heads=real_heads)
-                real_results[name] = _review_real(real_parsed, answers)
+            predictions[name], real, generation[name] = system_answers(model, tokenizer, inputs, ev, bound)
+            if real is not None:
+                real_results[name] = real
             del model
-        log.info("%s: %d answers generated in %.0f s; general NLL %.3f", name, len(prompts), generation[name],
+        log.info("%s: %d answers generated in %.0f s; general NLL %.3f", name, len(refs), generation[name],
                  nll[name]["mean_nll"])
     scores = {n: score_predictions(refs, p, n_bootstrap=ev.bootstrap_samples) for n, p in predictions.items()}
     paired = paired_bootstrap(refs, predictions[FULL], predictions[LORA], n_bootstrap=ev.bootstrap_samples) \
@@ -140,9 +187,7 @@ def evaluate(cfg: dict, model_dir: str, model_hash: str, dataset_dir: str, full_
 
     def build(tmp: Path) -> dict:
         for name in order:
-            write_predictions(tmp / f"predictions-{name.replace(' ', '_')}.jsonl",
-                              [{"id": i, "prompt": p, "reference": r, "prediction": a}
-                               for i, p, r, a in zip(ids, prompts, refs, predictions[name])])
+            write_predictions(tmp / predictions_file(name), prediction_rows(inputs, predictions[name]))
         plot_per_code_f1({n: scores[n] for n in order}, tmp / "per_code_f1.png")
         logs = {"full FT": Path(full_dir) / "metrics.jsonl", **({"LoRA": Path(lora_dir) / "metrics.jsonl"} if lora_dir else {})}
         plot_loss_curves(logs, tmp / "loss_curves.png")

@@ -138,3 +138,42 @@ def test_a_folder_of_filings_mixed_with_generated_reports_is_prepared(tmp_path: 
     assert state.is_completed(), state.message
     rows = state.result()["stages"]["prepare_data"]["figures"]["rows"]
     assert sum(rows.values()) == 48 + 160 + 16, rows  # decision drills go with any source, to train only
+
+
+def test_a_candidate_is_judged_against_production_whose_answers_are_cached(tiny_model_dir: Path,
+                                                                           tmp_path: Path) -> None:
+    """Champion / challenger through the flow: the first promotion has nothing to compare with and says so; the next
+    run generates production's answers (stage evaluate_production) and the gate compares on the same examples; a run
+    after that reuses production's answers (Cached); a candidate required to beat production is rejected."""
+    import asyncio
+
+    from foundation.errors import GateRejected
+    from tests.prefect_stack import small_overrides
+
+    overrides = small_overrides(tiny_model_dir, **{"name": "spine-champion", "gate.registry_dir": str(tmp_path),
+                                                   "gate.max_regression_vs_production": 0.0,
+                                                   "eval.real_source": None})
+
+    def run(**extra):
+        state = finetune(config_path=CONFIG, overrides={**overrides, **extra}, return_state=True)
+        return state, asyncio.run(_task_states(state.state_details.flow_run_id))
+
+    first, states = run()
+    summary = first.result()
+    assert "evaluate_production" not in states and summary["result"]["gate_passed"]
+    version = summary["result"]["promoted_version"]
+    (criterion,) = [c for c in summary["result"]["gate"]["decision"]["criteria"] if c["name"] == "vs_production"]
+    assert "no model in production yet" in criterion["message"]
+
+    second, states = run()
+    assert states["evaluate_production"] == "Completed" and states["train_full"] == "Cached"
+    decision = second.result()["result"]["gate"]["decision"]
+    (criterion,) = [c for c in decision["criteria"] if c["name"] == "not_worse_than_production"]
+    assert criterion["passed"] and criterion["figure"] == 0.0 and version in criterion["message"]  # same model
+    gate_dir = Path(second.result()["stages"]["deployment_gate"]["out_dir"])
+    assert f"production {version}" in (gate_dir / "decision.md").read_text()
+
+    third, states = run(**{"gate.max_regression_vs_production": -0.5})  # must beat production by 0.5 F1
+    assert states["evaluate_production"] == "Cached" and third.is_failed()
+    with pytest.raises(GateRejected, match="not_worse_than_production"):
+        third.result()
