@@ -90,6 +90,34 @@ def _normalise(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def provenance(parts: dict[str, pd.DataFrame]) -> dict[str, dict[str, Any]]:
+    """Where the examples came from, per part (e.g. ``filings``, ``generated``, ``drills``): rows, filings by form
+    (the rendered report's first line up to its date: ``US FFIEC 051 CBLR``, ``EU COREP 4.0`` ...) and the range of
+    report dates. Parts without rows are left out."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, df in parts.items():
+        if df is None or df.empty:
+            continue
+        dates = sorted(str(d) for d in df["report_date"] if str(d))
+        forms = pd.Series([DRILL if kind == DRILL else _form_of(text)
+                           for kind, text in zip(df["case_kind"], df["report_text"])]).value_counts()
+        out[name] = {"rows": int(len(df)), "forms": {str(k): int(v) for k, v in forms.items()},
+                     "first_report_date": dates[0] if dates else None,
+                     "last_report_date": dates[-1] if dates else None}
+    return out
+
+
+def _form_of(report_text: str) -> str:
+    """The form a rendered report states before its report date (``US FFIEC 031``), or ``drill``/``unknown``."""
+    first = str(report_text).split("\n", 1)[0].split()
+    head = []
+    for word in first:
+        if len(word) == 10 and word[4] == "-" and word[7] == "-" and word[:4].isdigit():
+            return " ".join(head) or "unknown"
+        head.append(word)
+    return "unknown"
+
+
 def held_out_families(df: pd.DataFrame, seed: int) -> list[str]:
     """The template families kept for the test split only (one, chosen by ``seed``; none if fewer than two).
     Drill rows have no directive and so no family to hold out."""

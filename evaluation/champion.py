@@ -52,6 +52,8 @@ def render_comparison_markdown(comparison: dict[str, Any] | None, candidate_real
     """Production vs candidate as a markdown table (for the gate's decision); a sentence when not compared."""
     if comparison is None:
         return "Production not compared (nothing in production yet, or gate.max_regression_vs_production unset)."
+    if comparison.get("same_model"):
+        return f"The candidate is production {comparison['version']} itself: no new data since it was trained."
     f1 = comparison["paired"]["f1_micro"]
     real = comparison.get("real_false_violations")
     rows = ["| | production " + comparison["version"] + " | candidate | candidate - production (95% CI) |",

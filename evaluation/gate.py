@@ -116,6 +116,7 @@ def gate_metrics(full_scores: dict[str, Any], paired: dict[str, Any], forgetting
     versus = (production.get("paired") or {}).get("f1_micro", {})
     return {
         "production_version": production.get("version"),
+        "production_same_model": bool(production.get("same_model")),
         "f1_vs_production": versus.get("difference"),
         "f1_vs_production_ci_low": versus.get("ci_low"),
         "real_false_violations_production": production.get("real_false_violations"),
@@ -219,6 +220,10 @@ def _production_criteria(metrics: dict[str, Any], thresholds: GateThresholds) ->
         return [GateCriterion("vs_production", None, -margin, True,
                               "vs_production: no model in production yet: the first promotion has nothing to compare "
                               "with")]
+    if metrics.get("production_same_model"):
+        return [GateCriterion("vs_production", 0.0, -margin, True,
+                              f"vs_production: the candidate is production {version} itself (trained on the same data "
+                              "with the same settings and code): no new data, nothing to compare")]
     key = "f1_vs_production_ci_low" if thresholds.use_ci_lower_bound else "f1_vs_production"
     criteria = [_criterion("not_worse_than_production", metrics, key, -margin, lambda f, t: f >= t, ">=")]
     if metrics.get("real_n_filings") and metrics.get("real_false_violations_production") is not None:

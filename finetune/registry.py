@@ -406,7 +406,12 @@ def promote(
         model_sha256 = hash_path(model_dir, exclude=frozenset(p.name for p in model_dir.rglob(".*")))
         existing = _find_by_hash(registry_dir, model_sha256)
         if existing is not None:
-            set_production(registry_dir, existing, reason=reason)
+            try:
+                current = production_version(registry_dir)
+            except RegistryError:
+                current = None  # a broken pointer: switching repairs it
+            if current != existing:  # already production: no switch, no history line
+                set_production(registry_dir, existing, reason=reason)
             return existing
         numbers = [_version_number(v) for v in list_versions(registry_dir)]
         version = f"v{max(numbers, default=0) + 1:04d}-{short(model_sha256, 8)}"

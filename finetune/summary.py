@@ -45,7 +45,8 @@ def _ui_address() -> str | None:
     return None
 
 
-STAGE_ORDER = ("audit", "infra_check", "prepare_data", "train_full", "train_lora", "evaluate", "deployment_gate")
+STAGE_ORDER = ("audit", "infra_check", "prepare_data", "train_full", "train_lora", "evaluate", "evaluate_production",
+               "deployment_gate")
 
 
 def _real_table(real: dict[str, Any]) -> list[str]:
@@ -77,6 +78,8 @@ def render_terminal_summary(summary: dict[str, Any]) -> str:
     if stages:
         lines.append("Stages: " + ", ".join(
             f"{name} {m['wall_s']:.0f} s{' (cached)' if m.get('cached') else ''}" for name, m in stages))
+    if result.get("no_new_data"):
+        lines.append(f"Data: {result['no_new_data']}")
     if summary.get("memory_reuse"):
         lines.append(f"Freed-memory reuse: {summary['memory_reuse']}")
     rows = {r["system"]: r for r in result.get("rows", [])}

@@ -86,6 +86,8 @@ def finetune(
     model_hash = model_fingerprint(model_dir)
     registry = registry_dir(cfg)
     done: dict[str, Any] = {}
+    no_new_data: str | None = None
+    same_as: str | None = None  # the production version the candidate is, when nothing changed
 
     def record(stage: str, manifest: dict[str, Any]) -> bool:
         done[stage] = manifest
@@ -139,8 +141,14 @@ def finetune(
     )):
         return _summary(run_dir, done)
     champion = _production(cfg, registry)
+    if champion is not None and champion[3].get("train_full_key") == done["train_full"]["content_hash"]:
+        no_new_data = (f"no new data: production {champion[0]} was trained on the same data ({data_hash[:12]}) with "
+                       "the same settings and code; the candidate is that model, nothing to compare")
+        log.info(no_new_data)
+        same_as = champion[0]
+        champion = None
     if champion is not None:
-        version, folder, sha256 = champion
+        version, folder, sha256, _ = champion
         log.info("champion / challenger: the candidate is compared with production %s", version)
         if record("evaluate_production", run_stage(
             evaluate_production, stage="evaluate_production",
@@ -157,18 +165,20 @@ def finetune(
             deployment_gate, stage="deployment_gate",
             inputs={"cfg": cfg.section_hash("gate"), "eval": done["evaluate"]["content_hash"],
                     "registry": str(registry),
-                    "production": done["evaluate_production"]["content_hash"] if production_dir else None},
+                    "production": done["evaluate_production"]["content_hash"] if production_dir else None,
+                    "same_as_production": same_as},
             cfg=cfg_dict, eval_dir=done["evaluate"]["out_dir"], full_dir=full_dir, data_hash=data_hash,
-            registry_dir=str(registry), production_dir=production_dir,
+            registry_dir=str(registry), production_dir=production_dir, same_as_production=same_as,
+            train_key=done["train_full"]["content_hash"], provenance=done["prepare_data"]["figures"].get("provenance"),
         ))
     except GateRejected as err:
         # A rejection fails the run (so a schedule shows it), but the run still says what it found and why.
         done["deployment_gate"] = {"figures": {"passed": False, "version": None, "registry_dir": str(registry),
                                                "decision": err.decision}}
-        _summary(run_dir, done)
+        _summary(run_dir, done, no_new_data)
         err.run_dir = str(run_dir)
         raise
-    return _summary(run_dir, done)
+    return _summary(run_dir, done, no_new_data)
 
 
 def check_attempt(attempt: int, max_attempts: int, rerun_of: str | None) -> None:
@@ -181,8 +191,8 @@ def check_attempt(attempt: int, max_attempts: int, rerun_of: str | None) -> None
             "Read the crashed runs' logs, fix the cause, then start the deployment by hand.")
 
 
-def _production(cfg: RunConfig, registry: Path) -> tuple[str, Path, str] | None:
-    """The version in production, its folder and model content hash, when the gate compares with it
+def _production(cfg: RunConfig, registry: Path) -> tuple[str, Path, str, dict[str, Any]] | None:
+    """The version in production, its folder, model content hash and card, when the gate compares with it
     (``gate.max_regression_vs_production`` set) and one exists; else None. A damaged version is an error: the
     comparison would judge the candidate against other weights than production's."""
     if cfg.gate.max_regression_vs_production is None:
@@ -191,7 +201,7 @@ def _production(cfg: RunConfig, registry: Path) -> tuple[str, Path, str] | None:
     if version is None:
         return None
     card = model_registry.verify_version(registry, version)
-    return version, model_registry.resolve_model(registry, version), card["model_sha256"]
+    return version, model_registry.resolve_model(registry, version), card["model_sha256"], card
 
 
 def _source_hash(cfg: RunConfig) -> str:
@@ -216,9 +226,10 @@ def _host_fingerprint() -> dict[str, Any]:
             "torch": torch.__version__, "deepspeed": version("deepspeed")}
 
 
-def _summary(run_dir: Path, done: dict[str, Any]) -> dict[str, Any]:
-    """Write and return the run summary: the run folder, the results, the gate's decision, manifests."""
-    result: dict[str, Any] = {}
+def _summary(run_dir: Path, done: dict[str, Any], no_new_data: str | None = None) -> dict[str, Any]:
+    """Write and return the run summary: the run folder, the results, the gate's decision, manifests, and whether
+    the run found nothing new to learn from (``no_new_data``: why, or None)."""
+    result: dict[str, Any] = {"no_new_data": no_new_data} if no_new_data else {}
     if "evaluate" in done:
         linked = run_dir / "evaluate"  # the run folder's link to the stage output: the path the README names
         result.update(evaluation_result(linked if linked.exists() else Path(done["evaluate"]["out_dir"])))

@@ -47,10 +47,13 @@ def decision_markdown(decision, *, version: str | None, dry_run: bool, versus_pr
 @task(name="deployment_gate", retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, retry_condition_fn=transient_only,
       persist_result=True)
 def deployment_gate(cfg: dict, eval_dir: str, full_dir: str, data_hash: str, registry_dir: str, out_dir: str,
-                    key: str, production_dir: str | None = None) -> dict:
+                    key: str, production_dir: str | None = None, same_as_production: str | None = None,
+                    train_key: str | None = None, provenance: dict | None = None) -> dict:
     """Judge the full-FT model against the gate; promote it into the registry when it passes. ``production_dir``:
     the production model's answers (``tasks/evaluate_production.py``), None when nothing is in production or the
-    config does not compare with it.
+    config does not compare with it; ``same_as_production``: the production version the candidate is (same training
+    key: nothing new to learn from), None otherwise. ``train_key`` (the train_full stage's key) and ``provenance`` (where the
+    training data came from) go on the model card: the next run knows from them whether anything is new.
 
     Raises:
         GateRejected: a criterion failed (or a metric is missing/NaN); the run ends Failed.
@@ -60,7 +63,8 @@ def deployment_gate(cfg: dict, eval_dir: str, full_dir: str, data_hash: str, reg
     metrics = json.loads((Path(eval_dir) / "metrics.json").read_text())
     real = (metrics.get("real") or {}).get("scores", {}).get(FULL)
     versus = (compare_with_production(Path(eval_dir) / predictions_file(FULL), Path(production_dir),
-                                      n_bootstrap=run_cfg.eval.bootstrap_samples) if production_dir else None)
+                                      n_bootstrap=run_cfg.eval.bootstrap_samples) if production_dir else
+              {"version": same_as_production, "same_model": True} if same_as_production else None)
     gate_input = gate_metrics(metrics["scores"].get(FULL, {}), metrics.get("paired_full_minus_lora", {}),
                               metrics.get("forgetting", {}).get(FULL), real, versus)
     decision = check_gate(gate_input, thresholds(run_cfg))
@@ -69,7 +73,8 @@ def deployment_gate(cfg: dict, eval_dir: str, full_dir: str, data_hash: str, reg
         version = promote(
             Path(registry_dir), Path(full_dir) / "model",
             card={"metrics": gate_input, "decision": decision.to_dict(), "config": cfg, "data_hash": data_hash,
-                  "comparison": metrics.get("rows")},
+                  "comparison": metrics.get("rows"), "train_full_key": train_key, "data_provenance": provenance,
+                  "versus_production": versus},
             files={name: Path(eval_dir) / name for name in ("report.md", "per_code_f1.png", "learning_curve.png")
                    if (Path(eval_dir) / name).is_file()},
             reason=f"deployment gate passed ({len(decision.criteria)} criteria), data {data_hash[:12]}",

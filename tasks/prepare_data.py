@@ -11,7 +11,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from data_contracts.contracts import ContractLimits
-from data_contracts.prepare import load_raw, prepare_dataset
+from data_contracts.prepare import load_raw, prepare_dataset, provenance
 from finetune.config import RunConfig
 from foundation.errors import DataContractError
 from regulator.drills import generate_drills
@@ -25,6 +25,15 @@ def contract_limits(cfg: RunConfig) -> ContractLimits:
     return ContractLimits(min_report_chars=d.min_report_chars, max_report_chars=d.max_report_chars,
                           max_target_chars=d.max_target_chars, max_tokens=cfg.model.max_seq_len,
                           max_truncation_rate=d.max_truncation_rate)
+
+
+def provenance_markdown(origin: dict, source: str) -> str:
+    """Where the examples came from (``data_contracts.prepare.provenance``), as markdown."""
+    lines = [f"## Provenance (data.source: {source})", "", "| part | rows | forms | report dates |", "|---|---|---|---|"]
+    for name, p in origin.items():
+        forms = ", ".join(f"{form} {n}" for form, n in p["forms"].items())
+        lines.append(f"| {name} | {p['rows']} | {forms} | {p['first_report_date']} to {p['last_report_date']} |")
+    return "\n".join(lines)
 
 
 def stats_markdown(manifest: dict) -> str:
@@ -64,15 +73,17 @@ def prepare_data(cfg: dict, model_dir: str, out_dir: str, key: str) -> dict:
         return raw
 
     def build(tmp: Path) -> dict:
+        parts: dict[str, pd.DataFrame] = {}
         if d.source == "synthetic":
-            raw = generated(tmp, d.n_examples)
+            parts["generated"] = generated(tmp, d.n_examples)
         else:
-            raw = load_raw(d.source)
+            parts["filings"] = load_raw(d.source)
             if d.mix_synthetic:  # real filings topped up with generated ones (other banks, the same contracts)
-                raw = pd.concat([raw, generated(tmp, d.mix_synthetic)], ignore_index=True)
+                parts["generated"] = generated(tmp, d.mix_synthetic)
         if d.train_drills:
-            drills = generate_drills(d.train_drills, d.seed, d.drill_lines, d.eu_fraction)
-            raw = pd.concat([raw, drills], ignore_index=True)
+            parts["drills"] = generate_drills(d.train_drills, d.seed, d.drill_lines, d.eu_fraction)
+        raw = pd.concat(list(parts.values()), ignore_index=True)
+        origin = provenance(parts)
         try:
             manifest = prepare_dataset(raw=raw, tokenizer=tokenizer, out_dir=tmp, seed=d.seed,
                                        max_seq_len=run_cfg.model.max_seq_len, limits=contract_limits(run_cfg),
@@ -81,10 +92,10 @@ def prepare_data(cfg: dict, model_dir: str, out_dir: str, key: str) -> dict:
             create_markdown_artifact(key="data-contract-failure", markdown=err.report_markdown or str(err),
                                      description="Data contract failed: nothing downstream ran")
             raise
-        markdown = stats_markdown(manifest)
+        markdown = stats_markdown(manifest) + "\n\n" + provenance_markdown(origin, d.source)
         (tmp / "data.md").write_text(markdown)
         create_markdown_artifact(key="data-stats", markdown=markdown, description="Prepared data statistics")
         return {"dataset_hash": manifest["content_hash"], "rows": manifest["rows"],
-                "held_out_families": manifest["held_out_families"]}
+                "held_out_families": manifest["held_out_families"], "provenance": origin}
 
     return build_stage(out_dir, build, stage="prepare_data", key=key)

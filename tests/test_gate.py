@@ -86,7 +86,7 @@ def test_gate_metrics_from_evaluation_results() -> None:
     full = {"f1_micro": 0.9, "rouge_l": 0.7}
     paired = {"f1_micro": {"difference": 0.1, "ci_low": 0.03, "ci_high": 0.2}}
     assert gate_metrics(full, paired, 0.05) == {
-        "production_version": None, "f1_vs_production": None, "f1_vs_production_ci_low": None,
+        "production_version": None, "production_same_model": False, "f1_vs_production": None, "f1_vs_production_ci_low": None,
         "real_false_violations_production": None,
         "f1_micro": 0.9,
         "rouge_l": 0.7,
