@@ -166,7 +166,7 @@ def split_by_bank(
             n_val += int(rows_per_bank[bank])
     assignment = np.where(banks.isin(test_banks), "test", np.where(banks.isin(val_banks), "validation", "train"))
     out = {name: df[assignment == name] for name in SPLITS}
-    out["train"] = pd.concat([out["train"], pool])
+    out["train"] = pd.concat([out["train"], pool[~pool["bank_id"].astype(str).isin(test_banks | val_banks)]])
     return {name: part.reset_index(drop=True) for name, part in out.items()}
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -18,6 +16,7 @@ import torch
 
 from evaluation.constrained import HeadConstraint, TokenStrings, apply_constraints
 from foundation.errors import EvaluationError
+from foundation.paths import write_bytes_atomic
 
 STOP_TOKENS = ("<|im_end|>",)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -198,19 +197,8 @@ def load_model_for_eval(
 
 def write_predictions(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     """Write prediction rows (e.g. ``id``, ``prompt``, ``reference``, ``prediction``) as JSONL, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    text = "".join(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n" for row in rows)
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def read_predictions(path: Path) -> list[dict[str, Any]]:

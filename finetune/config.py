@@ -55,6 +55,7 @@ class DataConfig(_Section):
 
     source: str = Field("synthetic", description="'synthetic' (generated XBRL reports), a JSONL/Parquet file, a folder of XBRL filings (instances, xBRL-CSV report packages, bulk zips) or one zip; filings are labelled by the rule engine.")
     mix_synthetic: int = Field(0, ge=0, le=1_000_000, description="Generated reports added to a file or folder source (0: the source alone); they are split by bank like the rest, so real and generated reports share the contracts and the splits.")
+    reviews: str | None = Field(None, description="A review store (the analyze flow's supervisors' decisions; a path relative to the project home, e.g. reviews, where the flow keeps them): each reviewed filing whose decision agrees with the rule engine is added to training (train only, never a bank of validation or test, never a filing of eval.real_source); decisions that contradict the rule engine are listed in data.md and never trained on. None: no reviews.")
     n_examples: int = Field(400, ge=10, le=1_000_000, description="Examples to generate (synthetic source only).")
     eu_fraction: float = Field(0.5, ge=0, le=1, description="Share of EU COREP reports among generated examples.")
     eu_csv_fraction: float = Field(0.0, ge=0, le=1, description="Share of the generated EU reports written as EBA xBRL-CSV report packages (.zip) instead of xBRL-XML; the rest is xBRL-XML.")

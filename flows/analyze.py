@@ -2,7 +2,10 @@
 
 One task (``tasks/analyze_filings.py``) does the work; the flow fixes the model for the whole run (the production
 pointer is resolved once, at the start), writes ``results.jsonl`` into a run folder, publishes the table artifact
-``analysis-results`` and returns the counts per status.
+``analysis-results`` and returns the counts per status. With ``review=True`` it then pauses for each filing sent to
+review with a typed form in the Prefect UI (``SupervisorReview``): the rule engine's verdict, the model's answer and
+the reasons are its description; the supervisor's decision goes to the review store (``regulator/reviews.py``),
+which ``prepare_data`` reads as training data (``data.reviews``).
 """
 
 from __future__ import annotations
@@ -12,16 +15,33 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from pydantic import Field
 
-from foundation.paths import default_registry_dir, new_run_dir, project_home
+from foundation.hashing import hash_file
+from foundation.paths import default_registry_dir, new_run_dir, project_home, reviews_dir
 from finetune.analysis import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, resolve_model_ref
-from regulator.analyze import ERROR, codes_text, summarize, write_results
+from regulator.analyze import ERROR, NEEDS_REVIEW, codes_text, summarize, write_results
+from regulator.reviews import Decision, record_decision
 from tasks.analyze_filings import analyze_filings_task
+
+
+class SupervisorReview(RunInput):
+    """The form a supervisor fills in for one filing sent to review (rendered by the Prefect UI)."""
+
+    reviewer: str = Field(description="Who decides (recorded with the decision)")
+    violations: list[str] = Field(description="The violation codes the filing really shows (start: the rule "
+                                              "engine's); an empty list: compliant")
+    directive: str = Field("", description="The directive to send, corrected where the model's was wrong")
+    note: str = Field("", description="Why, where the decision departs from the rule engine or the model")
 
 
 @flow(name="analyze")
 def analyze(folder: str, model: str = "production", registry_dir: str | None = None,
-            rules_only: bool = False) -> dict[str, Any]:
+            rules_only: bool = False, review: bool = False, review_timeout_s: int = 86_400,
+            reviews: str | None = None) -> dict[str, Any]:
     """Analyse every XBRL filing under ``folder``.
 
     Args:
@@ -29,9 +49,13 @@ def analyze(folder: str, model: str = "production", registry_dir: str | None = N
         model: ``production``, a registry version or a Hugging Face model folder.
         registry_dir: the model registry (default ``<project>/registry``).
         rules_only: the rule engine alone, no model.
+        review: pause for a supervisor's decision on each filing sent to review (a form in the UI).
+        review_timeout_s: how long each pause waits; the filings not reviewed by then are listed, not lost.
+        reviews: the review store (default ``<project>/reviews``).
     Returns:
-        Counts per status (``total``, ``ok``, ``needs_review``, ``cannot_assess``, ``error``), the model used and
-        the path of ``results.jsonl``.
+        Counts per status (``total``, ``ok``, ``needs_review``, ``cannot_assess``, ``error``), the model used, the
+        path of ``results.jsonl`` and, with ``review``, the decisions stored (``reviewed``) and contradicting the
+        rule engine (``contradicting``).
     """
     log = get_run_logger()
     path = Path(folder) if Path(folder).is_absolute() else project_home() / folder
@@ -50,8 +74,53 @@ def analyze(folder: str, model: str = "production", registry_dir: str | None = N
             log.warning("could not read %s: %s", r["file"], "; ".join(r["reasons"]))
     counts = summarize(results)
     log.info("%s", ", ".join(f"{n} {s}" for s, n in counts.items()))
-    return {**counts, "model": str(model_dir) if model_dir else "rules-only",
-            "results": str(run_dir / "results.jsonl")}
+    out = {**counts, "model": str(model_dir) if model_dir else "rules-only", "results": str(run_dir / "results.jsonl")}
+    if review:
+        out.update(_ask_supervisors(results, reviews_dir(reviews), review_timeout_s))
+    return out
+
+
+def _ask_supervisors(results: list[dict[str, Any]], store: Path, timeout_s: int) -> dict[str, Any]:
+    """Pause for each filing sent to review; store each decision; stop asking when a pause times out."""
+    log = get_run_logger()
+    pending = [r for r in results if r["status"] == NEEDS_REVIEW]
+    stored, contradicting = [], []
+    for i, result in enumerate(pending, start=1):
+        if not Path(result["file"]).is_file():
+            log.warning("%s: a member of a zip; its review cannot be stored with the filing, not asked", result["file"])
+            continue
+        sha256 = hash_file(Path(result["file"]))  # the filing as analysed: a change before the decision is refused
+        form = SupervisorReview.with_initial_data(
+            description=_review_markdown(result, i, len(pending)), reviewer="",
+            violations=list(result["rule_violations"]), directive=result.get("model_directive") or "", note="")
+        try:
+            answer = pause_flow_run(wait_for_input=form, timeout=timeout_s, key=f"review-{sha256[:16]}")
+        except FlowPauseTimeout:
+            log.warning("no decision within %d s: %d filings left to review (analyse them again to ask)", timeout_s,
+                        len(pending) - i + 1)
+            break
+        decision = Decision(filing_sha256=sha256, file=result["file"], reviewer=answer.reviewer,
+                            violations=sorted(answer.violations), directive=answer.directive,
+                            rule_violations=list(result["rule_violations"]),
+                            model_violations=result.get("model_violations"), note=answer.note)
+        record_decision(store, Path(result["file"]), decision)
+        stored.append(result["file"])
+        if decision.contradicts_rules:
+            contradicting.append(result["file"])
+            log.warning("%s: %s decided %s, the rule engine %s: kept and flagged, not trained on", result["file"],
+                        answer.reviewer, decision.violations or "compliant", decision.rule_violations or "compliant")
+    return {"reviewed": stored, "contradicting": contradicting, "review_store": str(store)}
+
+
+def _review_markdown(result: dict[str, Any], number: int, total: int) -> str:
+    """What the supervisor sees above the form: the filing, the rule engine's verdict, the model's answer, why."""
+    return "\n".join([
+        f"## Review {number} of {total}: {result['file']}",
+        f"{result['entity']} ({result['form']}, {result['report_date']})", "",
+        f"**Rule engine:** {codes_text(result, 'rule_violations')}  ",
+        f"**Model:** {codes_text(result, 'model_violations')}", "",
+        "**Sent to review because:**", *[f"- {reason}" for reason in result["reasons"]], "",
+        "**The model's answer:**", "```", result.get("model_answer") or "(none)", "```"])
 
 
 def _row(result: dict[str, Any]) -> dict[str, str]:

@@ -25,7 +25,8 @@ from finetune.config import RunConfig, load_config
 from foundation.errors import AttemptsExhausted, GateRejected
 from finetune.models import model_fingerprint, resolve_model
 from finetune import registry as model_registry
-from foundation.paths import default_registry_dir, new_run_dir, project_home, record_stage, write_json_atomic
+from foundation.paths import (default_registry_dir, new_run_dir, project_home, record_stage, reviews_dir,
+                              write_json_atomic)
 from foundation.hashing import hash_path
 from foundation.memory_reuse import reuse_decision
 from finetune.summary import evaluation_result
@@ -111,7 +112,7 @@ def finetune(
     if record("prepare_data", run_stage(
         prepare_data, stage="prepare_data",
         inputs={"cfg": cfg.section_hash("data"), "max_seq_len": cfg.model.max_seq_len, "model": model_hash,
-                "source": _source_hash(cfg)},
+                "source": _source_hash(cfg), "reviews": _reviews_hash(cfg)},
         cfg=cfg_dict, model_dir=str(model_dir),
     )):
         return _summary(run_dir, done)
@@ -207,6 +208,15 @@ def _production(cfg: RunConfig, registry: Path) -> tuple[str, Path, str, dict[st
 def _source_hash(cfg: RunConfig) -> str:
     """Content hash of a file or folder data source ('synthetic' is described by the config alone)."""
     return "synthetic" if cfg.data.source == "synthetic" else hash_path(Path(cfg.data.source))
+
+
+def _reviews_hash(cfg: RunConfig) -> str | None:
+    """Content hash of the review store trained on (``data.reviews``), None without one: a new decision re-runs
+    prepare_data and what follows."""
+    if cfg.data.reviews is None:
+        return None
+    store = reviews_dir(cfg.data.reviews)
+    return hash_path(store) if store.exists() else "empty"
 
 
 def _real_set_hash(cfg: RunConfig) -> str | None:

@@ -81,6 +81,15 @@ def default_registry_dir() -> Path:
     return project_home() / "registry"
 
 
+def reviews_dir(path: str | Path | None = None) -> Path:
+    """The review store (supervisors' decisions): ``path`` absolute as given or relative to the project home, by
+    default ``<project home>/reviews``, where the analyze flow keeps them."""
+    if path is None:
+        return project_home() / "reviews"
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else project_home() / path
+
+
 def is_complete(folder: Path) -> bool:
     """Return True when ``folder`` holds a completion marker written by :func:`mark_complete`."""
     return (Path(folder) / COMPLETE_MARKER).is_file()
@@ -96,16 +105,26 @@ def mark_complete(folder: Path, info: dict[str, Any]) -> None:
     write_json_atomic(Path(folder) / COMPLETE_MARKER, info)
 
 
-def write_json_atomic(path: Path, value: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and ``os.replace`` (never a half-written file)."""
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a synced temporary file and ``os.replace``: readers see the old file or the
+    new one, never a half-written one, and a failed write leaves no temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """Write JSON to ``path`` atomically (``write_bytes_atomic``)."""
+    write_bytes_atomic(path, json.dumps(value, indent=2, sort_keys=True, default=str).encode())
 
 
 @contextmanager

@@ -4,18 +4,22 @@ tokenise, save HF dataset splits with a content hash. A failed contract stops th
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from data_contracts.contracts import ContractLimits
 from data_contracts.prepare import load_raw, prepare_dataset, provenance
 from finetune.config import RunConfig
 from foundation.errors import DataContractError
+from foundation.hashing import hash_file
+from foundation.paths import resolve_input, reviews_dir
 from regulator.drills import generate_drills
-from regulator.generator import generate_dataset
+from regulator.generator import RAW_COLUMNS, TRAIN_ONLY, generate_dataset
+from regulator.reviews import trainable
 from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault, transient_only
 
 
@@ -72,6 +76,27 @@ def prepare_data(cfg: dict, model_dir: str, out_dir: str, key: str) -> dict:
         raw["source_file"] = [os.path.relpath(p, tmp) if p else "" for p in raw["source_file"]]
         return raw
 
+    left_out: list[dict] = []
+    log = get_run_logger()
+
+    def reviewed(tmp: Path) -> pd.DataFrame:
+        """The filings of the review store whose decisions agree with the rule engine, labelled, train only."""
+        real = resolve_input(run_cfg.eval.real_source) if run_cfg.eval.real_source else None
+        real_files = [p for p in ([real] if real.is_file() else real.rglob("*")) if p.is_file()] if real else []
+        keep, dropped = trainable(reviews_dir(d.reviews), frozenset(hash_file(p) for p in real_files))
+        left_out.extend(dropped)
+        log.info("review store %s: %d decisions to train on, %d left out", reviews_dir(d.reviews), len(keep),
+                 len(dropped))
+        if not keep:
+            return pd.DataFrame(columns=[*RAW_COLUMNS, TRAIN_ONLY])
+        folder = tmp / "reviewed"
+        folder.mkdir()
+        for path in keep:
+            shutil.copyfile(path, folder / path.name)
+        rows = load_raw(folder)
+        rows[TRAIN_ONLY] = True
+        return rows
+
     def build(tmp: Path) -> dict:
         parts: dict[str, pd.DataFrame] = {}
         if d.source == "synthetic":
@@ -80,6 +105,8 @@ def prepare_data(cfg: dict, model_dir: str, out_dir: str, key: str) -> dict:
             parts["filings"] = load_raw(d.source)
             if d.mix_synthetic:  # real filings topped up with generated ones (other banks, the same contracts)
                 parts["generated"] = generated(tmp, d.mix_synthetic)
+        if d.reviews is not None:
+            parts["reviews"] = reviewed(tmp)
         if d.train_drills:
             parts["drills"] = generate_drills(d.train_drills, d.seed, d.drill_lines, d.eu_fraction)
         raw = pd.concat(list(parts.values()), ignore_index=True)
@@ -93,9 +120,14 @@ def prepare_data(cfg: dict, model_dir: str, out_dir: str, key: str) -> dict:
                                      description="Data contract failed: nothing downstream ran")
             raise
         markdown = stats_markdown(manifest) + "\n\n" + provenance_markdown(origin, d.source)
+        if left_out:
+            markdown += "\n\n## Reviews not trained on\n\n" + "\n".join(
+                f"- {r['file']} ({r['reviewer']}, {r['reviewed_at']}): {r['left_out']}" for r in left_out)
         (tmp / "data.md").write_text(markdown)
         create_markdown_artifact(key="data-stats", markdown=markdown, description="Prepared data statistics")
         return {"dataset_hash": manifest["content_hash"], "rows": manifest["rows"],
-                "held_out_families": manifest["held_out_families"], "provenance": origin}
+                "held_out_families": manifest["held_out_families"], "provenance": origin,
+                "reviews_left_out": [{k: r.get(k) for k in ("file", "filing_sha256", "reviewer", "left_out")}
+                                     for r in left_out]}
 
     return build_stage(out_dir, build, stage="prepare_data", key=key)
