@@ -41,12 +41,16 @@ class HardwareConfig(_Section):
     accelerator: Literal["cpu", "cuda"] = Field("cpu", description="Device type training runs on.")
     gpus_per_node: int = Field(0, ge=0, le=64, description="GPUs per node (0 on CPU).")
     gpu_memory_gb: float = Field(0.0, ge=0, description="Memory of one GPU in GB (0 on CPU).")
-    num_nodes: int = Field(1, ge=1, le=1024, description="Nodes in the launch; >1 needs a hostfile.")
+    num_nodes: int = Field(1, ge=1, le=1024, description="Nodes in the launch; >1 needs a hostfile (hardware.rendezvous: hostfile) or a rendezvous endpoint (c10d).")
     cpu_ram_gb: float = Field(16.0, gt=0, description="CPU RAM per node in GB available to training (offload, CPU training).")
     cpu_processes: int = Field(1, ge=1, le=64, description="Training processes on a CPU-only node (gloo ranks).")
     peak_tflops: float = Field(312.0, gt=0, description="Peak bf16 TFLOP/s of one device, for the time estimate (A100: 312).")
     assumed_mfu: float = Field(0.40, gt=0, le=1, description="Model FLOPs utilisation assumed by the time estimate.")
-    hostfile: Path | None = Field(None, description="DeepSpeed hostfile for multi-node launches.")
+    hostfile: Path | None = Field(None, description="DeepSpeed hostfile for multi-node launches (hardware.rendezvous: hostfile).")
+    rendezvous: Literal["hostfile", "c10d"] = Field("hostfile", description="How the nodes of a multi-node run meet: 'hostfile' (the DeepSpeed launcher starts every node over password-less SSH) or 'c10d' (torch elastic: one torchrun agent per node, started by a Kubernetes indexed Job or srun, meeting at master_addr:master_port; no SSH; train.launcher torchrun).")
+    master_addr: str | None = Field(None, description="c10d rendezvous: the address every node reaches the rendezvous at (the first node's).")
+    master_port: int = Field(29400, ge=1, le=65535, description="c10d rendezvous port.")
+    local_nodes: bool = Field(False, description="c10d rendezvous: start every node's agent on this machine (a multi-node run rehearsed on one box, e.g. two nodes of one CPU rank each; a free port on 127.0.0.1).")
     allow_fallback: bool = Field(False, description="If the declared hardware is absent, fall back to what is present instead of failing.")
 
 
@@ -201,8 +205,14 @@ def cross_field_problems(cfg: RunConfig) -> list[str]:
         problems.append("hardware: accelerator 'cuda' needs gpus_per_node >= 1 and gpu_memory_gb > 0")
     if hw.accelerator == "cpu" and hw.gpus_per_node:
         problems.append("hardware.gpus_per_node: must be 0 when accelerator is 'cpu'")
-    if hw.num_nodes > 1 and hw.hostfile is None:
-        problems.append("hardware.hostfile: a multi-node run (num_nodes > 1) needs a hostfile")
+    if hw.num_nodes > 1 and hw.rendezvous == "hostfile" and hw.hostfile is None:
+        problems.append("hardware.hostfile: a multi-node run (num_nodes > 1) needs a hostfile, or hardware.rendezvous: "
+                        "c10d (one agent per node, no SSH)")
+    if hw.num_nodes > 1 and hw.rendezvous == "c10d" and not (hw.master_addr or hw.local_nodes):
+        problems.append("hardware.master_addr: a c10d rendezvous needs the address every node reaches it at "
+                        "(or hardware.local_nodes: true to rehearse the nodes on this machine)")
+    if hw.rendezvous == "c10d" and cfg.train.launcher != "torchrun":
+        problems.append("train.launcher: a c10d rendezvous is torch elastic's: use torchrun")
     if hw.hostfile is not None and not Path(hw.hostfile).is_file():
         problems.append(f"hardware.hostfile: {hw.hostfile} does not exist or is not a file")
     per_step = tr.micro_batch_size * cfg.world_size()

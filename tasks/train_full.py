@@ -93,7 +93,8 @@ def _full(model_dir: str, model_hash: str, dataset_dir: str, infra_dir: str, out
     log = get_run_logger()
     with watch_training(work_dir / "metrics.jsonl", label="train-full"):
         summary = run_training(spec, nproc=nproc, launcher=run_cfg.train.launcher, num_nodes=hw.num_nodes,
-                               hostfile=hw.hostfile)
+                               hostfile=hw.hostfile if hw.rendezvous == "hostfile" else None,
+                               master_addr=hw.master_addr, master_port=hw.master_port, local_nodes=hw.local_nodes)
     log.info("full FT done: %s steps, %.0f tok/s, final loss %s, resumed from %s", summary.get("steps"),
              summary.get("tokens_per_s", 0), summary.get("final_loss"), summary.get("resumed_from"))
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from foundation.errors import CheckpointError, ConfigError, DataError
+from foundation.errors import CheckpointError, ConfigError, DataError, TrainingError
 from training.checkpoints import (
     MARKER,
     find_latest_complete,
@@ -378,3 +378,67 @@ def test_a_machine_with_less_memory_gets_the_lean_setting_by_itself() -> None:
     ram = usable_ram_gb()
     assert ram is not None and ram > 0
     assert reuse_decision({})[0] is (ram >= REUSE_NEEDS_GB)
+
+
+def _agents_of(parent: int, marker: str) -> list[int]:
+    """Pids of ``parent``'s child processes whose command line holds ``marker``, oldest first."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and marker in cmd:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def test_two_nodes_match_one_node_and_survive_a_lost_node(tiny_model_dir: Path, dataset_dir: Path,
+                                                          tmp_path: Path) -> None:
+    """Two torch elastic agents of one rank each meet at a c10d rendezvous on 127.0.0.1 (two nodes rehearsed on one
+    machine, the real DeepSpeed engine on gloo): the loss curve is one node of two ranks' on the same data and seed.
+    Node 1's agent is killed after a checkpoint: the run fails naming the lost node, the next call (the flow's retry)
+    resumes from the last complete checkpoint, finishes on the same curve and exports a loadable model."""
+    import threading
+
+    total = 12  # 48 rows / (4 per micro-batch x 2 ranks): two epochs
+    kw = dict(stage=2, accum=1, world=2, max_steps=total, epochs=2, checkpoint_every_steps=2, keep_last_checkpoints=2)
+    one, two = tmp_path / "one-node", tmp_path / "two-nodes"
+    run_training(_spec(tiny_model_dir, dataset_dir, one, **kw), nproc=2)
+    reference = {r["step"]: r["loss"] for r in _metrics(one)}
+
+    spec = _spec(tiny_model_dir, dataset_dir, two, **kw)
+    failure: list[BaseException] = []
+
+    def first_attempt() -> None:
+        try:
+            run_training(spec, nproc=1, num_nodes=2, local_nodes=True)
+        except TrainingError as err:
+            failure.append(err)
+
+    attempt = threading.Thread(target=first_attempt)
+    attempt.start()
+    deadline = time.time() + 300
+    while not (two / "checkpoints" / tag_for(4) / MARKER).is_file():
+        assert attempt.is_alive() and time.time() < deadline, (two / LOG_FILE).read_text()[-3000:]
+        time.sleep(0.2)
+    agents = _agents_of(os.getpid(), "torch.distributed.run")
+    assert len(agents) == 2
+    os.killpg(agents[1], signal.SIGKILL)  # node 1 is lost
+    attempt.join(timeout=300)
+    assert not attempt.is_alive() and failure, "the run went on without node 1"
+    assert "[node 0]" in (two / LOG_FILE).read_text() and "--rdzv_backend c10d" in str(failure[0])
+    assert not (two / "model").exists()
+
+    summary = run_training(spec, nproc=1, num_nodes=2, local_nodes=True)  # the retry
+    assert summary["world_size"] == 2 and summary["steps"] == total
+    resumed = int(summary["resumed_from"].split("-")[1])
+    assert resumed >= 4
+    curve = {r["step"]: r["loss"] for r in _metrics(two)}  # a step run twice keeps its last record
+    assert sorted(curve) == list(range(1, total + 1))
+    for step, loss in curve.items():
+        assert loss == pytest.approx(reference[step], rel=1e-4), (step, loss, reference[step])
+    _assert_exported(two, tiny_model_dir)

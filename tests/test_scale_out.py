@@ -98,3 +98,18 @@ def test_an_effective_batch_that_sixteen_gpus_cannot_split_is_refused(tmp_path: 
     hostfile = write_hostfile(HOSTS, slots=8, path=tmp_path / "hostfile")
     with pytest.raises(ConfigError, match="effective_batch_size"):
         _two_node_config(hostfile, **{"train.micro_batch_size": 8})  # 8 x 16 = 128 > 64
+
+
+def test_a_c10d_rendezvous_needs_no_hostfile_but_an_address_and_torchrun() -> None:
+    from finetune.config import RunConfig, cross_field_problems
+
+    def problems(**hardware) -> list[str]:
+        return cross_field_problems(RunConfig.model_validate({"hardware": {"num_nodes": 2, **hardware}}))
+
+    assert any("hostfile" in p for p in problems())  # the DeepSpeed launcher's SSH path needs one
+    assert any("master_addr" in p for p in problems(rendezvous="c10d"))
+    assert problems(rendezvous="c10d", master_addr="node-0.finetune") == []
+    assert problems(rendezvous="c10d", local_nodes=True) == []
+    bad = cross_field_problems(RunConfig.model_validate(
+        {"hardware": {"num_nodes": 2, "rendezvous": "c10d", "local_nodes": True}, "train": {"launcher": "deepspeed"}}))
+    assert any("torchrun" in p for p in bad)

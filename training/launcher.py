@@ -2,15 +2,19 @@
 
 One process (the CPU default), N processes on this machine, or many nodes (a DeepSpeed hostfile / node list, or a
 torchrun rendezvous that the caller starts on every node) all run the same entry point; only the command differs.
+``local_nodes`` starts every node's torch elastic agent on this machine: a multi-node run rehearsed on one box
+(each agent its own process group, as on its own node; a killed agent is a lost node).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -66,8 +70,9 @@ def build_launch_command(
         if num_nodes == 1:
             cmd += ["--standalone", "--nproc_per_node", str(nproc)]
         else:
+            # A lost node ends the run (no in-place restart): the flow's retry resumes from the last checkpoint.
             cmd += ["--nnodes", str(num_nodes), "--nproc_per_node", str(nproc), "--rdzv_backend", "c10d",
-                    "--rdzv_endpoint", f"{master_addr}:{master_port}", "--rdzv_id", rdzv_id]
+                    "--rdzv_endpoint", f"{master_addr}:{master_port}", "--rdzv_id", rdzv_id, "--max_restarts", "0"]
         return cmd + ["-m", *entry]
     # Without --num_gpus the DeepSpeed runner starts a single rank on a CPU machine.
     cmd = [str(Path(python).parent / "deepspeed"), "--num_gpus", str(nproc)]
@@ -118,6 +123,49 @@ def _stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
         proc.wait()
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _follow(procs: list[subprocess.Popen], log_file, tail: deque[str],
+            on_line: Callable[[str], None] | None) -> list[int]:
+    """Stream every launch's output (prefixed ``[node i]`` when there are several) into the log, ``tail`` and
+    ``on_line`` until all have exited; when one exits non-zero, stop the others (a lost node ends the run)."""
+    lines: queue.Queue[tuple[int, str | None]] = queue.Queue()
+
+    def pump(i: int, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # text mode splits on \r too, so tqdm updates arrive as lines
+            lines.put((i, line.rstrip("\n")))
+        lines.put((i, None))
+
+    for i, proc in enumerate(procs):
+        threading.Thread(target=pump, args=(i, proc), daemon=True).start()
+    open_streams, codes = len(procs), [0] * len(procs)
+    while open_streams:
+        i, line = lines.get()
+        if line is None:
+            open_streams -= 1
+            codes[i] = procs[i].wait()
+            if codes[i] != 0:
+                for other in procs:
+                    if other.poll() is None:
+                        _stop_group(other)
+            continue
+        line = f"[node {i}] {line}" if len(procs) > 1 else line
+        log_file.write(line + "\n")
+        log_file.flush()
+        tail.append(line)
+        if on_line is not None:
+            on_line(line)
+    return codes
+
+
 def run_training(
     spec: TrainSpec,
     *,
@@ -127,6 +175,8 @@ def run_training(
     hostfile: Path | None = None,
     hosts: Sequence[str] | None = None,
     master_addr: str | None = None,
+    master_port: int = 29500,
+    local_nodes: bool = False,
     env: dict[str, str] | None = None,
     on_line: Callable[[str], None] | None = None,
 ) -> dict:
@@ -135,7 +185,9 @@ def run_training(
     The spec is written to ``output_dir/train_spec.json``; the launcher's output (every rank) is appended to
     ``output_dir/train.log`` and passed line by line to ``on_line``. Calling again with the same ``output_dir``
     resumes from the last complete checkpoint. ``hosts`` is turned into a hostfile for the deepspeed launcher.
-    Raises TrainingError (with the log's tail) when the launch exits non-zero; an interrupt stops every rank.
+    ``local_nodes`` (torchrun, ``num_nodes`` > 1): start all ``num_nodes`` agents here, on a c10d rendezvous at
+    ``master_addr`` (default 127.0.0.1); their lines are prefixed ``[node i]``; when one exits non-zero the others are
+    stopped. Raises TrainingError (with the log's tail) when a launch exits non-zero; an interrupt stops every rank.
     """
     out = Path(spec.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -144,27 +196,26 @@ def run_training(
         hostfile = write_hostfile(hosts, slots=nproc, path=out / "hostfile")
         launcher, num_nodes = "deepspeed", len(hosts)
         master_addr = master_addr or hosts[0]
+    agents = num_nodes if local_nodes and num_nodes > 1 else 1
+    if agents > 1:  # a rehearsal on this machine: a free port and a fresh rendezvous, so runs never meet
+        master_addr, master_port = master_addr or "127.0.0.1", free_port()
     cmd = build_launch_command(spec_path=spec_path, nproc=nproc, launcher=launcher, num_nodes=num_nodes,
-                               hostfile=hostfile, master_addr=master_addr)
+                               hostfile=hostfile, master_addr=master_addr, master_port=master_port,
+                               rdzv_id=f"finetune-{master_port}" if agents > 1 else "finetune")
     tail: deque[str] = deque(maxlen=60)
     started = time.time()
     with (out / LOG_FILE).open("a", encoding="utf-8") as log_file:
-        log_file.write(f"$ {' '.join(cmd)}\n")
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=launch_env(nproc=nproc, extra=env), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
+        log_file.write(f"$ {' '.join(cmd)}" + (f"   (x{agents} local nodes)" if agents > 1 else "") + "\n")
+        procs = [subprocess.Popen(cmd, cwd=REPO_ROOT, env=launch_env(nproc=nproc, extra=env), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
+                 for _ in range(agents)]
         try:
-            assert proc.stdout is not None
-            for line in proc.stdout:  # text mode splits on \r too, so tqdm updates arrive as lines
-                line = line.rstrip("\n")
-                log_file.write(line + "\n")
-                log_file.flush()
-                tail.append(line)
-                if on_line is not None:
-                    on_line(line)
-            rc = proc.wait()
+            codes = _follow(procs, log_file, tail, on_line)
         except BaseException:
-            _stop_group(proc)
+            for proc in procs:
+                _stop_group(proc)
             raise
+    rc = next((code for code in codes if code != 0), 0)
     if rc != 0:
         raise TrainingError(
             f"training exited with code {rc} after {time.time() - started:.0f}s ({' '.join(cmd)}); full log: "
