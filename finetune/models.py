@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +50,70 @@ def base_model_dir() -> Path:
 
 
 def resolve_model(ref: str) -> Path:
-    """Resolve a model reference: ``packaged`` (provisioned on first use) or a path to a local HF folder."""
+    """Resolve a model reference: ``packaged`` (provisioned on first use), a path to a local HF folder, or a Hugging
+    Face Hub id ``org/name[@revision]`` found in the hub's local cache (``hub_snapshot``)."""
     if ref in ("packaged", PACKAGED_MODEL):
         return provision_base_model()
-    path = Path(ref).expanduser()
+    path = local_path(ref)
     read_folder_config(path, ref)
     return path.resolve()
+
+
+_HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<revision>[\w./-]+))?$")
+
+
+def hub_id(ref: str) -> tuple[str, str | None] | None:
+    """``(repo, revision)`` when ``ref`` names a Hugging Face Hub model (``org/name`` or ``org/name@revision``) and
+    is not an existing local path; None otherwise."""
+    match = _HUB_ID.match(ref)
+    if match is None or Path(ref).expanduser().exists():
+        return None
+    return match["repo"], match["revision"]
+
+
+def local_path(ref: str) -> Path:
+    """The folder a non-packaged reference stands for: a hub id's cached snapshot, else the path as given."""
+    hub = hub_id(ref)
+    return hub_snapshot(*hub) if hub else Path(ref).expanduser()
+
+
+def hub_cache() -> Path | None:
+    """The hub cache the usual variables name (``HF_HUB_CACHE``, else ``HF_HOME``/hub), read at call time; None: the
+    library's default (~/.cache/huggingface/hub)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    return None
+
+
+def hub_snapshot(repo: str, revision: str | None = None, *, download: bool = False) -> Path:
+    """The local snapshot folder of a hub model at ``revision`` (default ``main``); its name is the commit hash.
+
+    Without ``download`` only the local cache is read (runs never reach the network); with it (``finetune setup
+    --model``) a missing model is downloaded, unless ``HF_HUB_OFFLINE`` is set. A token comes from the usual places
+    (``HF_TOKEN``, ``huggingface-cli login``). ``ModelProvisioningError`` says what to do when it is not there."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    cache = hub_cache()
+    name = f"{repo}@{revision}" if revision else repo
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    try:
+        return Path(snapshot_download(repo, revision=revision, cache_dir=cache, local_files_only=True))
+    except LocalEntryNotFoundError:
+        if not download or offline:
+            where = "HF_HUB_OFFLINE is set" if offline else "runs read only the local cache"
+            raise ModelProvisioningError(
+                f"model {name!r} is not in the Hugging Face cache ({cache or 'the default ~/.cache/huggingface/hub'})"
+                f" and {where}: run `finetune setup --model {name}` where the hub is reachable, or point HF_HOME / "
+                "HF_HUB_CACHE at a cache that holds it") from None
+    try:
+        return Path(snapshot_download(repo, revision=revision, cache_dir=cache))
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise ModelProvisioningError(f"model {name!r} could not be downloaded from the Hugging Face Hub "
+                                     f"({type(exc).__name__}: {exc}); check the id, the revision, the network and "
+                                     "the token (HF_TOKEN)") from None
 
 
 def read_folder_config(path: Path, ref: str | None = None) -> dict[str, Any]:
@@ -161,7 +220,7 @@ def model_config(ref: str) -> Any:
         if hasattr(config, "quantization_config"):
             del config.quantization_config
         return config
-    path = Path(ref).expanduser()
+    path = local_path(ref)
     read_folder_config(path, ref)
     try:
         return AutoConfig.from_pretrained(path)

@@ -28,12 +28,12 @@ def model_ref_config(ref: str, source: str, *, weights: bool = False) -> Any:
     """The Hugging Face config of ``model.ref`` (``finetune.models.model_config``: a local folder must hold the
     readable config of a decoder-only causal LM) after, with ``weights``, checking a folder's weights are complete;
     a ``ConfigError`` from ``source`` naming ``model.ref`` otherwise."""
-    from finetune.models import check_weights, model_config
+    from finetune.models import check_weights, local_path, model_config
 
     try:
         config = model_config(ref)
         if weights and ref not in PACKAGED:
-            check_weights(Path(ref).expanduser())
+            check_weights(local_path(ref))
     except ModelProvisioningError as err:
         raise ConfigError([f"model.ref: {err}"], source) from None
     return config

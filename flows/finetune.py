@@ -23,7 +23,7 @@ from prefect import flow, get_run_logger
 
 from finetune.config import RunConfig, load_config
 from foundation.errors import AttemptsExhausted, GateRejected
-from finetune.models import model_fingerprint, resolve_model
+from finetune.models import hub_id, model_fingerprint, resolve_model
 from finetune import registry as model_registry
 from foundation.paths import (default_registry_dir, new_run_dir, project_home, record_stage, reviews_dir,
                               write_json_atomic)
@@ -85,6 +85,10 @@ def finetune(
     log.info("freed-memory reuse %s", reuse_decision()[1])
     model_dir = resolve_model(cfg.model.ref)
     model_hash = model_fingerprint(model_dir)
+    base_model = {"ref": cfg.model.ref, "folder": str(model_dir), "content_hash": model_hash,
+                  "hub_commit": model_dir.name if hub_id(cfg.model.ref) else None}
+    if base_model["hub_commit"]:
+        log.info("model %s: Hugging Face Hub snapshot at commit %s", cfg.model.ref, base_model["hub_commit"])
     registry = registry_dir(cfg)
     done: dict[str, Any] = {}
     no_new_data: str | None = None
@@ -170,7 +174,7 @@ def finetune(
                     "same_as_production": same_as},
             cfg=cfg_dict, eval_dir=done["evaluate"]["out_dir"], full_dir=full_dir, data_hash=data_hash,
             registry_dir=str(registry), production_dir=production_dir, same_as_production=same_as,
-            train_key=done["train_full"]["content_hash"], provenance=done["prepare_data"]["figures"].get("provenance"),
+            base_model=base_model, train_key=done["train_full"]["content_hash"], provenance=done["prepare_data"]["figures"].get("provenance"),
         ))
     except GateRejected as err:
         # A rejection fails the run (so a schedule shows it), but the run still says what it found and why.

@@ -48,12 +48,14 @@ def decision_markdown(decision, *, version: str | None, dry_run: bool, versus_pr
       persist_result=True)
 def deployment_gate(cfg: dict, eval_dir: str, full_dir: str, data_hash: str, registry_dir: str, out_dir: str,
                     key: str, production_dir: str | None = None, same_as_production: str | None = None,
-                    train_key: str | None = None, provenance: dict | None = None) -> dict:
+                    train_key: str | None = None, provenance: dict | None = None,
+                    base_model: dict | None = None) -> dict:
     """Judge the full-FT model against the gate; promote it into the registry when it passes. ``production_dir``:
     the production model's answers (``tasks/evaluate_production.py``), None when nothing is in production or the
     config does not compare with it; ``same_as_production``: the production version the candidate is (same training
     key: nothing new to learn from), None otherwise. ``train_key`` (the train_full stage's key) and ``provenance`` (where the
-    training data came from) go on the model card: the next run knows from them whether anything is new.
+    training data came from) and ``base_model`` (its reference, folder, content hash and hub commit) go on the model
+    card: the next run knows from them whether anything is new.
 
     Raises:
         GateRejected: a criterion failed (or a metric is missing/NaN); the run ends Failed.
@@ -74,6 +76,7 @@ def deployment_gate(cfg: dict, eval_dir: str, full_dir: str, data_hash: str, reg
             Path(registry_dir), Path(full_dir) / "model",
             card={"metrics": gate_input, "decision": decision.to_dict(), "config": cfg, "data_hash": data_hash,
                   "comparison": metrics.get("rows"), "train_full_key": train_key, "data_provenance": provenance,
+                  "base_model": base_model,
                   "versus_production": versus},
             files={name: Path(eval_dir) / name for name in ("report.md", "per_code_f1.png", "learning_curve.png")
                    if (Path(eval_dir) / name).is_file()},
