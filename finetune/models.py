@@ -105,7 +105,8 @@ def hub_snapshot(repo: str, revision: str | None = None, *, download: bool = Fal
         if not download or offline:
             where = "HF_HUB_OFFLINE is set" if offline else "runs read only the local cache"
             raise ModelProvisioningError(
-                f"model {name!r} is not in the Hugging Face cache ({cache or 'the default ~/.cache/huggingface/hub'})"
+                f"model {name!r} is neither a local folder nor in the Hugging Face cache "
+                f"({cache or 'the default ~/.cache/huggingface/hub'})"
                 f" and {where}: run `finetune setup --model {name}` where the hub is reachable, or point HF_HOME / "
                 "HF_HUB_CACHE at a cache that holds it") from None
     try:
