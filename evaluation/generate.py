@@ -16,7 +16,7 @@ import torch
 
 from evaluation.constrained import HeadConstraint, TokenStrings, apply_constraints
 from foundation.errors import EvaluationError
-from foundation.paths import write_bytes_atomic
+from foundation.paths import read_jsonl, write_bytes_atomic
 
 STOP_TOKENS = ("<|im_end|>",)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -203,13 +203,4 @@ def write_predictions(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 def read_predictions(path: Path) -> list[dict[str, Any]]:
     """Read prediction rows written by :func:`write_predictions`."""
-    rows = []
-    with Path(path).open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise EvaluationError(f"{path}:{n} is not valid JSON ({e}); regenerate the predictions") from e
-    return rows
+    return read_jsonl(path, error=EvaluationError, hint="regenerate the predictions")

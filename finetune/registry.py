@@ -33,6 +33,7 @@ from typing import Any, Iterator, Mapping
 
 from foundation.errors import RegistryError
 from foundation.hashing import hash_path, short
+from foundation.paths import read_jsonl
 
 VERSIONS = "versions"
 POINTER = "production"
@@ -182,15 +183,7 @@ def read_history(registry_dir: Path) -> list[dict[str, Any]]:
     path = Path(registry_dir) / HISTORY
     if not path.is_file():
         return []
-    entries = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise RegistryError(f"{path}, line {number}: not a JSON history entry ({e})") from e
-    return entries
+    return read_jsonl(path, error=RegistryError, hint="the registry's history was altered; repair or remove that line")
 
 
 def verify_version(registry_dir: Path, version: str) -> dict[str, Any]:

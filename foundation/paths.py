@@ -122,6 +122,21 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
             os.unlink(tmp)
 
 
+def read_jsonl(path: Path, *, error: type[Exception], hint: str) -> list[Any]:
+    """Every JSON value of a JSON-lines file, blank lines skipped; ``error`` naming the file, the line and ``hint``
+    (what to do) on a line that does not parse."""
+    rows = []
+    with Path(path).open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise error(f"{path}:{number} is not valid JSON ({e}); {hint}") from e
+    return rows
+
+
 def write_json_atomic(path: Path, value: Any) -> None:
     """Write JSON to ``path`` atomically (``write_bytes_atomic``)."""
     write_bytes_atomic(path, json.dumps(value, indent=2, sort_keys=True, default=str).encode())
