@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from regulator.answers import RULE_CODES, parse_answer
 from foundation.errors import EvaluationError
+from foundation.paths import read_jsonl
 
 HEADLINE = [
     ("f1_micro", "violation F1 (micro)"),
@@ -138,18 +139,8 @@ def render_examples_markdown(
 
 def read_metrics_jsonl(path: Path) -> list[dict[str, Any]]:
     """Read a training metrics log (one JSON object per line); return the records that carry a ``step``."""
-    records = []
-    with Path(path).open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise EvaluationError(f"{path}:{n} is not valid JSON ({e})") from e
-            if isinstance(record, dict) and "step" in record:
-                records.append(record)
-    return records
+    return [r for r in read_jsonl(path, error=EvaluationError, hint="the training metrics log is damaged")
+            if isinstance(r, dict) and "step" in r]
 
 
 def _save(fig: Figure, path: Path) -> Path:
