@@ -1,7 +1,8 @@
 """Probe: a model on the real filings and on real-derived breach cases, with free and with constrained check-line
 heads (``eval.constrain_heads``), scored as the evaluation scores real filings (``evaluation.real_set``).
 
-    python -m bench.probe_real --model registry/production [--real tests/fixtures/real] [--precision fp32]
+    python -m bench.probe_real --model registry/production [--real tests/fixtures/real] [--precision fp32] \
+        [--modes free constrained]
 
 The derived cases are the FFIEC extracts with their capital scaled (``regulator.derive``): 0.3 for every bank (all
 capital minimums breached), 0.7 for the CBLR electors (just under the framework's 9%). Prints one table per set and
@@ -39,13 +40,14 @@ def derived_cases(ffiec: Path, out: Path) -> list[Path]:
     return paths
 
 
-def run(model: str, real: Path, precision: str) -> dict:
-    """Both sets, both decodings: scores, answers' statuses and seconds."""
+def run(model: str, real: Path, precision: str, modes: tuple[str, ...] = ("free", "constrained")) -> dict:
+    """Both sets, each decoding of ``modes``: scores, answers' statuses and seconds."""
     model_dir = resolve_model_ref(model, default_registry_dir())
     out: dict = {"model": str(model_dir), "real": str(real), "precision": precision}
     with tempfile.TemporaryDirectory() as tmp:
         derived = derived_cases(real / "ffiec", Path(tmp) / "derived")
-        for mode, constrain in (("free", False), ("constrained", True)):
+        for mode in modes:
+            constrain = mode == "constrained"
             for name, paths in (("real", [real]), ("derived", derived)):
                 started = time.monotonic()
                 results = analyze_filings(paths, model_dir=model_dir, precision=precision, constrain=constrain)
@@ -61,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="production", help="a model folder, 'production' or a registry version")
     parser.add_argument("--real", type=Path, default=code_root() / "tests" / "fixtures" / "real")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
+    parser.add_argument("--modes", nargs="+", choices=("free", "constrained"), default=["free", "constrained"])
     args = parser.parse_args(argv)
-    result = run(args.model, args.real, args.precision)
+    result = run(args.model, args.real, args.precision, tuple(args.modes))
     keys = [k for k in result if "/" in k]
     print(f"{'':40}" + "".join(f"{k:>22}" for k in keys))
     for key, label in (*REAL_COLUMNS, ("seconds", "seconds")):

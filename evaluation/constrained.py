@@ -4,8 +4,11 @@ A check line is ``- CODE figure vs threshold kind: OUTCOME``. While the model wr
 opens it to the ``:`` before its outcome), only tokens that continue one of the filing's own check-line heads are
 allowed: the code of a rule in force for this filing that the answer has not checked yet, followed by the figure as
 the filing states it and the threshold of the rule table, exactly as the rule engine renders them
-(``regulator.rules.Check.line``). The model still decides everything else: which rules it checks and in what
-order, each outcome (OK / BREACH / NOT_ASSESSED ...), whether a ``DATA_QUALITY`` line is due (its text is left
+(``regulator.rules.Check.line``). After the ``:`` the outcome is held to the answer format's vocabulary for
+that head: a line that compares two figures ends ``OK`` or ``BREACH``; a line whose figure or threshold the filing
+does not give (``not reported``, ``not filed``, ``nil``...) compares nothing, so it ends ``NOT_ASSESSED`` or
+``DATA_QUALITY`` (never a ``BREACH`` of a figure nobody filed). The model still decides everything else: which rules
+it checks and in what order, which of the two outcomes, whether a ``DATA_QUALITY`` line is due (its text is left
 free), the measures and the directive. No verdict of the rule engine enters the constraint.
 
 The constraint works on decoded text, so it holds whatever the tokenizer (SmolLM2 writes digits one token each).
@@ -13,10 +16,25 @@ The constraint works on decoded text, so it holds whatever the tokenizer (SmolLM
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 FREE_CODE = "DATA_QUALITY"  # a data-quality finding's wording is the model's: only its code is guided
+COMPARED = ("OK", "BREACH")  # the outcomes of a line that compares two figures
+UNCOMPARED = ("NOT_ASSESSED", "DATA_QUALITY")  # ...and of one that lacks a figure or threshold
+_NUMBER = re.compile(r"-?\d[\d,]*(\.\d+)?%?")
+
+
+def outcomes_for(head: str) -> tuple[str, ...]:
+    """The outcomes a check line with this head (``CODE figure vs threshold kind``) may end with: ``COMPARED`` when
+    both sides are figures as written by ``regulator.rules.render_value``, else ``UNCOMPARED``."""
+    detail = head.split(" ", 1)[1] if " " in head else ""
+    figure, _, rest = detail.partition(" vs ")
+    threshold = rest.rsplit(" ", 1)[0]
+    if _NUMBER.fullmatch(figure) and _NUMBER.fullmatch(threshold):
+        return COMPARED
+    return UNCOMPARED
 
 
 def allowed_heads(checks: Sequence[Any]) -> list[str]:
@@ -77,8 +95,33 @@ class HeadConstraint:
         text = "".join(self.written)
         return {line[2:].split(" ", 1)[0] for line in text.splitlines() if line.startswith("- ") and ":" in line}
 
+    def _open_outcome(self) -> tuple[str, str] | None:
+        """``(head, outcome written so far)`` while the answer writes the outcome of one of its allowed heads (after
+        the ``:``, before the line ends), else None."""
+        text = "".join(self.written)
+        line = text[text.rfind("\n") + 1:]
+        if not line.startswith("- ") or ":" not in line:
+            return None
+        head, _, after = line[2:].partition(":")
+        return (head, after) if head in self.heads else None
+
+    def _outcome_tokens(self) -> list[int] | None:
+        """Token ids that continue the open outcome within its vocabulary (None: none open, or it is complete)."""
+        open_outcome = self._open_outcome()
+        if open_outcome is None:
+            return None
+        head, after = open_outcome
+        targets = [f" {o}" for o in outcomes_for(head)]
+        remainders = [t[len(after):] for t in targets if t.startswith(after) and len(t) > len(after)]
+        if not remainders:
+            return None  # the outcome is written: the line's end is the model's
+        return sorted({i for r in remainders for i in self.tokens.prefixes_of(r)})
+
     def allowed(self) -> list[int] | None:
         """The token ids allowed next, or None when the answer is free here."""
+        outcome = self._outcome_tokens()
+        if outcome is not None:
+            return outcome
         partial = self._open_head()
         if partial is None or partial.startswith(f" {FREE_CODE} "):
             return None  # outside a head, or in a data-quality line (its wording is the model's)

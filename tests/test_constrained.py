@@ -1,6 +1,7 @@
 """Constrained check lines: while a check line's head is written, only the filing's own heads (rule code, figure as
-filed, the rule table's threshold) can come out, whatever the model prefers; outcomes, data-quality lines, measures
-and the directive stay the model's."""
+filed, the rule table's threshold) can come out, whatever the model prefers; the outcome keeps to the answer
+format's vocabulary for its head (OK/BREACH when two figures are compared, NOT_ASSESSED/DATA_QUALITY when one is
+missing); which outcome, data-quality lines, measures and the directive stay the model's."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import pytest
 import torch
 
 from evaluation.constrained import (
-    FREE_CODE, HeadConstraint, TokenStrings, allowed_heads, apply_constraints, heads_from_reference,
+    COMPARED, FREE_CODE, UNCOMPARED, HeadConstraint, TokenStrings, allowed_heads, apply_constraints,
+    heads_from_reference, outcomes_for,
 )
-from regulator.generator import us_instance
+from regulator.generator import generate_dataset, us_instance
+from regulator.packages import read_zip
 from regulator.render import family_for_bank, render_target
 from regulator.rules import evaluate_rules
 from regulator.xbrl import parse_xbrl_file
@@ -51,8 +54,8 @@ def _write(constraint: HeadConstraint, tokenizer, text: str) -> None:
 
 
 def test_a_model_that_prefers_anything_writes_only_allowed_heads(vocab, filing) -> None:
-    """Random logits (a model with no idea) inside a check line still write one of the filing's heads, then the
-    outcome is free; a second line cannot repeat a checked rule."""
+    """Random logits (a model with no idea) inside a check line still write one of the filing's heads, then one of
+    its outcomes; a second line cannot repeat a checked rule."""
     tokenizer, strings = vocab
     heads = allowed_heads(filing[1].checks)
     rng = torch.Generator().manual_seed(0)
@@ -65,7 +68,7 @@ def test_a_model_that_prefers_anything_writes_only_allowed_heads(vocab, filing) 
             constraint.push(int(apply_constraints(logits, [constraint]).argmax(-1)))
             if constraint.allowed() is None:
                 break
-        return "".join(constraint.written).split("\n")[-1][2:].rstrip(":")
+        return "".join(constraint.written).split("\n")[-1][2:].partition(":")[0]
 
     for _ in range(5):
         head = random_head("ANALYSIS:\n-")
@@ -75,13 +78,19 @@ def test_a_model_that_prefers_anything_writes_only_allowed_heads(vocab, filing) 
         assert head != heads[0] and (head in heads or head.startswith(FREE_CODE)), head
 
 
-def test_outcomes_measures_and_the_directive_are_free(vocab, filing) -> None:
+def test_outcome_vocabulary_follows_the_head(vocab, filing) -> None:
+    """After a head the outcome can only be one its comparison allows; which one, the measures, the directive and
+    a data-quality line's wording stay free."""
     tokenizer, strings = vocab
     heads = allowed_heads(filing[1].checks)
     constraint = HeadConstraint(heads, strings)
     _write(constraint, tokenizer, f"ANALYSIS:\n- {heads[0]}:")
-    assert constraint.allowed() is None  # the outcome
-    _write(constraint, tokenizer, " BREACH\n  measure: restore capital")
+    allowed = {strings.text[i] for i in constraint.allowed()}
+    assert outcomes_for(heads[0]) == COMPARED and allowed
+    assert all(any(f" {o}".startswith(a) for o in COMPARED) for a in allowed), allowed
+    _write(constraint, tokenizer, " BREACH")
+    assert constraint.allowed() is None  # the outcome is written: the line's end is the model's
+    _write(constraint, tokenizer, "\n  measure: restore capital")
     assert constraint.allowed() is None
     _write(constraint, tokenizer, "\n- DATA_QUALITY ")
     assert constraint.allowed() is None  # a data-quality finding's wording
@@ -93,6 +102,43 @@ def test_outcomes_measures_and_the_directive_are_free(vocab, filing) -> None:
     logits = torch.zeros(2, len(strings.text))
     out = apply_constraints(logits.clone(), [None, constraint])
     assert torch.isfinite(out[0]).all() and torch.isfinite(out[1]).sum() == len(constraint.allowed())
+
+
+def test_a_missing_figure_cannot_be_a_breach(vocab) -> None:
+    """The real failure this guards (bench/NOTES.md lever 32): ``COMBINED_BUFFER not reported vs 2.5% min: BREACH``
+    on FFIEC extracts that do not carry the buffer item. A model that prefers BREACH there writes one of the
+    outcomes of a line that compares nothing."""
+    tokenizer, strings = vocab
+    head = "COMBINED_BUFFER not reported vs 2.5% min"
+    assert outcomes_for(head) == UNCOMPARED
+    breach = set(tokenizer(" BREACH", add_special_tokens=False)["input_ids"])
+    for prefer in (breach, set(tokenizer(" OK", add_special_tokens=False)["input_ids"])):
+        constraint = HeadConstraint([head, "LEVERAGE 7.5737% vs 4% min"], strings)
+        _write(constraint, tokenizer, f"ANALYSIS:\n- {head}:")
+        while constraint.allowed() is not None:
+            logits = torch.zeros(1, len(strings.text))
+            logits[0, sorted(prefer)] = 10.0
+            constraint.push(int(apply_constraints(logits, [constraint]).argmax(-1)))
+        assert "".join(constraint.written).rsplit(": ", 1)[1] in UNCOMPARED
+
+
+def _check_lines(answer: str) -> list[tuple[str, str]]:
+    return [tuple(line[2:].rsplit(": ", 1)) for line in answer.splitlines()
+            if line.startswith("- ") and ": " in line and not line[2:].startswith(FREE_CODE)]
+
+
+def test_the_rule_engine_writes_within_the_vocabulary(tmp_path: Path) -> None:
+    """Every check line the rule engine writes (generated reports of every kind, and every real filing) ends with an
+    outcome its head allows: the constraint never forbids the right answer."""
+    table = generate_dataset(120, 11, tmp_path, eu_fraction=0.5, n_train_balanced=120, eu_csv_fraction=0.25,
+                             eu_module_fraction=0.3)
+    lines = [line for answer in table["target"] for line in _check_lines(answer)]
+    real = Path(__file__).parent / "fixtures" / "real"
+    for path in sorted(p for p in real.rglob("*") if p.is_file() and p.suffix in (".xml", ".xbrl", ".zip")):
+        for parsed in (read_zip(path) if path.suffix == ".zip" else [parse_xbrl_file(path)]):
+            lines += [tuple(c.line().rsplit(": ", 1)) for c in evaluate_rules(parsed).checks if c.code != FREE_CODE]
+    assert len(lines) > 1000 and {o for _, o in lines} >= {"OK", "BREACH", "NOT_ASSESSED", "DATA_QUALITY"}
+    assert [(h, o) for h, o in lines if o not in outcomes_for(h)] == []
 
 
 def test_generation_with_heads_keeps_them(tiny_model_dir: Path, filing) -> None:
