@@ -70,6 +70,10 @@ _BALANCED_DRAW = {"CET1_RATIO": (0.20, 0.10), "T1_RATIO": (0.22, 0.10), "TOTAL_C
                   "COMBINED_BUFFER": (0.08, 0.30)}
 _BALANCED_DEFAULT_DRAW = (0.45, 0.30)
 _BALANCED_DQ = 0.12
+# Items the public trimmed extracts of real Call Reports leave out (tests/fixtures/README.md, real/ffiec/): the
+# conservation buffer and the leverage ratio's total assets. A report without them has a buffer line that compares
+# nothing ("not reported": DATA_QUALITY) and a data-quality line for the missing denominator.
+US_EXTRACT_OMITS = ("RCOAH311", "RCOAA224")
 _FIRST_QUARTER = date(2022, 3, 31)
 _N_QUARTERS = 16
 # Healthy margins far over a threshold (see _margin): the share of healthy draws, and how far (bp) they reach. 6,000 bp
@@ -119,6 +123,7 @@ class Bank:
 def generate_dataset(
     n_examples: int, seed: int, out_dir: Path, eu_fraction: float = 0.5, n_train_balanced: int = 0,
     eu_csv_fraction: float = 0.0, balanced_compliant: float = 0.0, eu_module_fraction: float = 0.0,
+    us_extract_fraction: float = 0.0,
 ) -> pd.DataFrame:
     """Write ``n_examples`` (+ ``n_train_balanced``) XBRL instances under ``out_dir/xbrl/``; return the labelled table.
 
@@ -131,15 +136,17 @@ def generate_dataset(
     compliant instead, every rule OK with a healthy margin: their directive imposes no measure, the answer a model
     must give when its check lines find nothing (see bench/NOTES.md, lever 21). About ``eu_module_fraction`` of the
     EU reports are module-wise submissions, as EBA reporters file COREP: one module of ``COREP_MODULES`` (its filing
-    indicators and facts only), so the rules of the other templates are ``not filed``. Deterministic for a given
-    ``seed``; each filing is parsed back and labelled by the rule engine.
+    indicators and facts only), so the rules of the other templates are ``not filed``. About ``us_extract_fraction``
+    of the US reports of the rebalanced pool are filed as the public extracts of real Call Reports are, without
+    ``US_EXTRACT_OMITS`` (validation and test keep full reports). Deterministic for a given ``seed``; each filing is
+    parsed back and labelled by the rule engine.
     """
+    shares = (eu_csv_fraction, balanced_compliant, eu_module_fraction, us_extract_fraction)
     if (n_examples < 0 or n_train_balanced < 0 or n_examples + n_train_balanced < 1 or not 0.0 <= eu_fraction <= 1.0
-            or not all(0.0 <= f <= 1.0 for f in (eu_csv_fraction, balanced_compliant, eu_module_fraction))):
+            or not all(0.0 <= f <= 1.0 for f in shares)):
         raise ValueError(f"need n_examples >= 0, n_train_balanced >= 0, at least one report, and 0 <= eu_fraction, "
-                         f"eu_csv_fraction, balanced_compliant, eu_module_fraction <= 1; got {n_examples}, "
-                         f"{n_train_balanced}, {eu_fraction}, {eu_csv_fraction}, {balanced_compliant}, "
-                         f"{eu_module_fraction}")
+                         f"eu_csv_fraction, balanced_compliant, eu_module_fraction, us_extract_fraction <= 1; got "
+                         f"{n_examples}, {n_train_balanced}, {eu_fraction}, {', '.join(map(str, shares))}")
     rng = random.Random(seed)
     xbrl_dir = Path(out_dir) / "xbrl"
     xbrl_dir.mkdir(parents=True, exist_ok=True)
@@ -162,6 +169,9 @@ def generate_dataset(
         module = _module_draw(f"{seed}/{stem.name}/module", eu_module_fraction) if bank.jurisdiction == "EU" else None
         if module:
             stem = stem.with_name(f"{stem.name}_{module}")
+        # the extract draw has its own stream too: the share changes which US pool reports omit items, nothing else
+        omit = US_EXTRACT_OMITS if (train_only and bank.jurisdiction == "US" and random.Random(
+            f"{seed}/{stem.name}/extract").random() < us_extract_fraction) else ()
         if as_csv:
             figures = report_figures(bank, intent, rng)
             path = stem.with_suffix(".zip")
@@ -170,8 +180,8 @@ def generate_dataset(
             (parsed,) = read_zip(path)
         else:
             path = stem.with_suffix(".xml")
-            path.write_text(build_instance(bank, report_date, intent, rng, templates=COREP_MODULES.get(module)),
-                            encoding="utf-8")
+            path.write_text(build_instance(bank, report_date, intent, rng, templates=COREP_MODULES.get(module),
+                                           omit=omit), encoding="utf-8")
             parsed = parse_xbrl_file(path)
         row = label_instance(parsed, family=bank.family, bank_name=bank.name)
         rows.append({**row, TRAIN_ONLY: train_only})
@@ -504,10 +514,13 @@ def report_figures(bank: Bank, intent: str, rng: random.Random) -> dict[str, flo
 
 
 def build_instance(bank: Bank, report_date: date, intent: str, rng: random.Random,
-                   templates: Iterable[str] | None = None) -> str:
+                   templates: Iterable[str] | None = None, omit: Iterable[str] = ()) -> str:
     """The XBRL instance text of one synthetic report (EBA COREP for EU banks, FFIEC Call Report for US banks);
-    ``templates`` limits an EU instance to those templates (a module-wise submission, see ``eu_instance``)."""
+    ``templates`` limits an EU instance to those templates (a module-wise submission, see ``eu_instance``); the
+    items of ``omit`` are left out of it (an extract, see ``US_EXTRACT_OMITS``)."""
     figures = report_figures(bank, intent, rng)
+    for code in omit:
+        figures.pop(code, None)
     if bank.jurisdiction == "EU":
         return eu_instance(bank.bank_id, bank.name, report_date.isoformat(), figures, templates)
     return us_instance(bank.bank_id, bank.name, report_date, figures, rng, form=us_form(bank),

@@ -151,6 +151,23 @@ def test_a_share_of_the_pool_compliant(tmp_path: Path) -> None:
         generate_dataset(16, seed=5, out_dir=tmp_path / "bad", n_train_balanced=4, balanced_compliant=1.5)
 
 
+def test_us_extracts_in_the_pool_leave_out_what_real_extracts_leave_out(tmp_path: Path) -> None:
+    """us_extract_fraction: US pool reports filed without the buffer and the leverage denominator, as the public
+    extracts of real Call Reports are (tests/fixtures/README.md): their buffer line compares nothing and ends
+    DATA_QUALITY, never BREACH, with the missing item's finding; natural reports and EU reports are untouched."""
+    base = generate_dataset(16, seed=5, out_dir=tmp_path / "base", n_train_balanced=48)
+    df = generate_dataset(16, seed=5, out_dir=tmp_path / "ex", n_train_balanced=48, us_extract_fraction=0.5)
+    changed = df[df["target"] != base["target"]]
+    assert len(changed) >= 5 and changed[TRAIN_ONLY].all() and (changed["jurisdiction"] == "US").all()
+    for target, violations in zip(changed["target"], changed["violations"]):
+        assert "leverage assets not reported: DATA_QUALITY" in target and "DATA_QUALITY" in violations
+        assert "COMBINED_BUFFER not reported" not in target or \
+            "COMBINED_BUFFER not reported vs 2.5% min: DATA_QUALITY" in target  # CBLR electors have no buffer line
+    assert any("COMBINED_BUFFER not reported vs 2.5% min: DATA_QUALITY" in t for t in changed["target"])
+    with pytest.raises(ValueError, match="us_extract_fraction"):
+        generate_dataset(16, seed=5, out_dir=tmp_path / "bad", n_train_balanced=4, us_extract_fraction=-0.1)
+
+
 def test_a_pool_alone_and_bad_counts(tmp_path: Path) -> None:
     """The rebalanced pool can be drawn without natural reports (probes train on it alone); nothing at all, or a
     negative count, is refused naming the counts."""
