@@ -23,7 +23,7 @@ from evaluation.report import plot_loss_curves
 
 KEEP = ("train_summary.json", "metrics.jsonl", "curve.jsonl", "lr_sweep.json", "train_spec.json", "train.log")
 SUMMARY_FIGURES = ("steps", "tokens", "wall_time_s", "tokens_per_s", "final_loss", "trainable_params", "resumed_from",
-                   "lr")
+                   "lr", "world_size")
 
 
 def package_training(work_dir: Path, tmp: Path, *, weights: str, label: str, summary: dict) -> dict:

@@ -203,3 +203,31 @@ def test_weekly_runs_from_a_drop_folder_are_judged_against_production(tiny_model
     assert v2 != v1 and read_card(tmp_path / "registry", v2)["data_provenance"]["filings"]["rows"] == 64
     gate_dir = Path(second.result()["stages"]["deployment_gate"]["out_dir"])
     assert f"production {v1}" in (gate_dir / "decision.md").read_text()
+
+
+def test_train_full_on_two_nodes_is_one_node_of_two_ranks(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The flow's train_full with hardware.num_nodes 2: two torch elastic agents of one rank each (two nodes
+    rehearsed on 127.0.0.1, c10d rendezvous, the real DeepSpeed engine on gloo) train the same loss curve as one
+    node of two ranks on the same data and seed (tests/test_full_ft.py kills a node and resumes)."""
+    from tests.prefect_stack import small_overrides
+
+    def train(name: str, **hardware) -> tuple[dict, Path]:
+        overrides = small_overrides(tiny_model_dir, **{"name": name, "eval.real_source": None,
+                                                       "train.micro_batch_size": 2,  # x 2 ranks = the batch of 4
+                                                       **{f"hardware.{k}": v for k, v in hardware.items()}})
+        state = finetune(config_path=CONFIG, overrides=overrides, stop_after="train_full", return_state=True)
+        assert state.is_completed(), state.message
+        stage = state.result()["stages"]["train_full"]
+        return stage["figures"], Path(stage["out_dir"])
+
+    one, one_dir = train("spine-one-node", cpu_processes=2)
+    two, two_dir = train("spine-two-nodes", cpu_processes=1, num_nodes=2, rendezvous="c10d", local_nodes=True)
+    assert one["world_size"] == two["world_size"] == 2 and one["steps"] == two["steps"] == 4
+    log = (two_dir / "train.log").read_text()
+    assert "--rdzv_backend c10d" in log and "[node 0]" in log and "[node 1]" in log
+    curve = {r["step"]: r["loss"] for r in map(json.loads, (two_dir / "metrics.jsonl").read_text().splitlines())}
+    reference = {r["step"]: r["loss"] for r in map(json.loads, (one_dir / "metrics.jsonl").read_text().splitlines())}
+    assert sorted(curve) == sorted(reference) == [1, 2, 3, 4]
+    for step, loss in curve.items():
+        assert loss == pytest.approx(reference[step], rel=1e-4), (step, loss, reference[step])
+    assert (two_dir / "model" / "config.json").is_file()
