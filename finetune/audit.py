@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from finetune.config import RunConfig
+from finetune.reference_plan import REFERENCE_TABLE
 from foundation.errors import MemoryPlanError
 from training.memory import (
     GiB,
-    REFERENCE_TABLE,
     MemoryPlan,
     ModelShape,
     candidate_choices,

@@ -2,6 +2,7 @@
 
     finetune run configs/regulator-cpu.yaml --set train.max_steps=20
     finetune plan configs/regulator.yaml
+    finetune plan --reference-table --seq-len 4096
     finetune validate configs/regulator.yaml --set train.lr=5e-5
     finetune config-doc
     finetune setup
@@ -42,8 +43,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--stop-after", choices=STAGES, help="stop after this stage")
     plan = sub.add_parser("plan", help="print the audit's memory plan and time estimate; runs nothing",
                           description="Count parameters on the meta device and print the memory plan for every "
-                                      "ZeRO stage / offload / device count, and the chosen plan.")
-    _add_config_args(plan)
+                                      "ZeRO stage / offload / device count, and the chosen plan. Reads the model's "
+                                      "config.json only: a hub id is planned from the local hub cache, else from the "
+                                      "architecture shipped with the project; no weights, no download.")
+    plan.add_argument("config", type=Path, nargs="?",
+                      help="YAML run config, e.g. configs/regulator.yaml (optional with --reference-table)")
+    plan.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a config field, e.g. --set train.micro_batch_size=2 (repeatable)")
+    plan.add_argument("--reference-table", action="store_true",
+                      help="plan every row of the seed's infrastructure table (7B-70B on A100/H100) with our "
+                           "arithmetic and say where it agrees with the seed")
+    plan.add_argument("--seq-len", type=_positive_int, default=1024, metavar="TOKENS",
+                      help="tokens per example for --reference-table (default 1024, configs/regulator.yaml's "
+                           "max_seq_len; 4096 fills Llama 2's context)")
     val = sub.add_parser("validate", help="validate a config and list every problem",
                          description="Exit 0 when the config is valid, 2 with every problem listed otherwise.")
     _add_config_args(val)
@@ -161,25 +173,44 @@ def _table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _plan(args: argparse.Namespace) -> int:
+def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``finetune plan``: the config's memory plan, and/or the seed's infrastructure table planned row by row."""
+    if args.config is None and not args.reference_table:
+        parser.error("plan needs a config, --reference-table, or both")
+    if args.config is not None:
+        _plan_config(args)
+    if args.reference_table:
+        from finetune.reference_plan import Assumptions, reference_plans, render_reference_table
+
+        assumptions = Assumptions(seq_len=args.seq_len)
+        if args.config is not None:
+            print()
+        print("The seed's infrastructure table (3 epochs over ~5k examples) planned with our arithmetic:")
+        print(render_reference_table(reference_plans(assumptions), assumptions))
+    return 0
+
+
+def _plan_config(args: argparse.Namespace) -> None:
+    """Print the memory plan of one config for every stage / offload / device count, and the one chosen."""
     from finetune.audit import choose_plan, plan_table
     from finetune.config import load_config
-    from finetune.preflight import model_ref_config
+    from finetune.preflight import plan_model_config
     from training.memory import GiB, config_shape
 
     cfg = load_config(args.config, args.overrides)
     # Reads the model's config (a decoder-only causal LM's); converts and loads no weights, checks none.
-    shape = config_shape(model_ref_config(cfg.model.ref, str(args.config)))
+    config, origin = plan_model_config(cfg.model.ref, str(args.config))
+    shape = config_shape(config)
     plans = plan_table(cfg, shape)
-    print(f"{cfg.model.name}: {shape.n_params / 1e6:.1f} M parameters; micro-batch {cfg.train.micro_batch_size} x "
-          f"{cfg.model.max_seq_len} tokens; {'bf16' if cfg.train.precision != 'fp32' else 'fp32'}")
+    print(f"{cfg.model.name}: {shape.n_params / 1e6:.1f} M parameters (config.json: {origin}); micro-batch "
+          f"{cfg.train.micro_batch_size} x {cfg.model.max_seq_len} tokens; "
+          f"{'bf16' if cfg.train.precision != 'fp32' else 'fp32'}")
     print(f"{'devices':>7} {'ZeRO':>4} {'offload':<17} {'device GiB':>10} {'CPU GiB/node':>12}  fits")
     for p in plans:
         print(f"{p.total_devices:>7} {p.zero_stage:>4} {p.offload:<17} {p.device_total / GiB:>10.2f} "
               f"{p.cpu_per_node / GiB:>12.2f}  {'yes' if p.fits else 'no'}")
     chosen = choose_plan(cfg, plans, shape)
     print(f"chosen: ZeRO-{chosen.zero_stage}, offload {chosen.offload}: {chosen.reason}")
-    return 0
 
 
 def prefect_defaults() -> None:
@@ -193,7 +224,8 @@ def prefect_defaults() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``finetune`` console script."""
     prefect_defaults()
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     try:
         if args.command == "validate":
             from finetune.config import load_config
@@ -219,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"base model ready: {provision_base_model()}")
         elif args.command == "plan":
-            return _plan(args)
+            return _plan(args, parser)
         elif args.command == "analyze":
             return _analyze(args)
         elif args.command == "registry":

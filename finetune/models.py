@@ -120,15 +120,21 @@ def hub_snapshot(repo: str, revision: str | None = None, *, download: bool = Fal
 def read_folder_config(path: Path, ref: str | None = None) -> dict[str, Any]:
     """The ``config.json`` of a local model folder as a dict, checked to be readable JSON naming an architecture
     transformers knows; ``ModelProvisioningError`` naming the file and the problem otherwise."""
-    import json
-
-    from transformers import CONFIG_MAPPING
-
     name = ref if ref is not None else str(path)
     file = path / "config.json"
     if not file.is_file():
         raise ModelProvisioningError(
             f"model {name!r} is neither 'packaged' nor a local Hugging Face folder with a config.json")
+    return read_config_file(file)
+
+
+def read_config_file(file: Path) -> dict[str, Any]:
+    """A model's ``config.json`` (``file``) as a dict, checked to be readable JSON naming a decoder-only causal LM
+    architecture transformers knows; ``ModelProvisioningError`` naming the file and the problem otherwise."""
+    import json
+
+    from transformers import CONFIG_MAPPING
+
     try:
         config = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -227,6 +233,69 @@ def model_config(ref: str) -> Any:
         return AutoConfig.from_pretrained(path)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelProvisioningError(f"{path / 'config.json'}: transformers cannot read it: {exc}") from None
+
+
+ARCHITECTURES_DIR = Path(__file__).with_name("architectures")
+
+
+def shipped_architecture(repo: str) -> Path | None:
+    """The ``config.json`` shipped with the project for hub model ``repo`` (``finetune/architectures/
+    <org>--<name>.json``: the architecture of the reference table's models, enough to plan without a download);
+    None when none is shipped."""
+    file = ARCHITECTURES_DIR / f"{repo.replace('/', '--')}.json"
+    return file if file.is_file() else None
+
+
+def shipped_architectures() -> list[str]:
+    """The hub ids whose architecture ships with the project, sorted."""
+    return sorted(f.stem.replace("--", "/", 1) for f in ARCHITECTURES_DIR.glob("*--*.json"))
+
+
+def cached_hub_config(repo: str, revision: str | None = None) -> Path | None:
+    """The ``config.json`` of hub model ``repo`` at ``revision`` in the local hub cache (weights need not be there);
+    None when the cache does not hold it. Reads the cache only: never the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo, "config.json", cache_dir=hub_cache(), revision=revision)
+    except ValueError:  # huggingface_hub's check of the id (e.g. "a--b"): such a model cannot be cached
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def planning_config(ref: str) -> tuple[Any, str]:
+    """The Hugging Face config of a model reference for planning (shape only: no weights read, nothing downloaded or
+    converted) and where it came from.
+
+    ``packaged`` and local folders as :func:`model_config`. A hub id ``org/name[@revision]`` resolves, in order, to
+    the ``config.json`` of its snapshot in the local hub cache, then to the architecture shipped with the project
+    (:func:`shipped_architecture`); ``ModelProvisioningError`` saying both were looked for when neither exists."""
+    hub = hub_id(ref)
+    if hub is None:
+        return model_config(ref), "the packaged model" if ref in ("packaged", PACKAGED_MODEL) else ref
+    repo, revision = hub
+    cached, source = cached_hub_config(repo, revision), "the local hub cache"
+    if cached is None:
+        cached, source = shipped_architecture(repo), "the architecture shipped with the project"
+    if cached is None:
+        cache = hub_cache() or "the default ~/.cache/huggingface/hub"
+        raise ModelProvisioningError(
+            f"model {ref!r} cannot be planned: no config.json for it in the Hugging Face cache ({cache}) and no "
+            f"architecture shipped with the project for {repo!r} (finetune/architectures/ has "
+            f"{', '.join(shipped_architectures()) or 'none'}); run `finetune setup --model {ref}` where the hub is "
+            f"reachable, or add its public config.json as {ARCHITECTURES_DIR / (repo.replace('/', '--') + '.json')}")
+    return _config_from_dict(read_config_file(cached), cached), f"{source}, {cached}"
+
+
+def _config_from_dict(config: dict[str, Any], file: Path) -> Any:
+    """A transformers config object from a checked ``config.json`` dict; ``ModelProvisioningError`` naming ``file``
+    when transformers cannot build it."""
+    from transformers import CONFIG_MAPPING
+
+    try:
+        return CONFIG_MAPPING[config["model_type"]].from_dict(config)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelProvisioningError(f"{file}: transformers cannot read it: {exc}") from None
 
 
 def provision_base_model(*, force: bool = False) -> Path:

@@ -4,7 +4,8 @@
 checks here read a little of what the config names — a model folder's ``config.json`` and weight headers, the first
 filings of a data-source folder — so that ``finetune validate`` does not call valid what ``finetune run`` would
 refuse half a minute later, deep in a flow. Each problem names its field and value. ``validate`` and ``run`` (before
-Prefect starts) call :func:`check_inputs`; ``plan`` checks the model's config alone (it reads no weights).
+Prefect starts) call :func:`check_inputs`; ``plan`` checks the model's config alone (it reads no weights; a hub id
+needs no cache when the project ships its architecture: :func:`plan_model_config`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,18 @@ def model_ref_config(ref: str, source: str, *, weights: bool = False) -> Any:
     except ModelProvisioningError as err:
         raise ConfigError([f"model.ref: {err}"], source) from None
     return config
+
+
+def plan_model_config(ref: str, source: str) -> tuple[Any, str]:
+    """The Hugging Face config of ``model.ref`` for ``finetune plan`` and where it came from
+    (``finetune.models.planning_config``: a hub id may be planned from the architecture shipped with the project,
+    no weights and no download needed); a ``ConfigError`` from ``source`` naming ``model.ref`` otherwise."""
+    from finetune.models import planning_config
+
+    try:
+        return planning_config(ref)
+    except ModelProvisioningError as err:
+        raise ConfigError([f"model.ref: {err}"], source) from None
 
 
 def data_source_problems(source: str, *, limit: int = MAX_FILINGS_READ) -> list[str]:

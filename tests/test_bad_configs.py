@@ -99,7 +99,7 @@ def test_plan_on_a_fresh_home_converts_nothing(tmp_path: Path, monkeypatch: pyte
     from finetune.models import base_model_dir
 
     monkeypatch.setenv("FINETUNE_MODEL_CACHE", str(tmp_path / "models"))
-    assert main(["plan", str(ROOT / "configs/regulator.yaml")]) == 0
+    assert main(["plan", str(ROOT / "configs/regulator.yaml"), "--set", "model.ref=packaged"]) == 0
     out = capsys.readouterr().out
     assert "134.5 M parameters" in out and "chosen: ZeRO-" in out
     assert not base_model_dir().exists() and not (tmp_path / "models").exists()

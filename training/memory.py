@@ -31,6 +31,7 @@ class ModelShape:
     intermediate: int
     kv_hidden: int
     vocab: int
+    max_positions: int | None = None  # the context the model was trained for (config's max_position_embeddings)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ def config_shape(config: Any) -> ModelShape:
         intermediate=getattr(config, "intermediate_size", 4 * config.hidden_size),
         kv_hidden=config.hidden_size * kv_heads // heads,
         vocab=config.vocab_size,
+        max_positions=getattr(config, "max_position_embeddings", None),
     )
 
 
@@ -200,10 +202,42 @@ def training_hours(n_params: int, tokens: float, *, devices: int, peak_tflops: f
     return training_flops(n_params, tokens) / (devices * peak_tflops * 1e12 * mfu) / 3600.0
 
 
-# The reference infrastructure table (3 epochs over ~5k examples), for comparing the time model against.
-REFERENCE_TABLE = [
-    {"model": "7B", "params": 7e9, "gpus": 4, "gpu": "A100 40GB", "peak_tflops": 312, "quoted_hours": (4, 8)},
-    {"model": "13B", "params": 13e9, "gpus": 8, "gpu": "A100 40GB", "peak_tflops": 312, "quoted_hours": (8, 16)},
-    {"model": "70B", "params": 70e9, "gpus": 8, "gpu": "A100 80GB", "peak_tflops": 312, "quoted_hours": (24, 48)},
-    {"model": "70B", "params": 70e9, "gpus": 16, "gpu": "H100 80GB", "peak_tflops": 989, "quoted_hours": (12, 24)},
-]
+def flops_per_token(shape: ModelShape, *, seq_len: int, checkpointing: bool) -> float:
+    """Training FLOPs per token: 6N for the weights' matmuls (forward 2N, backward 4N) plus attention's 12·L·h·s
+    (scores and weighted sum, forward and backward; bench/bench_gpu.py counts the same). Activation checkpointing
+    runs the forward once more: 8N + 16·L·h·s."""
+    weights, attention = 6.0 * shape.n_params, 12.0 * shape.n_layers * shape.hidden * seq_len
+    return (weights + attention) * (4.0 / 3.0 if checkpointing else 1.0)
+
+
+def zero_comm_bytes(n_params: int, *, zero_stage: int, devices: int, bf16: bool) -> tuple[float, float]:
+    """Bytes each device moves in ring collectives, ``(per micro-step, per optimizer step)``; a collective over the
+    16-bit weights or gradients moves ``(g-1)/g`` of them per device.
+
+    ZeRO-3 gathers the weights for the forward and again for the backward and reduce-scatters the gradients at
+    every micro-step; ZeRO-2 reduce-scatters the gradients at every micro-step and gathers the updated weights once a
+    step; ZeRO-0/1 reduce (all-reduce, or reduce-scatter + all-gather) once a step."""
+    if devices <= 1:
+        return 0.0, 0.0
+    volume = (2 if bf16 else 4) * n_params * (devices - 1) / devices
+    if zero_stage == 3:
+        return 3.0 * volume, 0.0
+    if zero_stage == 2:
+        return volume, volume
+    return 0.0, 2.0 * volume
+
+
+def offload_seconds(n_params: int, *, offload: Offload, devices: int, gpus_per_node: int,
+                    cpu_adam_params_per_s: float, pcie_gb_s: float) -> tuple[float, float]:
+    """Seconds that CPU offload adds, ``(per micro-step, per optimizer step)``, with no overlap.
+
+    Optimizer offload: each step the node's CPU Adam updates its devices' share of the parameters, and each device
+    sends its fp32 gradient partition down and takes its 16-bit weights back over PCIe (6 bytes a parameter).
+    Parameter offload adds, every micro-step, the fetch of each device's 16-bit weight partition for the forward
+    and again for the backward (4 bytes a parameter)."""
+    if offload == "none":
+        return 0.0, 0.0
+    share = n_params / max(1, devices)
+    step = share * min(gpus_per_node, devices) / cpu_adam_params_per_s + 6.0 * share / (pcie_gb_s * 1e9)
+    micro = 4.0 * share / (pcie_gb_s * 1e9) if offload == "optimizer+params" else 0.0
+    return micro, step
