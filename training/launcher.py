@@ -4,23 +4,32 @@ One process (the CPU default), N processes on this machine, or many nodes (a Dee
 torchrun rendezvous that the caller starts on every node) all run the same entry point; only the command differs.
 ``local_nodes`` starts every node's torch elastic agent on this machine: a multi-node run rehearsed on one box
 (each agent its own process group, as on its own node; a killed agent is a lost node).
+
+A c10d launch across machines: node 0 (the flow's ``train_full``) announces each launch on the shared project home
+(the spec, the rendezvous id) and starts its agent; every other node runs ``python -m training.launcher join ...``,
+which waits for the announcement and starts the same torchrun command there (a pod of deploy/k8s/train-multinode.yaml).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import queue
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
 from foundation.errors import ConfigError, TrainingError
+from foundation.paths import cache_dir, write_json_atomic
 from training.full_ft import SUMMARY_FILE, TrainSpec
 
 ENTRY_MODULE = "training.full_ft"
@@ -132,6 +141,85 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def announcement_path(master_addr: str, master_port: int) -> Path:
+    """Where node 0 announces a c10d launch at ``master_addr:master_port``: the project home, shared by every node."""
+    return cache_dir() / "rendezvous" / f"{re.sub(r'[^A-Za-z0-9._-]', '_', master_addr)}_{master_port}.json"
+
+
+def write_announcement(*, spec_path: Path, nproc: int, num_nodes: int, master_addr: str, master_port: int,
+                       rdzv_id: str) -> Path:
+    """Announce a launch to the nodes that join it: the spec (on the shared volume) and the rendezvous id."""
+    path = announcement_path(master_addr, master_port)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {"rdzv_id": rdzv_id, "spec": str(Path(spec_path).resolve()), "nproc_per_node": nproc,
+                             "num_nodes": num_nodes, "master_addr": master_addr, "master_port": master_port,
+                             "written_at": time.time()})
+    return path
+
+
+def read_announcement(path: Path) -> dict | None:
+    """The announcement at ``path``, or None when there is none (or it is being replaced)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def withdraw_announcement(path: Path, rdzv_id: str) -> None:
+    """Remove the launch's announcement when it is still this launch's."""
+    current = read_announcement(path)
+    if current is not None and current.get("rdzv_id") == rdzv_id:
+        path.unlink(missing_ok=True)
+
+
+def _listening(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections at host:port (node 0's rendezvous store once its agent is up)."""
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            return True
+    except OSError:
+        return False
+
+
+def join(*, num_nodes: int, nproc: int, master_addr: str, master_port: int, once: bool = False,
+         poll_s: float = 2.0) -> int:
+    """Run one node of the c10d launches that node 0 announces at ``master_addr:master_port``.
+
+    For each new announcement (seen once node 0's rendezvous port accepts connections, so an announcement left by a
+    node 0 that died is not joined), start the command node 0 runs, ``build_launch_command`` with the announced spec
+    and rendezvous id, here; its output goes to this process's. Then wait for the next launch (the flow's retry of
+    train_full after a lost node), or return its exit code when ``once``. Raises ConfigError when the announced
+    launch has another shape (nodes, ranks per node) than this node was started for.
+    """
+    path, served = announcement_path(master_addr, master_port), None
+    print(f"node waiting for launches announced at {path} (rendezvous {master_addr}:{master_port})", flush=True)
+    while True:
+        seen = read_announcement(path)
+        if seen is None or seen.get("rdzv_id") == served or not _listening(master_addr, master_port):
+            time.sleep(poll_s)
+            continue
+        ann = read_announcement(path)  # again: node 0 writes it before its agent opens the port
+        if ann is None or ann.get("rdzv_id") == served:
+            continue
+        problems = [f"{key}: node 0 launched {ann.get(key)!r}, this node was started for {mine!r}"
+                    for key, mine in (("num_nodes", num_nodes), ("nproc_per_node", nproc)) if ann.get(key) != mine]
+        if problems:
+            raise ConfigError(problems, source=str(path))
+        served = ann["rdzv_id"]
+        cmd = build_launch_command(spec_path=Path(ann["spec"]), nproc=nproc, launcher="torchrun", num_nodes=num_nodes,
+                                   master_addr=master_addr, master_port=master_port, rdzv_id=served)
+        print(f"$ {' '.join(cmd)}", flush=True)
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=launch_env(nproc=nproc), start_new_session=True)
+        try:
+            code = proc.wait()
+        except BaseException:
+            _stop_group(proc)
+            raise
+        print(f"launch {served} ended with exit code {code}", flush=True)
+        if once:
+            return code
+
+
 def _follow(procs: list[subprocess.Popen], log_file, tail: deque[str],
             on_line: Callable[[str], None] | None) -> list[int]:
     """Stream every launch's output (prefixed ``[node i]`` when there are several) into the log, ``tail`` and
@@ -197,24 +285,38 @@ def run_training(
         launcher, num_nodes = "deepspeed", len(hosts)
         master_addr = master_addr or hosts[0]
     agents = num_nodes if local_nodes and num_nodes > 1 else 1
+    rdzv_id = "finetune"
     if agents > 1:  # a rehearsal on this machine: a free port and a fresh rendezvous, so runs never meet
         master_addr, master_port = master_addr or "127.0.0.1", free_port()
+        rdzv_id = f"finetune-{master_port}"
+    # Across machines (c10d, one agent here): announce the launch to the nodes that join it (``join``); a fresh
+    # rendezvous id per launch, so an agent started for an earlier launch can never meet this one.
+    announce = launcher == "torchrun" and num_nodes > 1 and agents == 1
+    if announce:
+        rdzv_id = f"finetune-{uuid.uuid4().hex[:12]}"
     cmd = build_launch_command(spec_path=spec_path, nproc=nproc, launcher=launcher, num_nodes=num_nodes,
-                               hostfile=hostfile, master_addr=master_addr, master_port=master_port,
-                               rdzv_id=f"finetune-{master_port}" if agents > 1 else "finetune")
+                               hostfile=hostfile, master_addr=master_addr, master_port=master_port, rdzv_id=rdzv_id)
     tail: deque[str] = deque(maxlen=60)
     started = time.time()
     with (out / LOG_FILE).open("a", encoding="utf-8") as log_file:
         log_file.write(f"$ {' '.join(cmd)}" + (f"   (x{agents} local nodes)" if agents > 1 else "") + "\n")
-        procs = [subprocess.Popen(cmd, cwd=REPO_ROOT, env=launch_env(nproc=nproc, extra=env), stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
-                 for _ in range(agents)]
+        if announce:  # before the agent opens the rendezvous port: a joining node that finds the port open reads this
+            announcement = write_announcement(spec_path=spec_path, nproc=nproc, num_nodes=num_nodes,
+                                              master_addr=str(master_addr), master_port=master_port, rdzv_id=rdzv_id)
         try:
-            codes = _follow(procs, log_file, tail, on_line)
-        except BaseException:
-            for proc in procs:
-                _stop_group(proc)
-            raise
+            procs = [subprocess.Popen(cmd, cwd=REPO_ROOT, env=launch_env(nproc=nproc, extra=env),
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                      start_new_session=True)
+                     for _ in range(agents)]
+            try:
+                codes = _follow(procs, log_file, tail, on_line)
+            except BaseException:
+                for proc in procs:
+                    _stop_group(proc)
+                raise
+        finally:
+            if announce:
+                withdraw_announcement(announcement, rdzv_id)
     rc = next((code for code in codes if code != 0), 0)
     if rc != 0:
         raise TrainingError(
@@ -225,3 +327,33 @@ def run_training(
     if not summary_path.is_file():
         raise TrainingError(f"training exited 0 but wrote no {summary_path}; see {out / LOG_FILE}")
     return json.loads(summary_path.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.launcher join ...``: one node (not node 0) of a c10d launch across machines."""
+    parser = argparse.ArgumentParser(prog="python -m training.launcher")
+    sub = parser.add_subparsers(dest="command", required=True)
+    j = sub.add_parser("join", help="run this node's torch elastic agent for every launch node 0 announces",
+                       description="Wait for node 0 (the flow's train_full) to announce a c10d launch on the shared "
+                                   "project home (FINETUNE_HOME), then start the same torchrun command here. Exit 2 "
+                                   "when the announced launch has another shape than given.")
+    j.add_argument("--nnodes", type=int, required=True, help="nodes in the launch (hardware.num_nodes)")
+    j.add_argument("--nproc-per-node", type=int, required=True, help="ranks on this node (hardware.gpus_per_node)")
+    j.add_argument("--master-addr", required=True, help="node 0's address (hardware.master_addr)")
+    j.add_argument("--master-port", type=int, required=True, help="the rendezvous port (hardware.master_port)")
+    j.add_argument("--once", action="store_true", help="return after one launch with its exit code")
+    args = parser.parse_args(argv)
+    if args.nnodes < 2 or args.nproc_per_node < 1:
+        parser.error("--nnodes must be >= 2 (a node joins node 0) and --nproc-per-node >= 1")
+    # SIGTERM (a pod being stopped) unwinds like an interrupt, which stops the agent and its ranks.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        return join(num_nodes=args.nnodes, nproc=args.nproc_per_node, master_addr=args.master_addr,
+                    master_port=args.master_port, once=args.once)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
