@@ -52,6 +52,15 @@ def load_raw(source: Path | str) -> pd.DataFrame:
     return _normalise(df, path)
 
 
+def awaiting_filings(source: Path | str) -> bool:
+    """Whether ``source`` is a folder that exists and holds no filing yet: a drop folder before its first delivery
+    (the weekly deployment's ``filings/incoming``). Anything else, missing folders included, is for ``load_raw``."""
+    from regulator.analyze import expand_paths
+
+    path = Path(source)
+    return path.is_dir() and not expand_paths([path])[0]
+
+
 def _read_jsonl(path: Path) -> pd.DataFrame:
     data = path.read_bytes()
     try:

@@ -116,7 +116,9 @@ def finetune(
     if record("prepare_data", run_stage(
         prepare_data, stage="prepare_data",
         inputs={"cfg": cfg.section_hash("data"), "max_seq_len": cfg.model.max_seq_len, "model": model_hash,
-                "source": _source_hash(cfg), "reviews": _reviews_hash(cfg)},
+                "source": _source_hash(cfg), "reviews": _reviews_hash(cfg),
+                # delivered filings and reviews of the real set's banks are left out: the real set shapes the data
+                "real": _real_set_hash(cfg) if cfg.data.source != "synthetic" or cfg.data.reviews else None},
         cfg=cfg_dict, model_dir=str(model_dir),
     )):
         return _summary(run_dir, done)

@@ -18,16 +18,17 @@ DOMAIN_SAMPLE = 24
 
 
 def domain_sample(cfg: RunConfig) -> list[str]:
-    """A few domain texts (report + answer) for the notation measure: generated, or read from the data source."""
-    if cfg.data.source == "synthetic":
+    """A few domain texts (report + answer) for the notation measure: generated, or read from the data source
+    (generated while the source is a drop folder with no filing yet)."""
+    from data_contracts.prepare import awaiting_filings, load_raw
+
+    if cfg.data.source == "synthetic" or (cfg.data.mix_synthetic and awaiting_filings(cfg.data.source)):
         from regulator.generator import generate_dataset
 
         with tempfile.TemporaryDirectory() as tmp:
             df = generate_dataset(n_examples=DOMAIN_SAMPLE, seed=cfg.data.seed, out_dir=Path(tmp),
                                   eu_fraction=cfg.data.eu_fraction)
     else:
-        from data_contracts.prepare import load_raw
-
         df = load_raw(cfg.data.source).head(DOMAIN_SAMPLE)
     return [f"{r.report_text}\n{r.target}" for r in df.itertuples()]
 

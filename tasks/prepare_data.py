@@ -12,7 +12,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from data_contracts.contracts import ContractLimits
-from data_contracts.prepare import load_raw, prepare_dataset, provenance
+from data_contracts.prepare import awaiting_filings, load_raw, prepare_dataset, provenance
 from finetune.config import RunConfig
 from foundation.errors import DataContractError
 from foundation.hashing import hash_file
@@ -98,12 +98,31 @@ def prepare_data(cfg: dict, model_dir: str, out_dir: str, key: str) -> dict:
         rows[TRAIN_ONLY] = True
         return rows
 
+    real_banks: list[str] = []
+
+    def without_real_banks(filings: pd.DataFrame) -> pd.DataFrame:
+        """The delivered filings less those of a bank in the real evaluation set (eval.real_source): what is
+        evaluated on is never trained on, by bank."""
+        real = resolve_input(run_cfg.eval.real_source) if run_cfg.eval.real_source else None
+        if real is None or not real.exists():
+            return filings
+        banks = set(load_raw(real)["bank_id"].astype(str))
+        mask = filings["bank_id"].astype(str).isin(banks)
+        real_banks.extend(sorted(set(filings.loc[mask, "bank_id"].astype(str))))
+        if mask.any():
+            log.warning("data.source: %d filings of %d banks of the real evaluation set %s are not trained on",
+                        int(mask.sum()), len(real_banks), real)
+        return filings[~mask].reset_index(drop=True)
+
     def build(tmp: Path) -> dict:
         parts: dict[str, pd.DataFrame] = {}
         if d.source == "synthetic":
             parts["generated"] = generated(tmp, d.n_examples)
+        elif d.mix_synthetic and awaiting_filings(d.source):  # a drop folder before its first delivery
+            log.info("data.source %s holds no filings yet: the %d generated reports alone", d.source, d.mix_synthetic)
+            parts["generated"] = generated(tmp, d.mix_synthetic)
         else:
-            parts["filings"] = load_raw(d.source)
+            parts["filings"] = without_real_banks(load_raw(d.source))
             if d.mix_synthetic:  # real filings topped up with generated ones (other banks, the same contracts)
                 parts["generated"] = generated(tmp, d.mix_synthetic)
         if d.reviews is not None:
@@ -121,6 +140,9 @@ def prepare_data(cfg: dict, model_dir: str, out_dir: str, key: str) -> dict:
                                      description="Data contract failed: nothing downstream ran")
             raise
         markdown = stats_markdown(manifest) + "\n\n" + provenance_markdown(origin, d.source)
+        if real_banks:
+            markdown += ("\n\n## Filings not trained on\n\nBanks of the real evaluation set (eval.real_source), "
+                         f"evaluated on and so never trained on: {', '.join(real_banks)}")
         if left_out:
             markdown += "\n\n## Reviews not trained on\n\n" + "\n".join(
                 f"- {r['file']} ({r['reviewer']}, {r['reviewed_at']}): {r['left_out']}" for r in left_out)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,7 @@ def test_stack_is_up_and_idempotent(stack: Stack) -> None:
     assert status.returncode == 0 and f"http://127.0.0.1:{stack.port}" in status.stdout
     deployment = stack.call(lambda c: c.read_deployment_by_name("finetune/regulator"))
     assert deployment.parameters["config_path"] == "configs/regulator.yaml"
+    assert deployment.parameters["overrides"] == {"data.source": "filings/incoming", "data.mix_synthetic": 6800}
     assert deployment.work_pool_name == "finetune-pool"
     (schedule,) = deployment.schedules
     assert schedule.schedule.cron == "0 2 * * 1" and schedule.schedule.timezone == "Europe/Berlin"
@@ -140,3 +142,75 @@ def test_bad_data_fails_at_prepare_data_with_the_contract_report(stack: Stack, t
     assert not {"train_full", "train_lora", "evaluate", "deployment_gate"} & set(states)
     report = stack.artifacts(run_id)["data-contract-failure"]
     assert "expect_column_values_to_be_unique" in report.data and "violations_joined" in report.data
+
+
+def test_weekly_runs_of_the_deployment_around_a_drop_of_filings(stack: Stack, tiny_model_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    """The weekly deployment's cycle through the real server and worker, on a drop folder of filings (data.source,
+    topped up by data.mix_synthetic; the shipped `finetune/regulator` points at filings/incoming), champion /
+    challenger: the first promotion has nothing to compare with and says so; a run with no new filings reuses every
+    training and evaluation stage (Cached) and says "no new data"; filings are dropped into the folder; the next run
+    retrains, the production model answers the same test split (evaluate_production) and a candidate required to
+    beat production by 0.5 F1 is refused naming production; the same candidate at the usual margin reuses
+    production's answers (Cached) and is promoted. The card records the training data's provenance."""
+    import time
+
+    from finetune.registry import read_card, read_history
+    from regulator.generator import generate_dataset
+
+    generate_dataset(64, seed=21, out_dir=tmp_path / "received")
+    arrived = sorted((tmp_path / "received" / "xbrl").iterdir())
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    for src in arrived[:40]:
+        (drop / src.name).write_bytes(src.read_bytes())
+    registry = tmp_path / "registry"
+    overrides = small_overrides(tiny_model_dir, **{
+        "name": "deploy-weekly", "gate.registry_dir": str(registry), "eval.real_source": None,
+        "gate.max_regression_vs_production": 0.0, "data.source": str(drop), "data.mix_synthetic": 100,
+        "data.train_balanced": 0})
+
+    def run(**extra) -> tuple[Any, dict[str, str], dict, float]:
+        started = time.monotonic()
+        run_id = stack.run_deployment("finetune/regulator-cpu", {**overrides, **extra})
+        done = stack.wait(run_id)
+        seconds = time.monotonic() - started
+        summary = json.loads((stack.run_folder(run_id) / "summary.json").read_text())
+        return done, stack.task_states(run_id), summary["result"], seconds
+
+    def criterion(result: dict, name: str) -> dict:
+        (found,) = [c for c in result["gate"]["decision"]["criteria"] if c["name"] == name]
+        return found
+
+    first, states, result, _ = run()
+    assert first.state.type.value == "COMPLETED", f"{first.state.message}\n{stack.worker_log_tail()}"
+    assert "evaluate_production" not in states and result["gate_passed"]
+    v1 = result["promoted_version"]
+    assert "no model in production yet" in criterion(result, "vs_production")["message"]
+    provenance = read_card(registry, v1)["data_provenance"]
+    assert provenance["filings"]["rows"] == 40 and provenance["generated"]["rows"] == 100
+
+    same, states, result, seconds = run()  # no new filings
+    assert same.state.type.value == "COMPLETED", same.state.message
+    assert {states[s] for s in ("prepare_data", "train_full", "train_lora", "evaluate")} == {"Cached"}, states
+    assert "evaluate_production" not in states and "no new data" in result["no_new_data"]
+    assert "is production " + v1 + " itself" in criterion(result, "vs_production")["message"]
+    assert len(read_history(registry)) == 1  # nothing switched
+    print(f"\nweekly run without new filings: {seconds:.0f} s from `prefect deployment run` to Completed")
+
+    for src in arrived[40:]:  # filings arrive
+        (drop / src.name).write_bytes(src.read_bytes())
+    demanding, states, result, seconds = run(**{"gate.max_regression_vs_production": -0.5})
+    assert states["prepare_data"] == states["train_full"] == states["evaluate_production"] == "Completed", states
+    assert demanding.state.type.value == "FAILED" and not result["gate_passed"]
+    refused = criterion(result, "not_worse_than_production")
+    assert not refused["passed"] and f"production {v1}" in refused["message"], refused
+    print(f"weekly run after 24 new filings (retrained, refused): {seconds:.0f} s")
+
+    second, states, result, _ = run()  # the same candidate, the usual margin: production's answers are reused
+    assert second.state.type.value == "COMPLETED", second.state.message
+    assert states["train_full"] == states["evaluate_production"] == "Cached", states
+    compared = criterion(result, "not_worse_than_production")
+    assert compared["passed"] and v1 in compared["message"] and compared["figure"] is not None
+    v2 = result["promoted_version"]
+    assert v2 != v1 and read_card(registry, v2)["data_provenance"]["filings"]["rows"] == 64
