@@ -117,3 +117,40 @@ def check_model_folder(path: Path) -> Path:
     read_folder_config(path)
     check_weights(path)
     return path
+
+
+def shadow_round(registry_dir: Path, paths: list[Path], production: list[dict], *,
+                 batch_size: int = DEFAULT_BATCH_SIZE, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                 precision: str = "auto", user: str = "analyze (shadow rule)") -> dict | None:
+    """Answer the filings production just answered (``production``: ``FilingResult.to_dict()`` rows) with the
+    registry's shadow too, when there is one (``finetune.shadow``); record both models' agreement with the rule
+    engine per filing and, when the shadow's rule says it is ready, switch production to it. Production's answers
+    stay the ones used. Returns the shadow's standing (its answers under ``results``), or None without a shadow."""
+    from finetune.registry import resolve_model, switch_production
+    from finetune.shadow import agrees, record_filings, shadow_pointer, standing
+    from foundation.hashing import hash_file
+
+    pointer = shadow_pointer(registry_dir)
+    if pointer is None:
+        return None
+    model_dir = resolve_model(registry_dir, pointer["version"])
+    shadow = [r.to_dict() for r in analyze_filings(paths, model_dir=model_dir, batch_size=batch_size,
+                                                   max_new_tokens=max_new_tokens, precision=precision,
+                                                   constrain=evaluated_constrained(model_dir))]
+    by_file = {r["file"]: r for r in shadow}
+    rows = []
+    for p in production:
+        s = by_file.get(p["file"])
+        if s is None or "error" in (p["status"], s["status"]) or p.get("model_violations") is None:
+            continue
+        rows.append({"file": p["file"],
+                     "filing_sha256": hash_file(Path(p["file"])) if Path(p["file"]).is_file() else None,
+                     "production_agrees": agrees(p["model_violations"], p["rule_violations"]),
+                     "shadow_agrees": s.get("model_violations") is not None
+                     and agrees(s["model_violations"], s["rule_violations"])})
+    record_filings(registry_dir, rows)
+    now = standing(registry_dir)
+    if now["ready"]:
+        switch_production(registry_dir, pointer["version"], reason=f"shadow A/B: {now['why']}", user=user)
+        now["promoted"] = True
+    return {**now, "results": shadow}

@@ -141,6 +141,12 @@ def _registry(args: argparse.Namespace) -> int:
         rows = reg.version_rows(folder)
         print(_table(rows, ["version", "production", "promoted", "f1", "rouge_l", "real_false_violations",
                             "data_hash", "git_commit"]) if rows else f"no versions in {folder}")
+        from finetune.shadow import standing
+
+        shadow = standing(folder)
+        if shadow is not None:
+            print(f"shadow {shadow['version']} beside production since {shadow['since']}: {shadow['why']} "
+                  f"(production when its rule holds, or: finetune registry promote {shadow['version']} --reason R)")
     elif args.action == "history":
         rows = reg.read_history(folder)
         print(_table(rows, ["at", "user", "version", "previous", "reason"]) if rows else "no switch recorded")
@@ -153,11 +159,36 @@ def _registry(args: argparse.Namespace) -> int:
     elif args.action == "promote":
         previous = reg.switch_production(folder, args.version, reason=args.reason)
         print(f"production: {args.version} (was {previous or 'none'})")
+        _publish_history(folder, f"promote {args.version}")
     else:
         target = reg.rollback_target(folder)
         previous = reg.switch_production(folder, target, reason=f"rollback: {args.reason}")
         print(f"production: {target} (rolled back from {previous})")
+        _publish_history(folder, f"rollback to {target}")
     return 0
+
+
+def _publish_history(folder: Path, switch: str) -> None:
+    """After a switch by hand, refresh the ``registry-history`` artifact on the Prefect server this command points at
+    (``PREFECT_API_URL`` or the Prefect profile, e.g. the stack's), as the gate does after its promotions: a short
+    flow run named after the switch (``flows/registry_history.py``). With no server configured nothing is published
+    (no temporary server is started for it); a server that does not answer is a warning: the switch stands and
+    ``finetune registry history`` shows it."""
+    from tasks.registry_history import KEY, configured_api_url
+
+    url = configured_api_url()
+    if not url:
+        return
+    from finetune.registry import read_history
+    from flows.registry_history import registry_history
+
+    try:
+        registry_history(str(folder), f"{switch} by {read_history(folder)[-1].get('user')}")
+    except Exception as exc:  # the switch is done and recorded; the artifact is only its view in the UI
+        print(f"warning: the {KEY} artifact on {url} was not updated ({type(exc).__name__}: {exc}); the switch "
+              "stands (finetune registry history)", file=sys.stderr)
+    else:
+        print(f"{KEY} artifact updated on {url}")
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
@@ -329,10 +360,38 @@ def _analyze(args: argparse.Namespace) -> int:
     if args.out:
         write_results(args.out, rows)  # after the table: a write that fails loses no result on the terminal
         print(f"results written to {printable(str(args.out))}", file=sys.stderr)
+    if args.model == "production" and model_dir is not None:
+        _shadow_round(registry, args, rows)
     if counts[ERROR]:
         print(f"error: {counts[ERROR]} of {counts['total']} filings could not be read (reasons above)", file=sys.stderr)
         return 1
     return 0
+
+
+def _shadow_round(registry: Path, args: argparse.Namespace, rows: list[dict]) -> None:
+    """Shadow A/B: when the registry has a shadow, it answers the same filings beside production (production's
+    answers above are the ones used); its standing is printed, and a shadow its rule finds ready becomes
+    production (``finetune.analysis.shadow_round``)."""
+    from finetune.analysis import shadow_round
+
+    standing = shadow_round(registry, args.paths, rows, batch_size=args.batch_size,
+                            max_new_tokens=args.max_new_tokens, precision=args.precision, user=_user("analyze"))
+    if standing is None:
+        return
+    print(f"shadow {standing['version']} beside production: {standing['why']}"
+          + ("; it is production now" if standing.get("promoted") else ""), file=sys.stderr)
+    if standing.get("promoted"):
+        _publish_history(registry, f"shadow {standing['version']} promoted by its rule")
+
+
+def _user(what: str) -> str:
+    """Who switches production from this command: the login name, and which command."""
+    import getpass
+
+    try:
+        return f"{getpass.getuser()} ({what})"
+    except (KeyError, OSError):
+        return what
 
 
 def _check_out(out: Path, paths: list[Path]) -> None:

@@ -8,6 +8,7 @@ Layout::
     <registry>/production                 JSON pointer {"version": ..., "updated_at": ...}, replaced atomically
     <registry>/history.jsonl              one line per pointer switch: version, previous, time, user, reason
     <registry>/.lock                      serialises promotions
+    <registry>/shadow, shadow.jsonl       a candidate run beside production before it replaces it (finetune.shadow)
 
 A version is built in a temporary folder, fsynced, verified to load, and only then renamed into place (rename is
 atomic on one filesystem), so a crash leaves either no new version or a complete one. The pointer is written to a
@@ -31,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from finetune.shadow import end_shadow, shadow_pointer, start_shadow
 from foundation.errors import RegistryError
 from foundation.hashing import hash_path, short
 from foundation.paths import read_jsonl
@@ -214,6 +216,9 @@ def switch_production(registry_dir: Path, version: str, *, reason: str, user: st
     if current == version:
         raise RegistryError(f"version {version} is already production; nothing switched")
     set_production(registry_dir, version, reason=reason, user=user)
+    pointer = shadow_pointer(registry_dir)
+    if pointer is not None and pointer["version"] == version:
+        end_shadow(registry_dir, why=f"promoted to production: {reason}")
     return current
 
 
@@ -235,6 +240,7 @@ def version_rows(registry_dir: Path) -> list[dict[str, Any]]:
     registry_dir = Path(registry_dir)
     current = production_version(registry_dir)
     since = next((e.get("at") for e in reversed(read_history(registry_dir)) if e.get("version") == current), None)
+    shadow = shadow_pointer(registry_dir) or {}
     rows = []
     for version in list_versions(registry_dir):
         try:
@@ -245,7 +251,8 @@ def version_rows(registry_dir: Path) -> list[dict[str, Any]]:
         metrics = card.get("metrics") or {}
         rows.append({
             "version": version,
-            "production": f"since {since}" if version == current else "",
+            "production": f"since {since}" if version == current else
+                          (f"shadow since {shadow.get('since')}" if version == shadow.get("version") else ""),
             "promoted": card.get("created_at"),
             "f1": metrics.get("f1_micro"),
             "rouge_l": metrics.get("rouge_l"),
@@ -364,11 +371,15 @@ def promote(
     card: dict[str, Any],
     files: Mapping[str, Path] | None = None,
     reason: str = "promoted",
+    shadow: bool = False,
+    shadow_min_filings: int | None = None,
 ) -> str:
     """Register ``model_dir`` as a new immutable version and make it production; return the version name.
 
     A model whose content is already registered is not copied again: production points at that version, whose
-    card is kept as it was.
+    card is kept as it was. With ``shadow`` and a model in production, the version becomes the registry's shadow
+    instead (``finetune.shadow``: answered beside production by ``analyze``, production after
+    ``shadow_min_filings`` filings with an agreement not lower than production's, or by hand).
 
     Args:
         registry_dir: the registry folder (created if missing).
@@ -378,6 +389,7 @@ def promote(
             ``source_model_dir`` and ``code_version``.
         files: extra files to keep with the version, by name (e.g. ``{"report.md": path}``), under ``extras/``.
         reason: why production switches, for the history (the gate: its decision).
+        shadow, shadow_min_filings: run the version beside production first (see above).
 
     Raises:
         RegistryError: the model folder is missing or does not load, an extra file is missing or badly named.
@@ -399,12 +411,7 @@ def promote(
         model_sha256 = hash_path(model_dir, exclude=frozenset(p.name for p in model_dir.rglob(".*")))
         existing = _find_by_hash(registry_dir, model_sha256)
         if existing is not None:
-            try:
-                current = production_version(registry_dir)
-            except RegistryError:
-                current = None  # a broken pointer: switching repairs it
-            if current != existing:  # already production: no switch, no history line
-                set_production(registry_dir, existing, reason=reason)
+            _go_live(registry_dir, existing, reason=reason, shadow=shadow, shadow_min_filings=shadow_min_filings)
             return existing
         numbers = [_version_number(v) for v in list_versions(registry_dir)]
         version = f"v{max(numbers, default=0) + 1:04d}-{short(model_sha256, 8)}"
@@ -434,5 +441,21 @@ def promote(
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
-        set_production(registry_dir, version, reason=reason)
+        _go_live(registry_dir, version, reason=reason, shadow=shadow, shadow_min_filings=shadow_min_filings)
     return version
+
+
+def _go_live(registry_dir: Path, version: str, *, reason: str, shadow: bool, shadow_min_filings: int | None) -> None:
+    """Make a registered version production, or production's shadow when ``shadow`` and another version is in
+    production; a version already production switches nothing (no history line)."""
+    try:
+        current = production_version(registry_dir)
+    except RegistryError:
+        current = None  # a broken pointer: switching repairs it
+    if current == version:
+        return
+    if shadow and current is not None:
+        if (shadow_pointer(registry_dir) or {}).get("version") != version:
+            start_shadow(registry_dir, version, production=current, min_filings=shadow_min_filings, reason=reason)
+        return
+    set_production(registry_dir, version, reason=reason)

@@ -101,7 +101,9 @@ def render_terminal_summary(summary: dict[str, Any]) -> str:
     gate = result.get("gate")
     if gate:
         verdict = "PASSED" if gate.get("passed") else "REJECTED"
-        lines.append(f"\nDeployment gate: {verdict}" + (f", promoted {gate['version']}" if gate.get("version") else ""))
+        shadow = f" as the shadow of production {gate['shadow_of']}" if gate.get("shadow_of") else ""
+        lines.append(f"\nDeployment gate: {verdict}" + (f", promoted {gate['version']}{shadow}" if gate.get("version")
+                                                          else ""))
         for c in (gate.get("decision") or {}).get("criteria", []):
             lines.append(f"  [{'ok' if c.get('passed') else 'FAIL'}] {c.get('message')}")
     if result.get("report"):

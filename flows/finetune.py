@@ -257,7 +257,8 @@ def _summary(run_dir: Path, done: dict[str, Any], no_new_data: str | None = None
         if decision is None and done["deployment_gate"].get("out_dir"):
             decision_file = Path(done["deployment_gate"]["out_dir"]) / "decision.json"
             decision = json.loads(decision_file.read_text()) if decision_file.is_file() else None
-        result["gate"] = {"passed": gate["passed"], "version": gate["version"], "decision": decision}
+        result["gate"] = {"passed": gate["passed"], "version": gate["version"], "decision": decision,
+                          "shadow_of": gate.get("shadow_of")}
         result.update({"gate_passed": gate["passed"], "promoted_version": gate["version"],
                        "registry": gate["registry_dir"]})
     summary = {"run_dir": str(run_dir), "result": result, "stages": done, "memory_reuse": reuse_decision()[1]}

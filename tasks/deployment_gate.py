@@ -7,13 +7,15 @@ import json
 from pathlib import Path
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 
 from evaluation.champion import compare_with_production, render_comparison_markdown
 from evaluation.gate import GateThresholds, check_gate, gate_metrics
 from finetune.config import RunConfig
-from finetune.registry import promote, read_history
+from finetune.registry import promote
+from finetune.shadow import shadow_pointer
 from tasks.evaluate import FULL, predictions_file
+from tasks.registry_history import publish_registry_history
 from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault, transient_only
 
 
@@ -29,11 +31,14 @@ def thresholds(cfg: RunConfig) -> GateThresholds:
                           max_regression_vs_production=g.max_regression_vs_production)
 
 
-def decision_markdown(decision, *, version: str | None, dry_run: bool, versus_production: str = "") -> str:
+def decision_markdown(decision, *, version: str | None, dry_run: bool, versus_production: str = "",
+                      shadow_of: str | None = None) -> str:
     """The gate decision as markdown: the verdict, every criterion with its figure and threshold, then production
-    vs the candidate (``versus_production``)."""
+    vs the candidate (``versus_production``). ``shadow_of``: the production version the promoted one now shadows."""
     verdict = "PASSED" if decision.passed else "REJECTED"
-    outcome = (f"promoted as **{version}** (production)" if version else
+    outcome = (f"promoted as **{version}**, the **shadow** of production {shadow_of}: `finetune analyze` answers "
+               "with both until the shadow's rule or `finetune registry promote` makes it production"
+               if version and shadow_of else f"promoted as **{version}** (production)" if version else
                "dry run: nothing promoted" if dry_run and decision.passed else "nothing promoted")
     lines = [f"# Deployment gate: {verdict}", outcome, "", "| criterion | figure | threshold | pass |", "|---|---|---|---|"]
     for c in decision.criteria:
@@ -81,16 +86,19 @@ def deployment_gate(cfg: dict, eval_dir: str, full_dir: str, data_hash: str, reg
             files={name: Path(eval_dir) / name for name in ("report.md", "per_code_f1.png", "learning_curve.png")
                    if (Path(eval_dir) / name).is_file()},
             reason=f"deployment gate passed ({len(decision.criteria)} criteria), data {data_hash[:12]}",
+            shadow=run_cfg.gate.shadow, shadow_min_filings=run_cfg.gate.shadow_min_filings,
         )
-        create_table_artifact(key="registry-history", table=read_history(Path(registry_dir))[-50:],
-                              description=f"production switches of {registry_dir}: who, when, why "
-                                          "(finetune registry history)")
+        publish_registry_history(Path(registry_dir))
+    shadow = shadow_pointer(Path(registry_dir)) if version else None
+    shadow_of = shadow["production"] if shadow and shadow["version"] == version else None
     markdown = decision_markdown(
-        decision, version=version, dry_run=run_cfg.gate.dry_run,
+        decision, version=version, dry_run=run_cfg.gate.dry_run, shadow_of=shadow_of,
         versus_production=render_comparison_markdown(versus, (real or {}).get("false_violations"))
         if run_cfg.gate.max_regression_vs_production is not None else "")
     create_markdown_artifact(key="gate-decision", markdown=markdown, description="Deployment gate decision")
-    get_run_logger().info("gate %s%s", "passed" if decision.passed else "rejected", f": promoted {version}" if version else "")
+    get_run_logger().info("gate %s%s", "passed" if decision.passed else "rejected",
+                          (f": promoted {version}" + (f" as the shadow of production {shadow_of}" if shadow_of else ""))
+                          if version else "")
     decision.raise_if_rejected()
 
     def build(tmp: Path) -> dict:
@@ -99,6 +107,6 @@ def deployment_gate(cfg: dict, eval_dir: str, full_dir: str, data_hash: str, reg
                                                        "metrics": gate_input, "versus_production": versus},
                                                       indent=2, default=str))
         return {"passed": decision.passed, "version": version, "registry_dir": registry_dir,
-                "dry_run": run_cfg.gate.dry_run}
+                "dry_run": run_cfg.gate.dry_run, "shadow_of": shadow_of}
 
     return build_stage(out_dir, build, stage="deployment_gate", key=key)

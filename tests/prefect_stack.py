@@ -9,6 +9,7 @@ CLI and read flow runs, task runs and artifacts back through the API.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import re
@@ -99,6 +100,15 @@ class Stack:
         assert match, out.stdout
         return match.group(1)
 
+    def run_with_params(self, name: str, params: dict[str, Any]) -> str:
+        """``prefect deployment run NAME --params JSON`` (no wait), for any deployment; returns the flow run id."""
+        out = subprocess.run([str(PREFECT), "deployment", "run", name, "--params", json.dumps(params)], env=self.env,
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+        match = re.search(r"UUID: ([0-9a-f-]{36})", out.stdout)
+        assert match, out.stdout
+        return match.group(1)
+
     def call(self, coro_fn, *args: Any) -> Any:
         """Run ``coro_fn(client, *args)`` with a Prefect client of this stack."""
         from prefect.client.orchestration import PrefectClient
@@ -107,7 +117,13 @@ class Stack:
             async with PrefectClient(self.api_url) as client:
                 return await coro_fn(client, *args)
 
-        return asyncio.run(go())
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(go())
+        # a loop runs in this thread already (Playwright's sync API while a browser is open): use another thread
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, go()).result()
 
     def flow_run(self, run_id: str):
         return self.call(lambda c: c.read_flow_run(run_id))

@@ -120,3 +120,29 @@ def _rule_codes(folder: Path, index: int) -> list[str]:
 
     (result,) = assess_filings([sorted(folder.iterdir())[index]], answer=None)
     return list(result.rule_violations)
+
+
+def test_the_review_form_keeps_its_labels_help_and_required_reviewer() -> None:
+    """The schema the UI renders (tests/test_ui.py fills it in a browser): titles and help texts survive the
+    filing's starting values (``RunInput.with_initial_data`` alone drops them), the violations start with the rule
+    engine's codes, the directive with the model's, and the reviewer is required and not blank."""
+    from pydantic import ValidationError
+
+    from flows.analyze import review_form
+
+    result = {"file": "/drop/US_1_2024-03-31.xml", "status": "needs_review", "entity": "A Bank", "form": "FFIEC 051",
+              "report_date": "2024-03-31", "rule_violations": ["LEVERAGE"], "model_violations": None,
+              "model_answer": "?", "model_directive": "Raise capital.", "reasons": ["model answer unreadable"]}
+    form = review_form(result, 2, 3)
+    schema = form.model_json_schema()
+    props = schema["properties"]
+    assert schema["required"] == ["reviewer"] and props["reviewer"]["minLength"] == 1
+    assert [props[k]["title"] for k in ("reviewer", "violations", "directive", "note")] == [
+        "Reviewer", "Violations", "Directive", "Note"]
+    assert all(props[k]["description"] for k in props)
+    assert props["violations"]["default"] == ["LEVERAGE"] and props["directive"]["default"] == "Raise capital."
+    assert form._description.startswith("## Review 2 of 3: US_1_2024-03-31.xml")
+    assert form(reviewer="a.supervisor").violations == ["LEVERAGE"]
+    for blank in ("", "  "):
+        with pytest.raises(ValidationError):
+            form(reviewer=blank)
