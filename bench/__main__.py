@@ -1,5 +1,5 @@
-"""Run benchmarks and print a table of their figures: ``python -m bench [flow] [data] [generate] [train] [memory]``
-(all of these by default); ``python -m bench gpu`` on a machine with a CUDA device."""
+"""Run benchmarks and print a table of their figures: ``python -m bench [flow] [data] [generate] [train] [memory]
+[backends]`` (all of these by default); ``python -m bench gpu`` on a machine with a CUDA device."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import json
 import time
 from pathlib import Path
 
-BENCHES = ("flow", "data", "generate", "train", "memory")
+BENCHES = ("flow", "data", "generate", "train", "memory", "backends")
 GPU_ONLY = ("gpu",)  # run by name on a machine with a CUDA device
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _run_one(name: str) -> dict:
     module = importlib.import_module(f"bench.bench_{name}")
-    if name in ("train", "memory"):
+    if name in ("train", "memory", "backends"):
         from finetune.models import provision_base_model
 
         return module.run(model=provision_base_model())

@@ -66,13 +66,13 @@ def plan_table(cfg: RunConfig, shape: ModelShape) -> list[MemoryPlan]:
     counts = [hw.cpu_processes] if on_cpu else sorted({*GPU_COUNTS, hw.gpus_per_node})
     plans = []
     for devices in counts:
-        for stage, offload in candidate_choices(on_cpu):
+        for stage, offload in candidate_choices(on_cpu, cfg.train.backend):
             plans.append(
                 plan_memory(
                     shape, zero_stage=stage, offload=offload, gpus_per_node=devices, num_nodes=hw.num_nodes,
                     device_memory_gib=hw.gpu_memory_gb * 1e9 / GiB, cpu_ram_gib=hw.cpu_ram_gb * 1e9 / GiB,
                     micro_batch=cfg.train.micro_batch_size, seq_len=cfg.model.max_seq_len, bf16=_bf16(cfg),
-                    checkpointing=cfg.model.gradient_checkpointing, on_cpu=on_cpu,
+                    checkpointing=cfg.model.gradient_checkpointing, on_cpu=on_cpu, backend=cfg.train.backend,
                 )
             )
     return plans

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from foundation.errors import ConfigError
 from foundation.hashing import hash_json
+from training.memory import backend_problems
 
 ZeroStage = Literal["auto", 0, 1, 2, 3]
 Offload = Literal["auto", "none", "optimizer", "optimizer+params"]
@@ -106,6 +107,7 @@ class TrainConfig(_Section):
     replay_file: Path | None = Field(None, description="JSONL of {prompt, answer} general examples; default: the base model's own answers.")
     torch_compile: bool = Field(False, description="torch.compile the engine's model (DeepSpeed engine.compile, dynamic shapes): on an H100, 1.1B Llama, ZeRO-0 bf16, 40% -> 51% MFU (bench/NOTES.md); compiling costs about a minute, so for long GPU runs.")
     launcher: Literal["torchrun", "deepspeed"] = Field("torchrun", description="Launcher of the training subprocess.")
+    backend: Literal["deepspeed", "fsdp"] = Field("deepspeed", description="Training engine: 'deepspeed' (ZeRO stages 0-3, optimizer or parameter offload) or 'fsdp' (PyTorch FSDP2 fully_shard per decoder layer: parameters, gradients and optimizer states sharded over all ranks as under ZeRO-3, so zero_stage must be 3 or auto; offload optimizer+params maps to FSDP's CPUOffloadPolicy, optimizer-only offload is refused). The same data, schedule, checkpoints and resume, HF export and memory plan either way (bench/bench_backends.py compares them).")
     seed: int = Field(42, description="Training seed.")
     curve_points: int = Field(0, ge=0, le=100, description="Learning-curve points: teacher-forced validation scores at step 0 and this many evenly spaced steps, for full FT and LoRA (0: none).")
     curve_examples: int = Field(32, ge=1, description="Validation examples the learning curve (and the LoRA sweep) scores.")
@@ -228,6 +230,7 @@ def cross_field_problems(cfg: RunConfig) -> list[str]:
         problems.append("train.offload: offload needs ZeRO stage >= 1 (optimizer) or 3 (params)")
     if tr.offload == "optimizer+params" and tr.zero_stage not in ("auto", 3):
         problems.append("train.offload: 'optimizer+params' needs zero_stage 3")
+    problems.extend(backend_problems(tr.backend, tr.zero_stage, tr.offload))
     if tr.replay_file is not None and not Path(tr.replay_file).is_file():
         problems.append(f"train.replay_file: {tr.replay_file} does not exist")
     if cfg.lora.enabled and cfg.lora.lr <= tr.lr:

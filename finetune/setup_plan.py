@@ -93,5 +93,6 @@ def choose_training_setup(cfg: RunConfig, infra: InfraReport, shape: ModelShape)
         bf16=bf16, grad_clip=eff.train.grad_clip, lr=eff.train.lr, weight_decay=eff.train.weight_decay,
         betas=(0.9, 0.95), on_cpu=on_cpu,
     )
-    notes.append(f"ZeRO-{plan.zero_stage} / offload {plan.offload}: {plan.reason}")
+    sharding = "FSDP2 full shard" if plan.backend == "fsdp" else f"ZeRO-{plan.zero_stage}"
+    notes.append(f"{sharding} / offload {plan.offload}: {plan.reason}")
     return TrainingSetup(eff, bf16, plan.zero_stage, plan.offload, eff.world_size(), ds, notes)

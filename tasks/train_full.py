@@ -23,7 +23,7 @@ from evaluation.report import plot_loss_curves
 
 KEEP = ("train_summary.json", "metrics.jsonl", "curve.jsonl", "lr_sweep.json", "train_spec.json", "train.log")
 SUMMARY_FIGURES = ("steps", "tokens", "wall_time_s", "tokens_per_s", "final_loss", "trainable_params", "resumed_from",
-                   "lr", "world_size")
+                   "lr", "world_size", "backend", "peak_rss_gib")
 
 
 def package_training(work_dir: Path, tmp: Path, *, weights: str, label: str, summary: dict) -> dict:
@@ -59,7 +59,7 @@ def full_spec(cfg: RunConfig, *, model_dir: str, dataset_dir: str, work_dir: Pat
     the batch shape, precision, optimizer and peak learning rate: the one place a training setting comes from)."""
     t = cfg.train
     return TrainSpec(
-        model_dir=model_dir, dataset_dir=dataset_dir, output_dir=str(work_dir), ds_config=ds_config,
+        model_dir=model_dir, dataset_dir=dataset_dir, output_dir=str(work_dir), ds_config=ds_config, backend=t.backend,
         epochs=t.epochs, max_steps=t.max_steps, warmup_ratio=t.warmup_ratio, min_lr_ratio=t.min_lr_ratio,
         seed=t.seed, gradient_checkpointing=cfg.model.gradient_checkpointing, torch_compile=t.torch_compile,
         checkpoint_every_steps=t.checkpoint_every_steps, keep_last_checkpoints=t.keep_last_checkpoints,

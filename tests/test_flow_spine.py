@@ -196,3 +196,20 @@ def test_train_full_on_two_nodes_is_one_node_of_two_ranks(tiny_model_dir: Path, 
     for step, loss in curve.items():
         assert loss == pytest.approx(reference[step], rel=1e-4), (step, loss, reference[step])
     assert (two_dir / "model" / "config.json").is_file()
+
+
+def test_train_full_with_the_fsdp_backend(tiny_model_dir: Path) -> None:
+    """train.backend fsdp through the flow: the audit plans FSDP2 full sharding, train_full trains two ranks with
+    PyTorch FSDP2 (gloo) and seals an exported Hugging Face model (tests/test_fsdp.py compares it with DeepSpeed)."""
+    from tests.prefect_stack import small_overrides
+
+    overrides = small_overrides(tiny_model_dir, **{"name": "spine-fsdp", "eval.real_source": None,
+                                                   "train.backend": "fsdp", "train.micro_batch_size": 2,
+                                                   "hardware.cpu_processes": 2})
+    state = finetune(config_path=CONFIG, overrides=overrides, stop_after="train_full", return_state=True)
+    assert state.is_completed(), state.message
+    stages = state.result()["stages"]
+    assert stages["audit"]["figures"]["chosen"]["backend"] == "fsdp"
+    figures, out = stages["train_full"]["figures"], Path(stages["train_full"]["out_dir"])
+    assert figures["backend"] == "fsdp" and figures["world_size"] == 2 and figures["steps"] == 4
+    assert (out / "model" / "config.json").is_file()

@@ -1,6 +1,7 @@
-"""Atomic DeepSpeed checkpoints (save, keep-last-K, find the latest complete one) and the final HF export.
+"""Atomic engine checkpoints (save, keep-last-K, find the latest complete one) and the final HF export.
 
-Layout under ``ckpt_dir``: ``step-00000040/`` folders, each holding DeepSpeed's own files plus ``COMPLETE.json``.
+Layout under ``ckpt_dir``: ``step-00000040/`` folders, each holding the engine's own files (DeepSpeed's, or the
+FSDP engine's torch.distributed.checkpoint shards) plus ``COMPLETE.json``.
 A checkpoint is written into ``.tmp-step-00000040/`` by every rank, then rank 0 writes the marker (step, epoch,
 data position, per-rank RNG states, and the size of every file) and renames the folder. A crash at any point
 leaves either a ``.tmp-*`` folder (never read, removed at the next save) or a complete checkpoint; a marker whose
@@ -174,11 +175,16 @@ def load_checkpoint(engine: Any, folder: Path, marker: dict[str, Any]) -> None:
 
 
 def gather_full_state_dict(engine: Any) -> dict[str, torch.Tensor] | None:
-    """Return the full fp32 state dict on rank 0 (None elsewhere); under ZeRO-3 the partitions are gathered.
+    """Return the full fp32 state dict on rank 0 (None elsewhere); under ZeRO-3 and FSDP the shards are gathered.
 
-    The module keeps fp32 weights in every precision mode we configure (bf16 runs as autocast), so this is the
-    trained fp32 model, not a bf16 rounding of it.
+    The module keeps fp32 weights in every precision mode we configure (bf16 runs as autocast, or under FSDP as a
+    MixedPrecisionPolicy over fp32 shards), so this is the trained fp32 model, not a bf16 rounding of it.
+    Every rank must call this.
     """
+    from training.fsdp_engine import FSDPEngine
+
+    if isinstance(engine, FSDPEngine):
+        return engine.gather_full_state_dict()
     module = engine.module
     if engine.zero_optimization_stage() == 3:
         import deepspeed

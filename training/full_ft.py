@@ -1,9 +1,10 @@
-"""Full fine-tuning through the DeepSpeed engine; the entry point a launcher runs on every rank.
+"""Full fine-tuning through the DeepSpeed engine or PyTorch FSDP2; the entry point a launcher runs on every rank.
 
     python -m torch.distributed.run --standalone --nproc_per_node 1 -m training.full_ft --spec spec.json
 
 Reads a :class:`TrainSpec` (JSON), resumes from the newest complete checkpoint in ``output_dir/checkpoints``,
-trains with ``engine.backward`` / ``engine.step``, appends one JSON line per logged step to
+trains with ``engine.backward`` / ``engine.step`` (``spec.backend``: the DeepSpeed engine, or
+:class:`training.fsdp_engine.FSDPEngine`, which implements the same methods), appends one JSON line per logged step to
 ``output_dir/metrics.jsonl`` (rank 0, flushed), and ends with a verified HF model folder ``output_dir/model`` and
 ``output_dir/train_summary.json``. Launch it through :mod:`training.launcher`.
 """
@@ -15,6 +16,7 @@ import json
 import logging
 import math
 import os
+import resource
 import socket
 import sys
 import time
@@ -24,7 +26,7 @@ from typing import Any, Callable, Sequence, TextIO
 
 import torch
 
-from foundation.errors import ConfigError, TrainingError
+from foundation.errors import CheckpointError, ConfigError, TrainingError
 from foundation.memory_reuse import keep_freed_memory
 from foundation.paths import write_json_atomic
 from training.data import Example, MicroBatches, load_examples
@@ -47,6 +49,8 @@ class TrainSpec:
     ``ds_config`` is a DeepSpeed config dict (see :func:`training.deepspeed_config.build_deepspeed_config`) or the
     path of one; batch shape, ZeRO stage, precision, clipping and the optimizer come from it, the peak learning
     rate included (:attr:`lr` reads it): each setting has one source.
+    ``backend`` "deepspeed" runs the DeepSpeed engine; "fsdp" runs PyTorch FSDP2 full sharding
+    (:mod:`training.fsdp_engine`) from the same ``ds_config``, whose ZeRO stage must then be 3.
     ``checkpoint_every_steps`` 0 disables checkpoints; ``max_steps`` caps the steps the epochs would give.
     ``curve_points`` > 0 scores the model teacher-forced on the first ``curve_examples`` validation examples before
     training and that many times during it (``curve.jsonl``: the learning curve of the report).
@@ -56,6 +60,7 @@ class TrainSpec:
     dataset_dir: str
     output_dir: str
     ds_config: dict[str, Any] | str
+    backend: str = "deepspeed"
     epochs: int = 1
     max_steps: int | None = None
     warmup_ratio: float = 0.05
@@ -189,23 +194,50 @@ def load_trainable_model(model_dir: str, *, seed: int, gradient_checkpointing: b
     return model
 
 
-def build_engine(
-    model: torch.nn.Module, ds_config: dict[str, Any], *, total_steps: int, warmup_ratio: float, min_lr_ratio: float
-) -> tuple[Any, Any]:
-    """Wrap ``model`` in a DeepSpeed engine with the config's optimizer and our warmup + cosine LambdaLR.
+def start_distributed(backend: str) -> None:
+    """Join the launch's process group: DeepSpeed's (CPU: gloo through its CPU accelerator) or, for FSDP, torch's
+    own (gloo on CPU; NCCL on CUDA, with gloo beside it for CPU objects). Call :func:`prepare_process_env` first."""
+    import torch.distributed as dist
 
-    Returns ``(engine, lr_scheduler)``. Call :func:`prepare_process_env` before importing this module's caller.
+    if backend == "fsdp":
+        if not dist.is_initialized():
+            if torch.cuda.is_available():
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            dist.init_process_group("cuda:nccl,cpu:gloo" if torch.cuda.is_available() else "gloo")
+        return
+    import deepspeed
+
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    skip_shm_op_for_one_rank()
+    deepspeed.init_distributed()
+
+
+def build_engine(
+    model: torch.nn.Module, ds_config: dict[str, Any], *, total_steps: int, warmup_ratio: float, min_lr_ratio: float,
+    backend: str = "deepspeed",
+) -> tuple[Any, Any]:
+    """Wrap ``model`` in the backend's engine with the config's optimizer and our warmup + cosine LambdaLR.
+
+    ``backend`` "deepspeed": a DeepSpeed engine; "fsdp": an :class:`~training.fsdp_engine.FSDPEngine` (FSDP2 full
+    sharding) reading the same config. Returns ``(engine, lr_scheduler)``. Call :func:`start_distributed` first.
     """
+    from training.memory import BACKENDS
+
+    def schedule(opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+        return build_scheduler(opt, total_steps=total_steps, warmup_ratio=warmup_ratio, min_lr_ratio=min_lr_ratio)
+
+    if backend not in BACKENDS:
+        raise ConfigError([f"backend: must be one of {', '.join(BACKENDS)}, got {backend!r}"], source="train spec")
+    if backend == "fsdp":
+        from training.fsdp_engine import FSDPEngine
+
+        engine = FSDPEngine(model, ds_config, param_groups=param_groups, lr_scheduler=schedule)
+        return engine, engine.lr_scheduler
     import deepspeed
 
     weight_decay = ds_config.get("optimizer", {}).get("params", {}).get("weight_decay", 0.0)
     engine, _, _, scheduler = deepspeed.initialize(
-        model=model,
-        model_parameters=param_groups(model, weight_decay),
-        config=ds_config,
-        lr_scheduler=lambda opt: build_scheduler(
-            opt, total_steps=total_steps, warmup_ratio=warmup_ratio, min_lr_ratio=min_lr_ratio
-        ),
+        model=model, model_parameters=param_groups(model, weight_decay), config=ds_config, lr_scheduler=schedule,
     )
     return engine, scheduler
 
@@ -222,6 +254,18 @@ def train_step(engine: Any, micro_batches: list[dict[str, torch.Tensor]],
         losses.append(loss.detach().float())
         tokens += int(batch["attention_mask"].sum())
     return torch.stack(losses).mean(), tokens
+
+
+def peak_rss_gib() -> float:
+    """The largest resident memory of any rank so far, in GiB (``ru_maxrss``: a high-water mark). Every rank must
+    call this."""
+    import torch.distributed as dist
+
+    mine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30  # Linux reports KiB
+    every: list[Any] = [mine] * (dist.get_world_size() if dist.is_initialized() else 1)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_gather_object(every, mine)
+    return max(every)
 
 
 def _all_reduce_mean_sum(loss: torch.Tensor, tokens: int, device: torch.device) -> tuple[float, int]:
@@ -277,7 +321,6 @@ def train(spec: TrainSpec, *, progress: Callable[[dict[str, Any]], None] | None 
     Every rank of the launch runs this. Raises TrainingError on a NaN/inf loss or a model that does not export.
     """
     prepare_process_env()
-    import deepspeed
     import torch.distributed as dist
     from tqdm import tqdm
     from transformers import AutoTokenizer
@@ -290,9 +333,7 @@ def train(spec: TrainSpec, *, progress: Callable[[dict[str, Any]], None] | None 
         save_checkpoint,
     )
 
-    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
-    skip_shm_op_for_one_rank()
-    deepspeed.init_distributed()
+    start_distributed(spec.backend)
     rank, world = dist.get_rank(), dist.get_world_size()
     out_dir = Path(spec.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -315,7 +356,8 @@ def train(spec: TrainSpec, *, progress: Callable[[dict[str, Any]], None] | None 
     model = load_trainable_model(spec.model_dir, seed=spec.seed, gradient_checkpointing=spec.gradient_checkpointing)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     engine, scheduler = build_engine(
-        model, ds_config, total_steps=total_steps, warmup_ratio=spec.warmup_ratio, min_lr_ratio=spec.min_lr_ratio
+        model, ds_config, total_steps=total_steps, warmup_ratio=spec.warmup_ratio, min_lr_ratio=spec.min_lr_ratio,
+        backend=spec.backend,
     )
     if spec.torch_compile:
         engine.compile(compile_kwargs={"dynamic": True})  # batches vary in length: no recompile per length
@@ -325,6 +367,11 @@ def train(spec: TrainSpec, *, progress: Callable[[dict[str, Any]], None] | None 
     dist.broadcast_object_list(found, src=0)
     if found[0] is not None:
         folder, marker = found[0]
+        if marker.get("backend", "deepspeed") != spec.backend:
+            raise CheckpointError(
+                f"{folder} was written by the {marker.get('backend', 'deepspeed')} backend and this run uses "
+                f"{spec.backend}: resume with the same train.backend, or start a new output_dir"
+            )
         load_checkpoint(engine, folder, marker)
         step, epoch, position = marker["step"], marker["epoch"], marker["position"]
         tokens_before, resumed_from = marker.get("tokens", 0), folder.name
@@ -343,7 +390,7 @@ def train(spec: TrainSpec, *, progress: Callable[[dict[str, Any]], None] | None 
 
     def checkpoint(next_epoch: int, next_position: int) -> None:
         state = {"epoch": next_epoch, "position": next_position, "tokens": tokens_before + run_tokens,
-                 "loss": loss_value}
+                 "loss": loss_value, "backend": spec.backend}
         save_checkpoint(engine, ckpt_dir, step=step, state=state, keep_last=spec.keep_last_checkpoints)
 
     try:
@@ -385,6 +432,7 @@ def train(spec: TrainSpec, *, progress: Callable[[dict[str, Any]], None] | None 
         bar.close()
         metrics.close()
     wall = time.perf_counter() - start - curve.seconds  # training time: the curve's scoring is not training
+    peak_rss = peak_rss_gib()  # before the export, which holds the full model on rank 0 a few times over
 
     state_dict = gather_full_state_dict(engine)
     summary: dict[str, Any] = {}
@@ -394,7 +442,8 @@ def train(spec: TrainSpec, *, progress: Callable[[dict[str, Any]], None] | None 
             "steps": step, "total_steps": total_steps, "epochs": spec.epochs, "tokens": tokens_before + run_tokens,
             "run_tokens": run_tokens, "wall_time_s": wall, "tokens_per_s": run_tokens / wall if wall > 0 else 0.0,
             "final_loss": loss_value, "trainable_params": trainable, "resumed_from": resumed_from, "lr": spec.lr,
-            "world_size": world, "zero_stage": engine.zero_optimization_stage(),
+            "world_size": world, "backend": spec.backend, "zero_stage": engine.zero_optimization_stage(),
+            "peak_rss_gib": peak_rss,
             "bf16": bool(ds_config.get("torch_autocast", {}).get("enabled") or ds_config.get("bf16", {}).get("enabled")),
             "replay_examples": n_replay, "train_examples": len(examples) - n_replay, "curve_s": curve.seconds,
             "model_dir": str(out_dir / MODEL_DIR), "exported_params": figures["n_params"],

@@ -3,6 +3,7 @@
 The model-state accounting follows DeepSpeed's own (``estimate_zero2/3_model_states_mem_needs``): in mixed
 precision every parameter costs 2 bytes of 16-bit weights, 2 of 16-bit gradients, 4 of fp32 gradients, 4 of fp32
 master weights and 8 of Adam moments — 20 bytes before partitioning, not the 12 of the rule of thumb.
+The FSDP backend (PyTorch FSDP2 full sharding, ZeRO-3-like) has its own accounting: :func:`fsdp_model_states`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ DEVICE_HEADROOM = 0.9  # keep 10% of device memory for the allocator, kernels' w
 RUNTIME_OVERHEAD_GIB = 1.0  # torch/DeepSpeed/Python resident memory of one training process
 
 Offload = Literal["none", "optimizer", "optimizer+params"]
+BACKENDS = ("deepspeed", "fsdp")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class MemoryPlan:
     cpu_per_node: float
     fits: bool
     reason: str
+    backend: str = "deepspeed"
 
     def as_dict(self) -> dict:
         """Return the plan as a JSON-able dict (GiB figures rounded for reports)."""
@@ -122,15 +125,19 @@ def plan_memory(
     bf16: bool,
     checkpointing: bool,
     on_cpu: bool = False,
+    backend: str = "deepspeed",
 ) -> MemoryPlan:
     """Plan the memory of one configuration; ``fits`` says whether it fits the declared hardware.
 
     On a CPU-only node the "device" is CPU RAM: model states and activations of every process share it.
+    ``backend`` "fsdp" plans FSDP2 full sharding (:func:`fsdp_model_states`; ZeRO stage 3 only).
     """
     n = shape.n_params
     g = max(1, gpus_per_node * num_nodes)
     if zero_stage not in (0, 1, 2, 3) or offload not in OFFLOADS:
         raise ValueError(f"unknown ZeRO stage {zero_stage!r} or offload {offload!r}")
+    if backend_problems(backend, zero_stage, offload):
+        raise ValueError("; ".join(backend_problems(backend, zero_stage, offload)))
     if offload == "optimizer+params" and zero_stage != 3:
         raise ValueError("parameter offload needs ZeRO stage 3")
     if offload != "none" and zero_stage == 0:
@@ -162,6 +169,9 @@ def plan_memory(
     if offload == "optimizer+params":
         cpu += w_bytes * n / num_nodes * CPU_BUFFER_FACTOR
         weights = 4.0 * shape.largest_layer_params
+    if backend == "fsdp":
+        weights, grads, master, moments, grads32, cpu = fsdp_model_states(
+            shape, offload=offload, gpus_per_node=gpus_per_node, devices=g, bf16=bf16)
     acts = activation_bytes(shape, micro_batch=micro_batch, seq_len=seq_len, bf16=bf16, checkpointing=False)
     acts_ckpt = activation_bytes(shape, micro_batch=micro_batch, seq_len=seq_len, bf16=bf16, checkpointing=True)
     used_acts = acts_ckpt if checkpointing else acts
@@ -172,7 +182,7 @@ def plan_memory(
         fits = cpu_total <= cpu_ram_gib * GiB
         reason = f"needs {cpu_total / GiB:.1f} GiB of {cpu_ram_gib:.0f} GiB CPU RAM"
         return MemoryPlan(zero_stage, offload, g, weights, grads, master, moments, grads32, acts, acts_ckpt,
-                          device, cpu_total, fits, reason)
+                          device, cpu_total, fits, reason, backend)
     cpu_total = cpu + RUNTIME_OVERHEAD_GIB * GiB * gpus_per_node
     budget = device_memory_gib * GiB * DEVICE_HEADROOM
     fits_dev, fits_cpu = device <= budget, cpu_total <= cpu_ram_gib * GiB
@@ -181,11 +191,55 @@ def plan_memory(
         f"{cpu_total / GiB:.1f} GiB CPU RAM per node of {cpu_ram_gib:.0f}"
     )
     return MemoryPlan(zero_stage, offload, g, weights, grads, master, moments, grads32, acts, acts_ckpt,
-                      device, cpu_total, fits_dev and fits_cpu, reason)
+                      device, cpu_total, fits_dev and fits_cpu, reason, backend)
 
 
-def candidate_choices(on_cpu: bool) -> list[tuple[int, Offload]]:
-    """ZeRO stage / offload pairs in order of cost: least communication and host traffic first."""
+def fsdp_model_states(shape: ModelShape, *, offload: Offload, gpus_per_node: int, devices: int,
+                      bf16: bool) -> tuple[float, float, float, float, float, float]:
+    """Model-state bytes per device under FSDP2 full sharding, and per node CPU RAM for offload: ``(weights,
+    gradients, master weights, optimizer moments, fp32 gradients, cpu)`` in :class:`MemoryPlan`'s terms.
+
+    The sharded fp32 parameters are the master weights (no second copy), gradients are reduce-scattered into fp32
+    shards and the Adam moments are sharded: 16 bytes a parameter over the devices, where ZeRO-3 in fp32 holds 20
+    (its own fp32 partition beside the module's). On top comes the unsharded working set, in the compute dtype
+    (bf16 under MixedPrecisionPolicy): the root unit (its largest module, the embeddings, held from forward to
+    backward), two decoder layers (the one computing and the one prefetched) and one layer's unsharded gradients.
+    With CPUOffloadPolicy (offload optimizer+params) the shards live in the node's RAM and the device holds the
+    working set only.
+    """
+    n, g = shape.n_params, max(1, devices)
+    layer = max(0, n - shape.largest_layer_params) / max(1, shape.n_layers)
+    working = (2.0 if bf16 else 4.0) * (shape.largest_layer_params + 3 * layer)
+    if offload == "optimizer+params":
+        return working, 0.0, 0.0, 0.0, 0.0, 16.0 * n * min(gpus_per_node, g) / g
+    return 4.0 * n / g + working, 4.0 * n / g, 0.0, 8.0 * n / g, 0.0, 0.0
+
+
+def backend_problems(backend: str, zero_stage: int | str, offload: str) -> list[str]:
+    """What ``backend`` cannot do of a ZeRO stage / offload choice ("auto" always passes), as config problems."""
+    if backend not in BACKENDS:
+        return [f"train.backend: must be one of {', '.join(BACKENDS)}, got {backend!r}"]
+    if backend == "deepspeed":
+        return []
+    problems = []
+    if zero_stage not in ("auto", 3):
+        problems.append(f"train.zero_stage: backend fsdp shards parameters, gradients and optimizer states over all "
+                        f"ranks (FSDP2 fully_shard, what ZeRO-3 does) and has no ZeRO-{zero_stage}; set zero_stage "
+                        "3 or auto, or use backend deepspeed")
+    if offload == "optimizer":
+        problems.append("train.offload: FSDP2 offloads parameters, gradients and the optimizer step together "
+                        "(CPUOffloadPolicy), never the optimizer alone; set offload optimizer+params, none or auto, "
+                        "or use backend deepspeed for ZeRO-Offload of the optimizer")
+    return problems
+
+
+def candidate_choices(on_cpu: bool, backend: str = "deepspeed") -> list[tuple[int, Offload]]:
+    """ZeRO stage / offload pairs in order of cost: least communication and host traffic first.
+
+    FSDP full sharding is the ZeRO-3 row, with or (on GPUs) without its CPU offload of everything.
+    """
+    if backend == "fsdp":
+        return [(3, "none")] if on_cpu else [(3, "none"), (3, "optimizer+params")]
     if on_cpu:
         return [(0, "none"), (1, "none"), (2, "none"), (3, "none")]
     return [(0, "none"), (1, "none"), (2, "none"), (3, "none"), (2, "optimizer"), (3, "optimizer"),
