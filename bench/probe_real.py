@@ -65,16 +65,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
     parser.add_argument("--modes", nargs="+", choices=("free", "constrained"), default=["free", "constrained"])
     args = parser.parse_args(argv)
-    result = run(args.model, args.real, args.precision, tuple(args.modes))
+    print_and_write(run(args.model, args.real, args.precision, tuple(args.modes)), RESULTS)
+    return 0
+
+
+def print_and_write(result: dict, path: Path, width: int = 22) -> None:
+    """Print the scores of every ``set/mode`` key of ``result`` side by side, then write ``result`` to ``path``."""
     keys = [k for k in result if "/" in k]
-    print(f"{'':40}" + "".join(f"{k:>22}" for k in keys))
+    print(f"{'':40}" + "".join(f"{k:>{width}}" for k in keys))
     for key, label in (*REAL_COLUMNS, ("seconds", "seconds")):
-        print(f"{label:40}" + "".join(f"{result[k].get(key)!s:>22}" for k in keys))
+        print(f"{label:40}" + "".join(f"{result[k].get(key)!s:>{width}}" for k in keys))
     for k in keys:
         print(f"{k}: false by rule {result[k]['false_by_rule']}, missed by rule {result[k]['missed_by_rule']}")
-    write_json_atomic(RESULTS, result)
-    print(f"written: {RESULTS}")
-    return 0
+    write_json_atomic(path, result)
+    print(f"written: {path}")
 
 
 if __name__ == "__main__":

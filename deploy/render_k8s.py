@@ -94,15 +94,22 @@ def render(source: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    text = render(yaml.safe_load(SOURCE.read_text()))
-    if "--check" in args:
-        if not TARGET.is_file() or TARGET.read_text() != text:
-            print(f"{TARGET} is stale: run `python deploy/render_k8s.py`", file=sys.stderr)
+    return write_or_check(TARGET, render(yaml.safe_load(SOURCE.read_text())), check="--check" in args,
+                          script="deploy/render_k8s.py")
+
+
+def write_or_check(target: Path, text: str, *, check: bool, script: str) -> int:
+    """Write the rendered ``text`` to ``target``, or with ``check`` only say whether the committed file is stale
+    (exit code 1) naming the ``script`` that re-renders it."""
+    if check:
+        if not target.is_file() or target.read_text() != text:
+            print(f"{target} is stale: run `python {script}`", file=sys.stderr)
             return 1
-        print(f"{TARGET} is up to date")
+        print(f"{target} is up to date")
         return 0
-    TARGET.write_text(text)
-    print(f"wrote {TARGET}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    print(f"wrote {target}")
     return 0
 
 

@@ -197,17 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     if "--nodes" in args:
         print(render(source, num_nodes=int(args[args.index("--nodes") + 1])), end="")
         return 0
-    text = render(source)
-    if "--check" in args:
-        if not TARGET.is_file() or TARGET.read_text() != text:
-            print(f"{TARGET} is stale: run `python deploy/render_training_job.py`", file=sys.stderr)
-            return 1
-        print(f"{TARGET} is up to date")
-        return 0
-    TARGET.parent.mkdir(parents=True, exist_ok=True)
-    TARGET.write_text(text)
-    print(f"wrote {TARGET}")
-    return 0
+    return render_k8s.write_or_check(TARGET, render(source), check="--check" in args,
+                                     script="deploy/render_training_job.py")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from typing import Any, Iterator, Mapping
 from finetune.shadow import end_shadow, shadow_pointer, start_shadow
 from foundation.errors import RegistryError
 from foundation.hashing import hash_path, short
-from foundation.paths import read_jsonl
+from foundation.paths import read_jsonl, write_json_atomic
 
 VERSIONS = "versions"
 POINTER = "production"
@@ -156,16 +156,7 @@ def set_production(registry_dir: Path, version: str, *, reason: str = "", user: 
     except RegistryError:
         previous = None  # a broken pointer is being repaired
     now = datetime.now(timezone.utc).isoformat()
-    fd, tmp = tempfile.mkstemp(prefix=f".{POINTER}.", dir=registry_dir)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump({"version": version, "updated_at": now, "previous": previous}, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, registry_dir / POINTER)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_json_atomic(registry_dir / POINTER, {"version": version, "updated_at": now, "previous": previous})
     _fsync_dir(registry_dir)
     entry = {"version": version, "previous": previous, "at": now, "user": user or _login(), "reason": reason}
     with open(registry_dir / HISTORY, "a") as f:

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
 from foundation.errors import RegistryError
-from foundation.paths import read_jsonl
+from foundation.paths import read_jsonl, write_json_atomic
 
 SHADOW = "shadow"
 SHADOW_LOG = "shadow.jsonl"
@@ -59,16 +58,7 @@ def start_shadow(registry_dir: Path, version: str, *, production: str, min_filin
     """Make ``version`` the shadow of ``production`` (atomically replacing any earlier shadow) and log the start."""
     registry_dir = Path(registry_dir)
     pointer = {"version": version, "since": _now(), "min_filings": min_filings, "production": production}
-    fd, tmp = tempfile.mkstemp(prefix=f".{SHADOW}.", dir=registry_dir)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(pointer, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, registry_dir / SHADOW)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_json_atomic(registry_dir / SHADOW, pointer)
     _append(registry_dir, [{"event": "start", "at": pointer["since"], "version": version, "production": production,
                             "min_filings": min_filings, "reason": reason}])
 
