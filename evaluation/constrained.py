@@ -5,11 +5,13 @@ opens it to the ``:`` before its outcome), only tokens that continue one of the 
 allowed: the code of a rule in force for this filing that the answer has not checked yet, followed by the figure as
 the filing states it and the threshold of the rule table, exactly as the rule engine renders them
 (``regulator.rules.Check.line``). After the ``:`` the outcome is held to the answer format's vocabulary for
-that head: a line that compares two figures ends ``OK`` or ``BREACH``; a line whose figure or threshold the filing
-does not give (``not reported``, ``not filed``, ``nil``...) compares nothing, so it ends ``NOT_ASSESSED`` or
-``DATA_QUALITY`` (never a ``BREACH`` of a figure nobody filed). The model still decides everything else: which rules
-it checks and in what order, which of the two outcomes, whether a ``DATA_QUALITY`` line is due (its text is left
-free), the measures and the directive. No verdict of the rule engine enters the constraint.
+that head (REGULATOR_DOMAIN's outcome table): a line that compares two figures ends ``OK`` or ``BREACH`` — the
+model's decision; a line that compares nothing cannot be either: a required item the filing leaves out (``not
+reported``) or files empty (``nil``) is a ``DATA_QUALITY`` finding, and a figure the submission cannot give (its
+template ``not filed`` in a module-wise submission, ``not mapped`` by the taxonomy) is ``NOT_ASSESSED``. The words of
+the head the model wrote (the filing's own, as the report text shows them) say which. The model still decides every
+comparison, which rules it checks and in what order, whether a ``DATA_QUALITY`` line is due (its text is left free),
+the measures and the directive. No verdict of the rule engine enters the constraint.
 
 The constraint works on decoded text, so it holds whatever the tokenizer (SmolLM2 writes digits one token each).
 """
@@ -22,19 +24,26 @@ from typing import Any, Sequence
 
 FREE_CODE = "DATA_QUALITY"  # a data-quality finding's wording is the model's: only its code is guided
 COMPARED = ("OK", "BREACH")  # the outcomes of a line that compares two figures
-UNCOMPARED = ("NOT_ASSESSED", "DATA_QUALITY")  # ...and of one that lacks a figure or threshold
+MISSING = ("DATA_QUALITY",)  # ...of one whose figure or threshold the filing leaves out or files empty
+NOT_GIVEN = ("NOT_ASSESSED",)  # ...and of one the submission cannot give (template not filed, cell not mapped)
+UNCOMPARED = NOT_GIVEN + MISSING
 _NUMBER = re.compile(r"-?\d[\d,]*(\.\d+)?%?")
+_MISSING_WORDS = ("not reported", "nil")  # regulator.xbrl.render_value: an absent fact, a nil one
 
 
 def outcomes_for(head: str) -> tuple[str, ...]:
-    """The outcomes a check line with this head (``CODE figure vs threshold kind``) may end with: ``COMPARED`` when
-    both sides are figures as written by ``regulator.rules.render_value``, else ``UNCOMPARED``."""
+    """The outcomes a check line with this head (``CODE figure vs threshold kind``) may end with, from how its two
+    sides are written (``regulator.xbrl.render_value``): ``COMPARED`` when both are figures, ``NOT_GIVEN`` when one
+    is a reason the submission cannot give it (``not filed``, ``not mapped``), else ``MISSING``."""
     detail = head.split(" ", 1)[1] if " " in head else ""
     figure, _, rest = detail.partition(" vs ")
     threshold = rest.rsplit(" ", 1)[0]
-    if _NUMBER.fullmatch(figure) and _NUMBER.fullmatch(threshold):
+    sides = (figure, threshold)
+    if all(_NUMBER.fullmatch(side) for side in sides):
         return COMPARED
-    return UNCOMPARED
+    if any(not _NUMBER.fullmatch(side) and side not in _MISSING_WORDS for side in sides):
+        return NOT_GIVEN
+    return MISSING
 
 
 def allowed_heads(checks: Sequence[Any]) -> list[str]:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from evaluation.constrained import (
-    COMPARED, FREE_CODE, UNCOMPARED, HeadConstraint, TokenStrings, allowed_heads, apply_constraints,
+    COMPARED, FREE_CODE, HeadConstraint, TokenStrings, allowed_heads, apply_constraints,
     heads_from_reference, outcomes_for,
 )
 from regulator.generator import generate_dataset, us_instance
@@ -105,21 +105,24 @@ def test_outcome_vocabulary_follows_the_head(vocab, filing) -> None:
 
 
 def test_a_missing_figure_cannot_be_a_breach(vocab) -> None:
-    """The real failure this guards (bench/NOTES.md lever 32): ``COMBINED_BUFFER not reported vs 2.5% min: BREACH``
-    on FFIEC extracts that do not carry the buffer item. A model that prefers BREACH there writes one of the
-    outcomes of a line that compares nothing."""
+    """The real failure this guards (bench/NOTES.md levers 32 and 34): ``COMBINED_BUFFER not reported vs 2.5% min:
+    BREACH`` on FFIEC extracts without the buffer item, then NOT_ASSESSED where the item is required. A model that
+    prefers BREACH (or OK, or NOT_ASSESSED) there writes what a missing required item is: DATA_QUALITY; on a
+    template not filed, NOT_ASSESSED."""
     tokenizer, strings = vocab
-    head = "COMBINED_BUFFER not reported vs 2.5% min"
-    assert outcomes_for(head) == UNCOMPARED
-    breach = set(tokenizer(" BREACH", add_special_tokens=False)["input_ids"])
-    for prefer in (breach, set(tokenizer(" OK", add_special_tokens=False)["input_ids"])):
-        constraint = HeadConstraint([head, "LEVERAGE 7.5737% vs 4% min"], strings)
-        _write(constraint, tokenizer, f"ANALYSIS:\n- {head}:")
-        while constraint.allowed() is not None:
-            logits = torch.zeros(1, len(strings.text))
-            logits[0, sorted(prefer)] = 10.0
-            constraint.push(int(apply_constraints(logits, [constraint]).argmax(-1)))
-        assert "".join(constraint.written).rsplit(": ", 1)[1] in UNCOMPARED
+    cases = {"COMBINED_BUFFER not reported vs 2.5% min": "DATA_QUALITY", "CET1_RATIO nil vs 4.5% min": "DATA_QUALITY",
+             "NSFR not filed vs 100% min": "NOT_ASSESSED", "LCR not mapped vs 100% min": "NOT_ASSESSED"}
+    for head, expected in cases.items():
+        assert outcomes_for(head) == (expected,)
+        for prefer in (" BREACH", " OK", " NOT_ASSESSED", " DATA_QUALITY"):
+            preferred = set(tokenizer(prefer, add_special_tokens=False)["input_ids"])
+            constraint = HeadConstraint([head, "LEVERAGE 7.5737% vs 4% min"], strings)
+            _write(constraint, tokenizer, f"ANALYSIS:\n- {head}:")
+            while constraint.allowed() is not None:
+                logits = torch.zeros(1, len(strings.text))
+                logits[0, sorted(preferred)] = 10.0
+                constraint.push(int(apply_constraints(logits, [constraint]).argmax(-1)))
+            assert "".join(constraint.written).rsplit(": ", 1)[1] == expected, (head, prefer)
 
 
 def _check_lines(answer: str) -> list[tuple[str, str]]:
