@@ -323,6 +323,35 @@ def test_flow_rules_only(generated) -> None:
     assert len(Path(summary["results"]).read_text().splitlines()) == 24
 
 
+def test_flow_answers_with_the_shadow_beside_production(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The analyze flow with the production model and a shadow in the registry (gate.shadow): production's answers
+    are the results; the shadow answered the same filings (shadow_results.jsonl beside them) and its standing is in
+    the summary (a random tiny model's unreadable answers count for neither)."""
+    import shutil
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    from finetune.registry import production_version, promote
+    from flows.analyze import analyze
+    from tests.test_registry import CARD, _variant
+
+    reg = tmp_path / "registry"
+    v1 = promote(reg, tiny_model_dir, card=CARD)
+    v2 = promote(reg, _variant(tiny_model_dir, tmp_path / "m2", 0.5), card=CARD, shadow=True, shadow_min_filings=1)
+    folder = tmp_path / "quarter"
+    folder.mkdir()
+    real = Path(__file__).parent / "fixtures" / "real" / "ffiec"
+    for name in ("bank-493741-2026-06-30.xml", "bank-946274-2026-06-30.xml"):
+        shutil.copyfile(real / name, folder / name)
+    with prefect_test_harness(server_startup_timeout=120):
+        summary = analyze(folder=str(folder), registry_dir=str(reg))
+    assert summary["total"] == 2 and summary["shadow"]["version"] == v2 and not summary["shadow"]["ready"]
+    results = Path(summary["results"])
+    shadow = results.with_name("shadow_results.jsonl").read_text().splitlines()
+    assert len(shadow) == 2 and len(results.read_text().splitlines()) == 2
+    assert production_version(reg) == v1
+
+
 def test_an_answer_states_the_rules_a_package_cannot_give(tmp_path: Path) -> None:
     """xBRL-CSV packages carry no C 28.00 (an open table without a DPM datapoint): their reference answers state
     the large exposure not assessed; such an answer is ok, one that leaves the line out is sent for review."""
