@@ -89,6 +89,7 @@ def finetune(
                   "hub_commit": model_dir.name if hub_id(cfg.model.ref) else None}
     if base_model["hub_commit"]:
         log.info("model %s: Hugging Face Hub snapshot at commit %s", cfg.model.ref, base_model["hub_commit"])
+    write_json_atomic(run_dir / "base_model.json", base_model)  # the run's record of what it fine-tuned
     registry = registry_dir(cfg)
     done: dict[str, Any] = {}
     no_new_data: str | None = None

@@ -48,3 +48,22 @@ def test_a_missing_hub_model_is_refused_with_what_to_do(hub_cache: Path) -> None
         resolve_model("tiny-org/tiny-llama@v9")
     assert main(["setup", "--model", "other-org/absent"]) == 2  # offline: refused, not a traceback
     assert main(["setup", "--model", "not a hub id"]) == 2
+
+
+def test_a_run_records_the_hub_commit_it_fine_tunes(hub_cache: Path) -> None:
+    """A flow run with model.ref a hub id, offline: the model resolves from the cache and the run folder records
+    the snapshot's commit (base_model.json; the gate copies the same record onto the model card)."""
+    import json
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.finetune import finetune
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "regulator-cpu.yaml"
+    with prefect_test_harness(server_startup_timeout=120):
+        state = finetune(config_path=str(config), overrides={"name": "hub-run", "model.ref": "tiny-org/tiny-llama"},
+                         stop_after="audit", return_state=True)
+    assert state.is_completed(), state.message
+    record = json.loads((Path(state.result()["run_dir"]) / "base_model.json").read_text())
+    assert record["ref"] == "tiny-org/tiny-llama" and record["hub_commit"] == COMMIT
+    assert Path(record["folder"]).name == COMMIT
