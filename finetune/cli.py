@@ -373,25 +373,17 @@ def _shadow_round(registry: Path, args: argparse.Namespace, rows: list[dict]) ->
     answers above are the ones used); its standing is printed, and a shadow its rule finds ready becomes
     production (``finetune.analysis.shadow_round``)."""
     from finetune.analysis import shadow_round
+    from finetune.registry import login_name
 
     standing = shadow_round(registry, args.paths, rows, batch_size=args.batch_size,
-                            max_new_tokens=args.max_new_tokens, precision=args.precision, user=_user("analyze"))
+                            max_new_tokens=args.max_new_tokens, precision=args.precision,
+                            user=f"{login_name()} (analyze)")
     if standing is None:
         return
     print(f"shadow {standing['version']} beside production: {standing['why']}"
           + ("; it is production now" if standing.get("promoted") else ""), file=sys.stderr)
     if standing.get("promoted"):
         _publish_history(registry, f"shadow {standing['version']} promoted by its rule")
-
-
-def _user(what: str) -> str:
-    """Who switches production from this command: the login name, and which command."""
-    import getpass
-
-    try:
-        return f"{getpass.getuser()} ({what})"
-    except (KeyError, OSError):
-        return what
 
 
 def _check_out(out: Path, paths: list[Path]) -> None:

@@ -158,12 +158,12 @@ def set_production(registry_dir: Path, version: str, *, reason: str = "", user: 
     now = datetime.now(timezone.utc).isoformat()
     write_json_atomic(registry_dir / POINTER, {"version": version, "updated_at": now, "previous": previous})
     _fsync_dir(registry_dir)
-    entry = {"version": version, "previous": previous, "at": now, "user": user or _login(), "reason": reason}
+    entry = {"version": version, "previous": previous, "at": now, "user": user or login_name(), "reason": reason}
     with open(registry_dir / HISTORY, "a") as f:
         f.write(json.dumps(entry) + "\n")
 
 
-def _login() -> str:
+def login_name() -> str:
     """Who is switching: the login name, else the user id."""
     try:
         return getpass.getuser()

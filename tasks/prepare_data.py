@@ -79,10 +79,11 @@ def prepare_data(cfg: dict, model_dir: str, out_dir: str, key: str) -> dict:
 
     left_out: list[dict] = []
     log = get_run_logger()
+    # the real evaluation set: never trained on, neither its filings (reviews) nor its banks (delivered filings)
+    real = resolve_input(run_cfg.eval.real_source) if run_cfg.eval.real_source else None
 
     def reviewed(tmp: Path) -> pd.DataFrame:
         """The filings of the review store whose decisions agree with the rule engine, labelled, train only."""
-        real = resolve_input(run_cfg.eval.real_source) if run_cfg.eval.real_source else None
         real_files = [p for p in ([real] if real.is_file() else real.rglob("*")) if p.is_file()] if real else []
         keep, dropped = trainable(reviews_dir(d.reviews), frozenset(hash_file(p) for p in real_files))
         left_out.extend(dropped)
@@ -103,7 +104,6 @@ def prepare_data(cfg: dict, model_dir: str, out_dir: str, key: str) -> dict:
     def without_real_banks(filings: pd.DataFrame) -> pd.DataFrame:
         """The delivered filings less those of a bank in the real evaluation set (eval.real_source): what is
         evaluated on is never trained on, by bank."""
-        real = resolve_input(run_cfg.eval.real_source) if run_cfg.eval.real_source else None
         if real is None or not real.exists():
             return filings
         banks = set(load_raw(real)["bank_id"].astype(str))
