@@ -40,7 +40,7 @@ from foundation.errors import DataError, XBRLError
 from regulator.rules import (BREACH, DATA_QUALITY, NOT_ASSESSED, RULE_CODES, Rule, RuleResult, applicable_rules,
                              assessable_rules, evaluate_rules, regime)
 from regulator.packages import read_filing_file, scan_filings
-from regulator.render import MEASURED_CODES, measure
+from regulator.render import MEASURED_CODES, measure, remedy_code
 from regulator.taxonomy import BY_CODE, KIND, RATIO
 from regulator.xbrl import ParsedReport, parse_xbrl_file, render_value
 
@@ -335,15 +335,19 @@ def _measure_reasons(parsed: ParsedReport, checks: list[dict[str, str]], answer:
     (``regulator.render``): name every finding without one, every measure under a line that finds nothing, and
     every measure that is not its rule's."""
     reasons = []
-    findings = [c["code"] for c in checks if c["outcome"] in (BREACH, DATA_QUALITY)]
+    outcomes: dict[str, str] = {}
+    for check in checks:
+        outcomes.setdefault(check["code"], check["outcome"])
+    findings = [code for code, outcome in outcomes.items() if outcome in (BREACH, DATA_QUALITY)]
     measured = [code for code, _ in answer.measures]
-    for code in dict.fromkeys(findings):
+    for code in findings:
         if code not in measured:
             reasons.append(f"model's {code} finding has no measure line")
     for code, text in answer.measures:
         if code not in findings:
             reasons.append(f"model writes a measure under {code or 'no check line'}, which it does not find")
-        elif code in MEASURED_CODES and text.rstrip(".") != (rule := measure(parsed, code)):
+        elif (remedy := remedy_code(code, outcomes[code])) in MEASURED_CODES and \
+                text.rstrip(".") != (rule := measure(parsed, remedy)):
             reasons.append(f"model's {code} measure is not the rule's ({text!r}; the rule's: {rule!r})")
     return reasons
 

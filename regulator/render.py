@@ -80,7 +80,7 @@ _REMEDIES: dict[str, _Remedy] = {
     "NSFR": _Remedy("restore stable funding under a liquidity restoration plan", _LIQUIDITY, 14),
     "LARGE_EXPOSURE": _Remedy("reduce the large exposure below the limit",
                               {"EU": "CRR Art 395(1) and 396(1)", "US": "12 CFR part 32"}, 30),
-    DATA_QUALITY: _Remedy("correct the inconsistent figures and resubmit the report",
+    DATA_QUALITY: _Remedy("correct or complete the reported figures and resubmit the report",
                           {"EU": "Implementing Regulation (EU) 2021/451", "US": "12 U.S.C. 1817(a)"}, 10),
 }
 MEASURED_CODES: frozenset[str] = frozenset(_REMEDIES)
@@ -89,6 +89,13 @@ MEASURED_CODES: frozenset[str] = frozenset(_REMEDIES)
 def due(check: Check) -> bool:
     """True for a check line that carries a measure: a breach or a data-quality finding."""
     return check.outcome in (BREACH, DATA_QUALITY)
+
+
+def remedy_code(code: str, outcome: str) -> str:
+    """Whose remedy a finding calls for: a breach calls for its rule's, a data-quality finding for the report's
+    correction, whichever line it is on. A buffer the filing does not report (``COMBINED_BUFFER not reported vs
+    2.5% min: DATA_QUALITY``) calls for the missing figure, not a capital conservation plan."""
+    return DATA_QUALITY if outcome == DATA_QUALITY else code
 
 
 def measure(parsed: ParsedReport, code: str) -> str:
@@ -109,7 +116,7 @@ def render_directive(parsed: ParsedReport, result: RuleResult, family: str,
     """The directive as scored and shown: each finding's measure in the check lines' order, closed by a full stop,
     then the closing sentence. ``codes`` replaces the report's findings (rule codes, one per measure): the directive
     a model would write had it found those (bench/probe_ceiling.py)."""
-    found = [c.code for c in result.checks if due(c)] if codes is None else list(codes)
+    found = [remedy_code(c.code, c.outcome) for c in result.checks if due(c)] if codes is None else list(codes)
     return join_directive([measure(parsed, code) for code in found], closing(parsed, result, family, bool(found)))
 
 
@@ -130,7 +137,7 @@ def render_target(parsed: ParsedReport, result: RuleResult, family: str) -> str:
     for check in result.checks:
         lines.append(f"- {check.line()}")
         if due(check):
-            lines.append(f"  {MEASURE_PREFIX} {measure(parsed, check.code)}")
+            lines.append(f"  {MEASURE_PREFIX} {measure(parsed, remedy_code(check.code, check.outcome))}")
     lines.append(f"DIRECTIVE: {closing(parsed, result, family, any(due(c) for c in result.checks))}")
     return "\n".join(lines)
 

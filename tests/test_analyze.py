@@ -13,8 +13,11 @@ import pytest
 
 from finetune.cli import main
 from finetune.analysis import analyze_filings
-from regulator.analyze import analyze_report, expand_paths, quoted_figures
+from regulator.analyze import _measure_reasons, analyze_report, expand_paths, model_check_lines, quoted_figures
+from regulator.answers import parse_answer
 from regulator.generator import generate_dataset
+from regulator.render import render_target
+from regulator.rules import evaluate_rules
 from regulator.xbrl import parse_xbrl_file
 
 # Seed 3 gives, among 24 filings: EU and US compliant, near-miss, single and multi breaches, an EU data-quality case
@@ -365,3 +368,25 @@ def test_an_answer_states_the_rules_a_package_cannot_give(tmp_path: Path) -> Non
     assert analyze_report(parsed, row.target).reasons == analyze_report(parsed).reasons
     left_out = "\n".join(line for line in row.target.splitlines() if "NOT_ASSESSED" not in line)
     assert "model's analysis has no check line for LARGE_EXPOSURE" in analyze_report(parsed, left_out).reasons
+
+
+def test_a_missing_figure_calls_for_the_report_to_be_completed_not_the_rules_remedy() -> None:
+    """A rule line whose figure the filing leaves out is a data-quality finding: its measure is the report's
+    correction, never the rule's remedy (real 031 extract of RSSD 451965: no conservation buffer item RCOAH311, so
+    no capital conservation plan is ordered for it). The reference says so, and the review holds a model to it."""
+    real = Path(__file__).parent / "fixtures" / "real" / "ffiec" / "bank-451965-2026-06-30.xml"
+    parsed = parse_xbrl_file(real)
+    result = evaluate_rules(parsed)
+    target = render_target(parsed, result, "formal_notice")
+    lines = target.splitlines()
+    at = lines.index("- COMBINED_BUFFER not reported vs 2.5% min: DATA_QUALITY")
+    dq_measure = "  measure: correct or complete the reported figures and resubmit the report (12 U.S.C. 1817(a))" \
+                 " within 10 days"
+    assert lines[at + 1] == dq_measure
+    assert "capital conservation plan" not in target
+    review = _measure_reasons(parsed, model_check_lines(target), parse_answer(target))
+    assert review == []
+    plan = "  measure: submit a capital conservation plan and restrict distributions (12 CFR 324.11) within 7 days"
+    wrong = "\n".join(lines[:at + 1] + [plan] + lines[at + 2:])
+    reasons = _measure_reasons(parsed, model_check_lines(wrong), parse_answer(wrong))
+    assert len(reasons) == 1 and reasons[0].startswith("model's COMBINED_BUFFER measure is not the rule's")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from regulator.answers import check_lines, parse_answer
 
-DQ_MEASURE = "correct the inconsistent figures and resubmit the report (Implementing Regulation (EU) 2021/451)"
+DQ_MEASURE = "correct or complete the reported figures and resubmit the report (Implementing Regulation (EU) 2021/451)"
 CANONICAL = f"""ANALYSIS:
 - CET1_RATIO 3.51% vs 4.5% min: BREACH
   measure: raise CET1 capital or reduce risk-weighted assets (CRD Art 104(1)(c)) within 45 days
@@ -25,7 +25,7 @@ def test_canonical_answer() -> None:
     assert [code for code, _ in parsed.measures] == ["CET1_RATIO", "DATA_QUALITY"]
     assert parsed.closing == "The supervisor notifies Test Bank that it must take the measures above."
     assert parsed.directive == ("raise CET1 capital or reduce risk-weighted assets (CRD Art 104(1)(c)) within 45 days. "
-                                "correct the inconsistent figures and resubmit the report (Implementing Regulation "
+                                "correct or complete the reported figures and resubmit the report (Implementing Regulation "
                                 "(EU) 2021/451) within 10 days. " + parsed.closing)
     assert [(c.code, c.text) for c in check_lines(CANONICAL)][:2] == [
         ("CET1_RATIO", "3.51% vs 4.5% min"), ("LEVERAGE", "6.94% vs 3% min")]
