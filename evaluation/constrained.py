@@ -9,9 +9,11 @@ that head (REGULATOR_DOMAIN's outcome table): a line that compares two figures e
 model's decision; a line that compares nothing cannot be either: a required item the filing leaves out (``not
 reported``) or files empty (``nil``) is a ``DATA_QUALITY`` finding, and a figure the submission cannot give (its
 template ``not filed`` in a module-wise submission, ``not mapped`` by the taxonomy) is ``NOT_ASSESSED``. The words of
-the head the model wrote (the filing's own, as the report text shows them) say which. The model still decides every
-comparison, which rules it checks and in what order, whether a ``DATA_QUALITY`` line is due (its text is left free),
-the measures and the directive. No verdict of the rule engine enters the constraint.
+the head the model wrote (the filing's own, as the report text shows them) say which. The line after a check line
+keeps to the answer format too: a finding (``BREACH``, ``DATA_QUALITY``) is followed by its ``  measure:`` line,
+anything else by the next check line or the ``DIRECTIVE:`` (a line that finds nothing carries no measure). The model
+still decides every comparison, which rules it checks and in what order, whether a ``DATA_QUALITY`` line is due (its
+text is left free), the measures' words and the directive. No verdict of the rule engine enters the constraint.
 
 The constraint works on decoded text, so it holds whatever the tokenizer (SmolLM2 writes digits one token each).
 """
@@ -22,12 +24,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from regulator.render import MEASURE_PREFIX
+
 FREE_CODE = "DATA_QUALITY"  # a data-quality finding's wording is the model's: only its code is guided
 COMPARED = ("OK", "BREACH")  # the outcomes of a line that compares two figures
 MISSING = ("DATA_QUALITY",)  # ...of one whose figure or threshold the filing leaves out or files empty
 NOT_GIVEN = ("NOT_ASSESSED",)  # ...and of one the submission cannot give (template not filed, cell not mapped)
 UNCOMPARED = NOT_GIVEN + MISSING
 _NUMBER = re.compile(r"-?\d[\d,]*(\.\d+)?%?")
+FINDINGS = ("BREACH", "DATA_QUALITY")  # the outcomes that carry a measure (regulator.render.due)
+_DONE_CHECK_LINE = re.compile(r"^- .*: (OK|BREACH|DATA_QUALITY|NOT_ASSESSED)$")  # a check line, outcome complete
 _MISSING_WORDS = ("not reported", "nil")  # regulator.xbrl.render_value: an absent fact, a nil one
 
 
@@ -44,6 +50,17 @@ def outcomes_for(head: str) -> tuple[str, ...]:
     if any(not _NUMBER.fullmatch(side) and side not in _MISSING_WORDS for side in sides):
         return NOT_GIVEN
     return MISSING
+
+
+def next_line_openings(line: str) -> tuple[str, ...] | None:
+    """How the line after ``line`` may open when ``line`` is a check line with its outcome written: a finding's
+    measure line, or (after a line that finds nothing) the next check line or the directive; None for other lines."""
+    done = _DONE_CHECK_LINE.match(line)
+    if done is None:
+        return None
+    # "-" rather than "- ": past the dash the head constraint holds the line (its heads open with the space), so the
+    # model keeps its own tokenisation of "- CODE"
+    return (f"  {MEASURE_PREFIX}",) if done.group(1) in FINDINGS else ("-", "DIRECTIVE:")
 
 
 def allowed_heads(checks: Sequence[Any]) -> list[str]:
@@ -76,6 +93,10 @@ class TokenStrings:
     def prefixes_of(self, text: str) -> list[int]:
         """Ids of the tokens whose text is a non-empty prefix of ``text``."""
         return [i for k in range(1, min(len(text), self.longest) + 1) for i in self.ids.get(text[:k], ())]
+
+    def breaks_before(self, text: str) -> list[int]:
+        """Ids of the tokens that end a line and open the next as a prefix of ``text``: ``\n`` + ``text[:k]``."""
+        return [i for k in range(0, min(len(text), self.longest - 1) + 1) for i in self.ids.get("\n" + text[:k], ())]
 
 
 @dataclass
@@ -126,11 +147,30 @@ class HeadConstraint:
             return None  # the outcome is written: the line's end is the model's
         return sorted({i for r in remainders for i in self.tokens.prefixes_of(r)})
 
+    def _next_line_tokens(self) -> list[int] | None:
+        """Token ids that keep the line after a completed check line to the format (``next_line_openings``): the
+        line break right after its outcome, then the next line's opening; None once it is open, or elsewhere."""
+        text = "".join(self.written)
+        cut = text.rfind("\n")
+        line = text[cut + 1:]
+        openings = next_line_openings(line)
+        if openings is not None:  # the outcome is written: the line ends here
+            return sorted({i for o in openings for i in self.tokens.breaks_before(o)})
+        if cut < 0 or (openings := next_line_openings(text[text.rfind("\n", 0, cut) + 1:cut])) is None:
+            return None
+        remainders = [o[len(line):] for o in openings if o.startswith(line) and len(o) > len(line)]
+        if not remainders:
+            return None  # the next line is open: what follows is the model's (or a head's)
+        return sorted({i for r in remainders for i in self.tokens.prefixes_of(r)})
+
     def allowed(self) -> list[int] | None:
         """The token ids allowed next, or None when the answer is free here."""
         outcome = self._outcome_tokens()
         if outcome is not None:
             return outcome
+        following = self._next_line_tokens()
+        if following is not None:
+            return following
         partial = self._open_head()
         if partial is None or partial.startswith(f" {FREE_CODE} "):
             return None  # outside a head, or in a data-quality line (its wording is the model's)

@@ -14,7 +14,7 @@ import torch
 
 from evaluation.constrained import (
     COMPARED, FREE_CODE, HeadConstraint, TokenStrings, allowed_heads, apply_constraints,
-    heads_from_reference, outcomes_for,
+    heads_from_reference, next_line_openings, outcomes_for,
 )
 from regulator.generator import generate_dataset, us_instance
 from regulator.packages import read_zip
@@ -66,8 +66,8 @@ def test_a_model_that_prefers_anything_writes_only_allowed_heads(vocab, filing) 
         for _ in range(200):
             logits = torch.randn(1, len(strings.text), generator=rng)
             constraint.push(int(apply_constraints(logits, [constraint]).argmax(-1)))
-            if constraint.allowed() is None:
-                break
+            if constraint.allowed() is None or next_line_openings("".join(constraint.written).split("\n")[-1]):
+                break  # the line is written (its outcome too), or the model is free
         return "".join(constraint.written).split("\n")[-1][2:].partition(":")[0]
 
     for _ in range(5):
@@ -89,7 +89,8 @@ def test_outcome_vocabulary_follows_the_head(vocab, filing) -> None:
     assert outcomes_for(heads[0]) == COMPARED and allowed
     assert all(any(f" {o}".startswith(a) for o in COMPARED) for a in allowed), allowed
     _write(constraint, tokenizer, " BREACH")
-    assert constraint.allowed() is None  # the outcome is written: the line's end is the model's
+    breaks = {strings.text[i] for i in constraint.allowed()}  # the outcome is written: a finding's measure follows
+    assert breaks and all(b.startswith("\n") and "  measure:".startswith(b[1:]) for b in breaks), breaks
     _write(constraint, tokenizer, "\n  measure: restore capital")
     assert constraint.allowed() is None
     _write(constraint, tokenizer, "\n- DATA_QUALITY ")
@@ -118,7 +119,7 @@ def test_a_missing_figure_cannot_be_a_breach(vocab) -> None:
             preferred = set(tokenizer(prefer, add_special_tokens=False)["input_ids"])
             constraint = HeadConstraint([head, "LEVERAGE 7.5737% vs 4% min"], strings)
             _write(constraint, tokenizer, f"ANALYSIS:\n- {head}:")
-            while constraint.allowed() is not None:
+            while not next_line_openings("".join(constraint.written).split("\n")[-1]):  # until the outcome is written
                 logits = torch.zeros(1, len(strings.text))
                 logits[0, sorted(preferred)] = 10.0
                 constraint.push(int(apply_constraints(logits, [constraint]).argmax(-1)))
@@ -156,3 +157,62 @@ def test_generation_with_heads_keeps_them(tiny_model_dir: Path, filing) -> None:
     bound = generate_answers(model, tokenizer, [prompt], max_new_tokens=16, batch_size=1,
                              heads=[allowed_heads(result.checks)])
     assert len(free) == len(bound) == 1  # a random tiny model rarely opens a check line: the run must just work
+
+
+def _prefer(constraint: HeadConstraint, strings: TokenStrings, tokenizer, text: str, steps: int = 12) -> str:
+    """Let a model that wants to write ``text`` next write ``steps`` tokens under the constraint; what it wrote."""
+    wanted = set(tokenizer(text, add_special_tokens=False)["input_ids"])
+    start = len(constraint.written)
+    for _ in range(steps):
+        logits = torch.zeros(1, len(strings.text))
+        logits[0, sorted(wanted)] = 10.0
+        constraint.push(int(apply_constraints(logits, [constraint]).argmax(-1)))
+    return "".join(constraint.written[start:])
+
+
+def test_only_a_finding_carries_a_measure(vocab, filing) -> None:
+    """The real failure this guards (bench/NOTES.md lever 35): on the EBA module-wise samples the demo's model wrote
+    ``CET1_RATIO not filed vs 4.5% min: NOT_ASSESSED`` and then the CET1 remedy under it, as if it had found a
+    breach. After a line that finds nothing the next line is a check line or the directive, whatever the model
+    prefers; after a finding, its measure line (the measure's words stay the model's)."""
+    tokenizer, strings = vocab
+    heads = allowed_heads(filing[1].checks)
+    measure = "\n  measure: raise CET1 capital or reduce risk-weighted assets"
+    for outcome in ("OK", "NOT_ASSESSED"):
+        constraint = HeadConstraint([*heads, "NSFR not filed vs 100% min"], strings)
+        head = heads[0] if outcome == "OK" else "NSFR not filed vs 100% min"
+        _write(constraint, tokenizer, f"ANALYSIS:\n- {head}: {outcome}")
+        written = _prefer(constraint, strings, tokenizer, measure)
+        assert written.startswith("\n") and written[1:].startswith(("-", "DIRECTIVE:")), written
+        assert "measure" not in written
+    for outcome in ("BREACH", "DATA_QUALITY"):
+        constraint = HeadConstraint(heads, strings)
+        _write(constraint, tokenizer, f"ANALYSIS:\n- {heads[0]}: BREACH" if outcome == "BREACH"
+               else "ANALYSIS:\n- DATA_QUALITY leverage assets not reported: DATA_QUALITY")
+        written = _prefer(constraint, strings, tokenizer, "\nDIRECTIVE: No measure is imposed")
+        assert written.startswith("\n  measure:"), written
+        assert constraint.allowed() is None  # the measure's words are the model's
+
+
+def test_every_reference_answer_is_allowed_token_by_token(vocab, tmp_path: Path) -> None:
+    """The rule engine's whole answers (check lines, measures, directive; generated reports of every kind and every
+    real filing), fed token by token, never meet a token the constraint forbids: it never rules out the right
+    answer."""
+    tokenizer, strings = vocab
+    table = generate_dataset(40, 12, tmp_path, eu_fraction=0.5, n_train_balanced=40, eu_csv_fraction=0.25,
+                             eu_module_fraction=0.3)
+    answers = [(heads_from_reference(t), t) for t in table["target"]]
+    real = Path(__file__).parent / "fixtures" / "real"
+    for path in sorted(p for p in real.rglob("*") if p.is_file() and p.suffix in (".xml", ".xbrl", ".zip")):
+        for parsed in (read_zip(path) if path.suffix == ".zip" else [parse_xbrl_file(path)]):
+            result = evaluate_rules(parsed)
+            answers.append((allowed_heads(result.checks), render_target(parsed, result, family_for_bank(parsed.entity_id))))
+    constrained_steps = 0
+    for heads, answer in answers:
+        constraint = HeadConstraint(heads, strings)
+        for i in tokenizer(answer, add_special_tokens=False)["input_ids"]:
+            allowed = constraint.allowed()
+            assert allowed is None or i in allowed, ("".join(constraint.written)[-80:], strings.text[i])
+            constrained_steps += allowed is not None
+            constraint.push(i)
+    assert len(answers) > 80 and constrained_steps > 5000
