@@ -11,9 +11,12 @@ reported``) or files empty (``nil``) is a ``DATA_QUALITY`` finding, and a figure
 template ``not filed`` in a module-wise submission, ``not mapped`` by the taxonomy) is ``NOT_ASSESSED``. The words of
 the head the model wrote (the filing's own, as the report text shows them) say which. The line after a check line
 keeps to the answer format too: a finding (``BREACH``, ``DATA_QUALITY``) is followed by its ``  measure:`` line,
-anything else by the next check line or the ``DIRECTIVE:`` (a line that finds nothing carries no measure). The model
-still decides every comparison, which rules it checks and in what order, whether a ``DATA_QUALITY`` line is due (its
-text is left free), the measures' words and the directive. No verdict of the rule engine enters the constraint.
+anything else by the next check line or the ``DIRECTIVE:`` (a line that finds nothing carries no measure). A measure
+line, when the constraint is given the filing's ``measures`` (``regulator.render.remedies``: every remedy of the law
+table with its legal basis in the filing's jurisdiction and US framework), writes one of them: no legal basis of
+another jurisdiction, no invented remedy; which one stays the model's. The model still decides every comparison,
+which rules it checks and in what order, whether a ``DATA_QUALITY`` line is due (its text is left free), which
+measure and the directive's closing. No verdict of the rule engine enters the constraint.
 
 The constraint works on decoded text, so it holds whatever the tokenizer (SmolLM2 writes digits one token each).
 """
@@ -33,6 +36,8 @@ NOT_GIVEN = ("NOT_ASSESSED",)  # ...and of one the submission cannot give (templ
 UNCOMPARED = NOT_GIVEN + MISSING
 _NUMBER = re.compile(r"-?\d[\d,]*(\.\d+)?%?")
 FINDINGS = ("BREACH", "DATA_QUALITY")  # the outcomes that carry a measure (regulator.render.due)
+MEASURE_OPENING = f"  {MEASURE_PREFIX}"  # how a finding's measure line opens
+AFTER_NOTHING = ("-", "DIRECTIVE:")  # how the line after a non-finding or a measure opens: next check, or directive
 _DONE_CHECK_LINE = re.compile(r"^- .*: (OK|BREACH|DATA_QUALITY|NOT_ASSESSED)$")  # a check line, outcome complete
 _MISSING_WORDS = ("not reported", "nil")  # regulator.xbrl.render_value: an absent fact, a nil one
 
@@ -60,7 +65,7 @@ def next_line_openings(line: str) -> tuple[str, ...] | None:
         return None
     # "-" rather than "- ": past the dash the head constraint holds the line (its heads open with the space), so the
     # model keeps its own tokenisation of "- CODE"
-    return (f"  {MEASURE_PREFIX}",) if done.group(1) in FINDINGS else ("-", "DIRECTIVE:")
+    return (MEASURE_OPENING,) if done.group(1) in FINDINGS else AFTER_NOTHING
 
 
 def allowed_heads(checks: Sequence[Any]) -> list[str]:
@@ -105,6 +110,7 @@ class HeadConstraint:
 
     heads: list[str]
     tokens: TokenStrings
+    measures: list[str] = field(default_factory=list)  # empty: a measure line's words are free
     written: list[str] = field(default_factory=list)
 
     def push(self, token_id: int) -> None:
@@ -147,6 +153,20 @@ class HeadConstraint:
             return None  # the outcome is written: the line's end is the model's
         return sorted({i for r in remainders for i in self.tokens.prefixes_of(r)})
 
+    def _measure_tokens(self) -> list[int] | None:
+        """Token ids that continue an open measure line as one of ``measures``; once one is written, the line break
+        to the next check line or the directive. None without measures, outside a measure line, or off them."""
+        text = "".join(self.written)
+        line = text[text.rfind("\n") + 1:]
+        if not self.measures or not line.startswith(MEASURE_OPENING):
+            return None
+        partial = line[len(MEASURE_OPENING):]
+        if any(partial == f" {m}" for m in self.measures):  # written: the line ends, the next opens as after OK
+            return sorted({i for o in AFTER_NOTHING for i in self.tokens.breaks_before(o)})
+        remainders = [t[len(partial):] for t in (f" {m}" for m in self.measures)
+                      if t.startswith(partial) and len(t) > len(partial)]
+        return sorted({i for r in remainders for i in self.tokens.prefixes_of(r)}) if remainders else None
+
     def _next_line_tokens(self) -> list[int] | None:
         """Token ids that keep the line after a completed check line to the format (``next_line_openings``): the
         line break right after its outcome, then the next line's opening; None once it is open, or elsewhere."""
@@ -156,7 +176,9 @@ class HeadConstraint:
         openings = next_line_openings(line)
         if openings is not None:  # the outcome is written: the line ends here
             return sorted({i for o in openings for i in self.tokens.breaks_before(o)})
-        if cut < 0 or (openings := next_line_openings(text[text.rfind("\n", 0, cut) + 1:cut])) is None:
+        previous = text[text.rfind("\n", 0, cut) + 1:cut] if cut >= 0 else ""
+        openings = next_line_openings(previous) or (AFTER_NOTHING if previous.startswith(MEASURE_OPENING) else None)
+        if openings is None:
             return None
         remainders = [o[len(line):] for o in openings if o.startswith(line) and len(o) > len(line)]
         if not remainders:
@@ -171,6 +193,9 @@ class HeadConstraint:
         following = self._next_line_tokens()
         if following is not None:
             return following
+        remedy = self._measure_tokens()
+        if remedy is not None:
+            return remedy
         partial = self._open_head()
         if partial is None or partial.startswith(f" {FREE_CODE} "):
             return None  # outside a head, or in a data-quality line (its wording is the model's)

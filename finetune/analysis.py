@@ -63,8 +63,10 @@ def model_answers(model_dir: Path, batch_size: int, max_new_tokens: int, precisi
             prompts = [render_prompt(tokenizer, render_report(p)) for p in parsed]
             report = (lambda done, total: progress("generate", done, total)) if progress is not None else None
             heads = [filing_heads(p) for p in parsed] if constrain else None
+            measures = [filing_measures(p) for p in parsed] if constrain else None
             return generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                    batch_size=batch_size, progress=report, heads=heads)
+                                    batch_size=batch_size, progress=report, heads=heads,
+                                    measures=measures)
 
     return answer
 
@@ -88,6 +90,15 @@ def filing_heads(parsed: ParsedReport) -> list[str]:
     from regulator.rules import evaluate_rules
 
     return allowed_heads(evaluate_rules(parsed).checks)
+
+
+def filing_measures(parsed: ParsedReport) -> list[str]:
+    """The measures a filing's answer may write under constrained decoding: the law table's remedies with their
+    legal basis in the filing's jurisdiction and US framework (``regulator.render.remedies``)."""
+    from regulator.render import remedies
+    from regulator.rules import regime
+
+    return remedies(parsed.jurisdiction, regime(parsed))
 
 
 def resolve_model_ref(ref: str, registry_dir: Path) -> Path:

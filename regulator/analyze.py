@@ -40,7 +40,7 @@ from foundation.errors import DataError, XBRLError
 from regulator.rules import (BREACH, DATA_QUALITY, NOT_ASSESSED, RULE_CODES, Rule, RuleResult, applicable_rules,
                              assessable_rules, evaluate_rules, regime)
 from regulator.packages import read_filing_file, scan_filings
-from regulator.render import MEASURED_CODES, measure, remedy_code
+from regulator.render import DUE_PHRASE, MEASURED_CODES, measure, remedy_code
 from regulator.taxonomy import BY_CODE, KIND, RATIO
 from regulator.xbrl import ParsedReport, parse_xbrl_file, render_value
 
@@ -392,7 +392,27 @@ def review_answer(parsed: ParsedReport, result: RuleResult, answer: str) -> tupl
     reasons.extend(_measure_reasons(parsed, checks, parsed_answer))
     if not parsed_answer.closing:
         reasons.append("model answer has no directive (no DIRECTIVE: section, or an empty one)")
+    reasons.extend(_closing_reasons(parsed, parsed_answer))
     return parsed_answer, checks, reasons
+
+
+def _closing_reasons(parsed: ParsedReport, answer: ParsedAnswer) -> list[str]:
+    """The directive's closing sentence must agree with the measures above it and be addressed to the filing's
+    bank: every house style's closing for measures due says ``the measures above`` and none of its closings for no
+    measure does (``regulator.render.TEMPLATE_FAMILIES``). Seen on real-derived filings: five measures, then
+    ``Escalation for 451965: no measure is required.``, or a closing addressed to ``CET1 capital``."""
+    if not answer.closing:
+        return []
+    reasons = []
+    says_due = DUE_PHRASE in answer.closing.lower()
+    if answer.measures and not says_due:
+        reasons.append(f"model's closing does not call for the {len(answer.measures)} measure(s) it wrote "
+                       f"({answer.closing!r})")
+    elif not answer.measures and says_due:
+        reasons.append(f"model's closing calls for measures it did not write ({answer.closing!r})")
+    if parsed.entity_name and parsed.entity_name.lower() not in answer.closing.lower():
+        reasons.append(f"model's closing is not addressed to {parsed.entity_name} ({answer.closing!r})")
+    return reasons
 
 
 # ---------------------------------------------------------------------------------------------------------------

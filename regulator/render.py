@@ -84,6 +84,8 @@ _REMEDIES: dict[str, _Remedy] = {
                           {"EU": "Implementing Regulation (EU) 2021/451", "US": "12 U.S.C. 1817(a)"}, 10),
 }
 MEASURED_CODES: frozenset[str] = frozenset(_REMEDIES)
+# Every family's closing for measures due says this and none of its closings for no measure does (tests check it).
+DUE_PHRASE = "the measures above"
 
 
 def due(check: Check) -> bool:
@@ -100,9 +102,19 @@ def remedy_code(code: str, outcome: str) -> str:
 
 def measure(parsed: ParsedReport, code: str) -> str:
     """The measure for a finding of rule ``code`` in this report: ``action (legal basis) within N days``."""
+    return _measure_text(code, parsed.jurisdiction, regime(parsed))
+
+
+def _measure_text(code: str, jurisdiction: str, rule_set: str) -> str:
     remedy = _REMEDIES[code]
-    legal = remedy.legal.get(regime(parsed), remedy.legal[parsed.jurisdiction])
+    legal = remedy.legal.get(rule_set, remedy.legal[jurisdiction])
     return f"{remedy.action} ({legal}) within {remedy.days} days"
+
+
+def remedies(jurisdiction: str, rule_set: str) -> list[str]:
+    """Every measure the law table attaches to a finding under this rule set (``regulator.rules.regime``): one per
+    rule code, each with its legal basis there. Which of them an answer writes is the model's decision."""
+    return list(dict.fromkeys(_measure_text(code, jurisdiction, rule_set) for code in _REMEDIES))
 
 
 def closing(parsed: ParsedReport, result: RuleResult, family: str, measures_due: bool) -> str:

@@ -7,6 +7,8 @@ data-quality checks recompute every ratio from its components and flag disagreem
 
 from __future__ import annotations
 
+import re
+
 import math
 from dataclasses import dataclass, replace
 
@@ -180,6 +182,16 @@ def regime(parsed: ParsedReport) -> str:
     """The rule set a filing is assessed under: its jurisdiction, or ``US-CBLR`` for a community bank leverage
     ratio elector."""
     return CBLR if parsed.jurisdiction == "US" and parsed.framework == "CBLR" else parsed.jurisdiction
+
+
+def rendered_regime(report_text: str) -> tuple[str, str]:
+    """``(jurisdiction, rule set)`` read back from the header of ``regulator.xbrl.render_report``
+    (``US FFIEC 051 CBLR 2026-06-30 ...``): what ``regime`` says of the parsed filing, for a dataset row that keeps
+    the report text and not the filing."""
+    words = report_text.split("\n", 1)[0].split()
+    dated = next((i for i, w in enumerate(words) if re.fullmatch(r"\d{4}-\d{2}-\d{2}", w)), len(words))
+    jurisdiction = words[0] if words else ""
+    return jurisdiction, CBLR if jurisdiction == "US" and "CBLR" in words[1:dated] else jurisdiction
 
 
 def applicable_rules(jurisdiction: str, report_date: str) -> list[Rule]:

@@ -28,12 +28,14 @@ from evaluation.report import (
 )
 from evaluation.constrained import heads_from_reference
 from evaluation.real_set import read_real_set, real_rows, render_real_markdown, score_real_filings
-from finetune.analysis import filing_heads
+from finetune.analysis import filing_heads, filing_measures
 from finetune.config import EvalConfig, RunConfig
 from foundation.memory_reuse import reusing_freed_memory
 from foundation.paths import resolve_input, write_json_atomic
 from regulator.analyze import FilingResult, analyze_report
 from regulator.prompts import render_prompt
+from regulator.render import remedies
+from regulator.rules import rendered_regime
 from regulator.xbrl import ParsedReport, render_report
 from tasks.general_answers import general_answers_file
 from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault, transient_only
@@ -43,14 +45,14 @@ from training.infra import native_bf16
 BASE, LORA, FULL = "base", "LoRA", "full FT"
 
 
-def _test_split(dataset_dir: str, cap: int | None) -> tuple[list[str], list[str], list[str]]:
-    """Ids, prompts and reference answers of the test split (the first ``cap`` rows when capped)."""
+def _test_split(dataset_dir: str, cap: int | None) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Ids, prompts, reference answers and report texts of the test split (the first ``cap`` rows when capped)."""
     from datasets import load_from_disk
 
     test = load_from_disk(dataset_dir)["test"]
     if cap is not None:
         test = test.select(range(min(cap, len(test))))
-    return list(test["id"]), list(test["prompt_text"]), list(test["target"])
+    return list(test["id"]), list(test["prompt_text"]), list(test["target"]), list(test["report_text"])
 
 
 def real_source_path(source: str | Path | None) -> Path | None:
@@ -81,11 +83,13 @@ class EvalInputs:
     real_parsed: list[ParsedReport]
     real_errors: list[FilingResult]
     real_heads: list[list[str]] | None
+    test_measures: list[list[str]] | None = None
+    real_measures: list[list[str]] | None = None
 
 
 def eval_inputs(ev: EvalConfig, dataset_dir: str) -> EvalInputs:
     """The test split (capped at ``eval.max_examples``) and the real filings of ``eval.real_source``."""
-    ids, prompts, refs = _test_split(dataset_dir, ev.max_examples)
+    ids, prompts, refs, reports = _test_split(dataset_dir, ev.max_examples)
     real_path = real_source_path(ev.real_source)
     real_parsed, real_errors = read_real_set(real_path) if real_path is not None else ([], [])
     if real_path is not None:
@@ -93,10 +97,13 @@ def eval_inputs(ev: EvalConfig, dataset_dir: str) -> EvalInputs:
                               len(real_errors))
     # Constrained heads come from the filing (real) or, equivalently, the reference's heads (a dataset row keeps
     # the answer, not the parsed filing): rule code, figure and threshold, never an outcome.
-    return EvalInputs(ids, prompts, refs,
-                      [heads_from_reference(r) for r in refs] if ev.constrain_heads else None,
-                      real_path, real_parsed, real_errors,
-                      [filing_heads(p) for p in real_parsed] if ev.constrain_heads else None)
+    # The measures: the law table's remedies in the filing's jurisdiction and US framework (a row's, read back
+    # from its report text's header).
+    on = ev.constrain_heads
+    return EvalInputs(ids, prompts, refs, [heads_from_reference(r) for r in refs] if on else None,
+                      real_path, real_parsed, real_errors, [filing_heads(p) for p in real_parsed] if on else None,
+                      [remedies(*rendered_regime(t)) for t in reports] if on else None,
+                      [filing_measures(p) for p in real_parsed] if on else None)
 
 
 def system_answers(model, tokenizer, inputs: EvalInputs, ev: EvalConfig, bound: int
@@ -105,13 +112,14 @@ def system_answers(model, tokenizer, inputs: EvalInputs, ev: EvalConfig, bound: 
     seconds the test split's generation took."""
     started = time.monotonic()
     answers = generate_answers(model, tokenizer, inputs.prompts, max_new_tokens=bound, batch_size=ev.batch_size,
-                               heads=inputs.test_heads)
+                               heads=inputs.test_heads, measures=inputs.test_measures)
     seconds = time.monotonic() - started
     if not inputs.real_parsed:
         return answers, None, seconds
     real = generate_answers(model, tokenizer,
                             [render_prompt(tokenizer, render_report(p)) for p in inputs.real_parsed],
-                            max_new_tokens=bound, batch_size=ev.batch_size, heads=inputs.real_heads)
+                            max_new_tokens=bound, batch_size=ev.batch_size, heads=inputs.real_heads,
+                            measures=inputs.real_measures)
     return answers, _review_real(inputs.real_parsed, real), seconds
 
 

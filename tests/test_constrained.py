@@ -19,8 +19,10 @@ from evaluation.constrained import (
 from regulator.generator import generate_dataset, us_instance
 from regulator.packages import read_zip
 from regulator.render import family_for_bank, render_target
-from regulator.rules import evaluate_rules
-from regulator.xbrl import parse_xbrl_file
+from finetune.analysis import filing_measures
+from regulator.render import remedies
+from regulator.rules import evaluate_rules, regime, rendered_regime
+from regulator.xbrl import parse_xbrl_file, render_report
 from tests.test_xbrl import US_FIGURES
 
 
@@ -199,20 +201,43 @@ def test_every_reference_answer_is_allowed_token_by_token(vocab, tmp_path: Path)
     real filing), fed token by token, never meet a token the constraint forbids: it never rules out the right
     answer."""
     tokenizer, strings = vocab
-    table = generate_dataset(40, 12, tmp_path, eu_fraction=0.5, n_train_balanced=40, eu_csv_fraction=0.25,
+    table = generate_dataset(120, 12, tmp_path, eu_fraction=0.5, n_train_balanced=120, eu_csv_fraction=0.25,
                              eu_module_fraction=0.3)
-    answers = [(heads_from_reference(t), t) for t in table["target"]]
+    answers = [(heads_from_reference(t), remedies(*rendered_regime(r)), t)
+               for t, r in zip(table["target"], table["report_text"])]
     real = Path(__file__).parent / "fixtures" / "real"
     for path in sorted(p for p in real.rglob("*") if p.is_file() and p.suffix in (".xml", ".xbrl", ".zip")):
         for parsed in (read_zip(path) if path.suffix == ".zip" else [parse_xbrl_file(path)]):
             result = evaluate_rules(parsed)
-            answers.append((allowed_heads(result.checks), render_target(parsed, result, family_for_bank(parsed.entity_id))))
+            assert rendered_regime(render_report(parsed)) == (parsed.jurisdiction, regime(parsed))
+            answers.append((allowed_heads(result.checks), filing_measures(parsed),
+                            render_target(parsed, result, family_for_bank(parsed.entity_id))))
+    assert {rendered_regime(r)[1] for r in table["report_text"]} == {"EU", "US", "US-CBLR"}
     constrained_steps = 0
-    for heads, answer in answers:
-        constraint = HeadConstraint(heads, strings)
+    for heads, measures, answer in answers:
+        constraint = HeadConstraint(heads, strings, measures)
         for i in tokenizer(answer, add_special_tokens=False)["input_ids"]:
             allowed = constraint.allowed()
             assert allowed is None or i in allowed, ("".join(constraint.written)[-80:], strings.text[i])
             constrained_steps += allowed is not None
             constraint.push(i)
     assert len(answers) > 80 and constrained_steps > 5000
+
+
+def test_a_measure_cites_the_law_of_the_filings_jurisdiction(vocab) -> None:
+    """The real failure this guards (bench/NOTES.md lever 37): on real FFIEC extracts with capital lowered, the
+    demo's model wrote `raise CET1 capital or reduce risk-weighted assets (CRD Art 104(1)(c)) within 45 days`: an EU
+    directive's basis for a US bank. With the filing's remedies a model that prefers the EU text writes one of the
+    US ones; which one stays its choice."""
+    tokenizer, strings = vocab
+    us, cblr = remedies("US", "US"), remedies("US", "US-CBLR")
+    eu_text = remedies("EU", "EU")[0]
+    assert eu_text not in us and "12 CFR 324.12(c)" in " ".join(cblr) and "12 CFR 324.12(c)" not in " ".join(us)
+    constraint = HeadConstraint(["CET1_RATIO 3.6126% vs 4.5% min"], strings, us)
+    _write(constraint, tokenizer, "ANALYSIS:\n- CET1_RATIO 3.6126% vs 4.5% min: BREACH\n  measure:")
+    written = ""
+    while not written.partition("\n")[2] and len(written) < 400:  # until the measure line is closed, one more
+        written += _prefer(constraint, strings, tokenizer, f" {eu_text}\n", steps=1)
+    line, _, after = written.partition("\n")
+    assert line.strip() in us and "CRD" not in written, written
+    assert after.startswith(("-", "D")), written  # then the next check line or the directive
