@@ -7,9 +7,8 @@ data-quality checks recompute every ratio from its components and flag disagreem
 
 from __future__ import annotations
 
-import re
-
 import math
+import re
 from dataclasses import dataclass, replace
 
 from regulator.taxonomy import BY_CODE
