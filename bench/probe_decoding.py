@@ -5,9 +5,11 @@ the evaluation scores them (``evaluation.metrics.score_predictions``).
 
 Modes: ``free`` (nothing constrained), ``heads`` (heads, outcomes and the line after a check line; measure words
 free) and ``measures`` (the same, and each measure line one of the law table's remedies for the filing's
-jurisdiction and US framework: ``regulator.render.remedies``). Prints one table and writes
-``bench/results/probe_decoding.json``. Used for bench/NOTES.md lever 37: does holding the measure to the law table
-change the decisions or the directive on the generated test split?
+jurisdiction and US framework: ``regulator.render.remedies``) and ``closings`` (the same, and the directive's
+closing one addressed to the filing's bank that agrees with the measures written: ``regulator.render.closings``).
+Prints one table and writes ``bench/results/probe_decoding.json``. Used for bench/NOTES.md levers 37 and 38: does
+holding the measure to the law table, or the closing to the bank and the measures, change the decisions or the
+directive on the generated test split?
 """
 
 from __future__ import annotations
@@ -17,15 +19,13 @@ import json
 import time
 from pathlib import Path
 
-from evaluation.constrained import heads_from_reference
+from evaluation.constrained import AnswerWords, heads_from_reference, report_words
 from evaluation.generate import generate_answers, load_model_for_eval
 from evaluation.metrics import score_predictions
 from foundation.paths import write_json_atomic
-from regulator.render import remedies
-from regulator.rules import rendered_regime
 
 RESULTS = Path(__file__).resolve().parent / "results" / "probe_decoding.json"
-MODES = ("free", "heads", "measures")
+MODES = ("free", "heads", "measures", "closings")
 ROWS = ("f1_micro", "f1_macro", "check_accuracy", "exact_match", "rouge_l", "parse_rate")
 
 
@@ -41,14 +41,22 @@ def run(model: Path, dataset: Path, modes: tuple[str, ...], cap: int | None, max
     out: dict = {"model": str(model), "dataset": str(dataset), "n": len(refs)}
     for mode in modes:
         heads = None if mode == "free" else [heads_from_reference(r) for r in refs]
-        measures = [remedies(*rendered_regime(t)) for t in reports] if mode == "measures" else None
+        words = [_words(mode, t, h) for t, h in zip(reports, heads)] if heads is not None else None
         started = time.monotonic()
         answers = generate_answers(loaded, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=48,
-                                   heads=heads, measures=measures)
+                                   heads=heads, words=words)
         scores = score_predictions(refs, answers, n_bootstrap=200)
         out[mode] = {"scores": {k: scores.get(k) for k in ROWS}, "seconds": round(time.monotonic() - started, 1),
                      "answers": answers}
     return out
+
+
+def _words(mode: str, report_text: str, heads: list[str]) -> AnswerWords:
+    """What a mode holds beyond the heads: nothing, the measures, or the measures and the closings."""
+    words = report_words(report_text, heads)
+    if mode == "closings":
+        return words
+    return AnswerWords(measures=words.measures) if mode == "measures" else AnswerWords()
 
 
 def main() -> None:

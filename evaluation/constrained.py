@@ -14,9 +14,12 @@ keeps to the answer format too: a finding (``BREACH``, ``DATA_QUALITY``) is foll
 anything else by the next check line or the ``DIRECTIVE:`` (a line that finds nothing carries no measure). A measure
 line, when the constraint is given the filing's ``measures`` (``regulator.render.remedies``: every remedy of the law
 table with its legal basis in the filing's jurisdiction and US framework), writes one of them: no legal basis of
-another jurisdiction, no invented remedy; which one stays the model's. The model still decides every comparison,
-which rules it checks and in what order, whether a ``DATA_QUALITY`` line is due (its text is left free), which
-measure and the directive's closing. No verdict of the rule engine enters the constraint.
+another jurisdiction, no invented remedy; which one stays the model's. The ``DIRECTIVE:`` line, given the filing's
+closings (``regulator.render.closings``: every house style's sentence addressed to the filing's bank), writes one
+that agrees with the answer's own measures (``the measures above`` after a measure, a no-measure closing
+otherwise), then the answer ends. The model still decides every comparison, which rules it checks and in what
+order, whether a ``DATA_QUALITY`` line is due (its text is left free), which measure, and the closing's house style
+and cited finding. No verdict of the rule engine enters the constraint.
 
 The constraint works on decoded text, so it holds whatever the tokenizer (SmolLM2 writes digits one token each).
 """
@@ -27,7 +30,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from regulator.render import MEASURE_PREFIX
+from regulator.render import MEASURE_PREFIX, closings, finding_phrases, remedies
+from regulator.rules import rendered_entity, rendered_regime
 
 FREE_CODE = "DATA_QUALITY"  # a data-quality finding's wording is the model's: only its code is guided
 COMPARED = ("OK", "BREACH")  # the outcomes of a line that compares two figures
@@ -40,6 +44,29 @@ MEASURE_OPENING = f"  {MEASURE_PREFIX}"  # how a finding's measure line opens
 AFTER_NOTHING = ("-", "DIRECTIVE:")  # how the line after a non-finding or a measure opens: next check, or directive
 _DONE_CHECK_LINE = re.compile(r"^- .*: (OK|BREACH|DATA_QUALITY|NOT_ASSESSED)$")  # a check line, outcome complete
 _MISSING_WORDS = ("not reported", "nil")  # regulator.xbrl.render_value: an absent fact, a nil one
+DIRECTIVE_OPENING = "DIRECTIVE:"
+
+
+@dataclass(frozen=True)
+class AnswerWords:
+    """The words one filing's answer may write on its free-text lines: each measure line one of ``measures``, the
+    closing one of ``closings_due`` (after a measure) or ``closings_none`` (after none). Empty: those words are free."""
+
+    measures: tuple[str, ...] = ()
+    closings_due: tuple[str, ...] = ()
+    closings_none: tuple[str, ...] = ()
+
+
+def answer_words(jurisdiction: str, rule_set: str, bank: str, heads: Sequence[str]) -> AnswerWords:
+    """A filing's ``AnswerWords``: the law table's remedies under its rule set (``regulator.rules.regime``) and the
+    closings addressed to ``bank`` that cite a finding of its check-line ``heads``."""
+    due, none = closings(bank, finding_phrases(heads))
+    return AnswerWords(tuple(remedies(jurisdiction, rule_set)), tuple(due), tuple(none))
+
+
+def report_words(report_text: str, heads: Sequence[str]) -> AnswerWords:
+    """The same for a dataset row, read from its report text's header (it keeps the text, not the parsed filing)."""
+    return answer_words(*rendered_regime(report_text), rendered_entity(report_text), heads)
 
 
 def outcomes_for(head: str) -> tuple[str, ...]:
@@ -110,7 +137,8 @@ class HeadConstraint:
 
     heads: list[str]
     tokens: TokenStrings
-    measures: list[str] = field(default_factory=list)  # empty: a measure line's words are free
+    words: AnswerWords = AnswerWords()  # empty: measure and closing lines are free
+    stops: tuple[int, ...] = ()  # the ids that end the answer, allowed once a held closing is written
     written: list[str] = field(default_factory=list)
 
     def push(self, token_id: int) -> None:
@@ -158,12 +186,33 @@ class HeadConstraint:
         to the next check line or the directive. None without measures, outside a measure line, or off them."""
         text = "".join(self.written)
         line = text[text.rfind("\n") + 1:]
-        if not self.measures or not line.startswith(MEASURE_OPENING):
+        if not self.words.measures or not line.startswith(MEASURE_OPENING):
             return None
         partial = line[len(MEASURE_OPENING):]
-        if any(partial == f" {m}" for m in self.measures):  # written: the line ends, the next opens as after OK
+        if any(partial == f" {m}" for m in self.words.measures):  # written: the next opens as after OK
             return sorted({i for o in AFTER_NOTHING for i in self.tokens.breaks_before(o)})
-        remainders = [t[len(partial):] for t in (f" {m}" for m in self.measures)
+        return self._continuing(partial, self.words.measures)
+
+    def _closing_tokens(self) -> list[int] | None:
+        """Token ids that continue an open ``DIRECTIVE:`` line as one of the closings that agree with the measures
+        written above it; once one is written, only the answer's end. None without closings, elsewhere, or off them."""
+        text = "".join(self.written)
+        cut = text.rfind("\n")
+        line = text[cut + 1:]
+        if not line.startswith(DIRECTIVE_OPENING):
+            return None
+        measured = any(written.startswith(MEASURE_OPENING) for written in text[:max(cut, 0)].split("\n"))
+        targets = self.words.closings_due if measured else self.words.closings_none
+        if not targets:
+            return None
+        partial = line[len(DIRECTIVE_OPENING):]
+        if any(partial == f" {t}" for t in targets):
+            return sorted(self.stops) or None
+        return self._continuing(partial, targets)
+
+    def _continuing(self, partial: str, texts: Sequence[str]) -> list[int] | None:
+        """Token ids that continue ``partial`` as one of ``texts`` (each after a space); None when it is none's."""
+        remainders = [t[len(partial):] for t in (f" {x}" for x in texts)
                       if t.startswith(partial) and len(t) > len(partial)]
         return sorted({i for r in remainders for i in self.tokens.prefixes_of(r)}) if remainders else None
 
@@ -193,9 +242,9 @@ class HeadConstraint:
         following = self._next_line_tokens()
         if following is not None:
             return following
-        remedy = self._measure_tokens()
-        if remedy is not None:
-            return remedy
+        for held in (self._measure_tokens(), self._closing_tokens()):
+            if held is not None:
+                return held
         partial = self._open_head()
         if partial is None or partial.startswith(f" {FREE_CODE} "):
             return None  # outside a head, or in a data-quality line (its wording is the model's)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from evaluation.constrained import HeadConstraint, TokenStrings, apply_constraints
+from evaluation.constrained import AnswerWords, HeadConstraint, TokenStrings, apply_constraints
 from foundation.errors import EvaluationError
 from foundation.paths import read_jsonl, write_bytes_atomic
 
@@ -105,14 +105,14 @@ def generate_token_ids(
     batch_size: int,
     progress: Callable[[int, int], None] | None = None,
     heads: Sequence[Sequence[str]] | None = None,
-    measures: Sequence[Sequence[str]] | None = None,
+    words: Sequence[AnswerWords] | None = None,
 ) -> list[list[int]]:
     """Greedy-generate for each prompt and return the new token ids, cut before the first stop token.
 
     Args:
         progress: called as ``progress(done, total)`` after each batch.
         heads: per prompt, the check-line heads its answer may write (``evaluation.constrained``); None: free.
-        measures: per prompt, the measures its answer's measure lines may write (with ``heads``); None: free words.
+        words: per prompt, the measures and closings its answer may write (with ``heads``); None: free words.
     """
     if batch_size < 1 or max_new_tokens < 1:
         raise EvaluationError(f"batch_size and max_new_tokens must be >= 1, got {batch_size} and {max_new_tokens}")
@@ -130,8 +130,8 @@ def generate_token_ids(
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         input_ids, attention = _left_padded_batch([encoded[i] for i in chunk], pad_id)
-        constraints = ([HeadConstraint(list(heads[i]), vocab, list(measures[i]) if measures is not None else [])
-                        for i in chunk] if vocab is not None and heads is not None else None)
+        constraints = ([HeadConstraint(list(heads[i]), vocab, words[i] if words is not None else AnswerWords(),
+                                       tuple(stops)) for i in chunk] if vocab is not None and heads is not None else None)
         new_ids = greedy_decode(model, input_ids.to(device), attention.to(device), max_new_tokens=max_new_tokens,
                                 stops=set(stops), constraints=constraints)
         for row, i in enumerate(chunk):
@@ -150,14 +150,14 @@ def generate_answers(
     batch_size: int,
     progress: Callable[[int, int], None] | None = None,
     heads: Sequence[Sequence[str]] | None = None,
-    measures: Sequence[Sequence[str]] | None = None,
+    words: Sequence[AnswerWords] | None = None,
 ) -> list[str]:
     """Greedy-generate an answer for each chat-templated prompt (batched, KV cache); answers in input order.
     ``heads``: per prompt, the check-line heads the answer may write (constrained decoding), None: free;
-    ``measures``: per prompt, the measures its measure lines may write, None: free words."""
+    ``words``: per prompt, the measures and closings it may write, None: free words."""
     ids = generate_token_ids(
         model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
-        heads=heads, measures=measures,
+        heads=heads, words=words,
     )
     return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from foundation.errors import DataError
 from foundation.memory_reuse import reusing_freed_memory
 from regulator.analyze import AnswerFn, FilingResult, Progress, assess_filings
 from regulator.xbrl import ParsedReport, render_report
+
+if TYPE_CHECKING:
+    from evaluation.constrained import AnswerWords
 
 DEFAULT_BATCH_SIZE = 8
 # Reference answers are 130-430 SmolLM2 tokens (mean 241, p99 354, max 425 over 800 generated reports): 448 lets
@@ -63,10 +67,9 @@ def model_answers(model_dir: Path, batch_size: int, max_new_tokens: int, precisi
             prompts = [render_prompt(tokenizer, render_report(p)) for p in parsed]
             report = (lambda done, total: progress("generate", done, total)) if progress is not None else None
             heads = [filing_heads(p) for p in parsed] if constrain else None
-            measures = [filing_measures(p) for p in parsed] if constrain else None
+            words = [filing_words(p) for p in parsed] if constrain else None
             return generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                    batch_size=batch_size, progress=report, heads=heads,
-                                    measures=measures)
+                                    batch_size=batch_size, progress=report, heads=heads, words=words)
 
     return answer
 
@@ -92,13 +95,14 @@ def filing_heads(parsed: ParsedReport) -> list[str]:
     return allowed_heads(evaluate_rules(parsed).checks)
 
 
-def filing_measures(parsed: ParsedReport) -> list[str]:
-    """The measures a filing's answer may write under constrained decoding: the law table's remedies with their
-    legal basis in the filing's jurisdiction and US framework (``regulator.render.remedies``)."""
-    from regulator.render import remedies
+def filing_words(parsed: ParsedReport) -> AnswerWords:
+    """The measures and closings a filing's answer may write under constrained decoding: the law table's remedies
+    with their legal basis in the filing's jurisdiction and US framework (``regulator.render.remedies``), and the
+    closings addressed to the filing's bank (``regulator.render.closings``)."""
+    from evaluation.constrained import answer_words
     from regulator.rules import regime
 
-    return remedies(parsed.jurisdiction, regime(parsed))
+    return answer_words(parsed.jurisdiction, regime(parsed), parsed.entity_name, filing_heads(parsed))
 
 
 def resolve_model_ref(ref: str, registry_dir: Path) -> Path:

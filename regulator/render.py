@@ -166,6 +166,35 @@ def _finding(result: RuleResult) -> str:
     return f"reported {assessed[0].description.split(' vs ')[0]}" if assessed else "reported figures"
 
 
+def finding_phrases(heads: Sequence[str]) -> list[str]:
+    """Every main finding (``_finding``) a directive may cite on a filing whose check lines have these ``heads``
+    (``CODE figure vs threshold kind``): each rule's reported figure, under each description its code has in the
+    rule table, and the two phrases that cite no figure. Which one is the main finding is not told."""
+    from regulator.rules import RULES
+
+    descriptions: dict[str, list[str]] = {}
+    for rule in RULES:
+        descriptions.setdefault(rule.code, []).append(rule.description)
+    phrases = ["data-quality findings", "reported figures"]
+    for head in heads:
+        code, _, detail = head.partition(" ")
+        figure = detail.split(" vs ")[0]
+        phrases.extend(f"reported {d} {figure}" for d in descriptions.get(code, ()))
+    return list(dict.fromkeys(phrases))
+
+
+def closings(bank: str, findings: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Every closing sentence a directive to ``bank`` may end with, as ``(measures due, no measure)``: each house
+    style's, those that cite the main finding once per phrase of ``findings``. Which style, and whether measures are
+    due, is the answer's: the closing only has to agree with the measures written above it."""
+    due: dict[str, None] = {}
+    none: dict[str, None] = {}
+    for frames in TEMPLATE_FAMILIES.values():
+        for out, frame in zip((due, none), frames):
+            out.update(dict.fromkeys(frame.format(bank=bank, finding=f) for f in findings))
+    return list(due), list(none)
+
+
 def family_for_bank(bank_id: str) -> str:
     """A stable family for a bank seen without a generator (e.g. a folder of real filings): its house style."""
     names = sorted(TEMPLATE_FAMILIES)

@@ -193,6 +193,15 @@ def rendered_regime(report_text: str) -> tuple[str, str]:
     return jurisdiction, CBLR if jurisdiction == "US" and "CBLR" in words[1:dated] else jurisdiction
 
 
+def rendered_entity(report_text: str) -> str:
+    """The entity name read back from the header of ``regulator.xbrl.render_report`` (``... 2026-06-30 First
+    Bank (USD m)``): the bank a dataset row's directive is addressed to."""
+    header = report_text.split("\n", 1)[0]
+    dated = re.search(r" \d{4}-\d{2}-\d{2} ", header)
+    named = header[dated.end():] if dated else header
+    return named.rsplit(" (", 1)[0] if named.endswith(" m)") else named
+
+
 def applicable_rules(jurisdiction: str, report_date: str) -> list[Rule]:
     """The rules in force at ``report_date`` for ``jurisdiction`` (a ``regime``): per code, the latest version not
     after the date."""

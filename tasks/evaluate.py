@@ -26,16 +26,14 @@ from evaluation.report import (
     render_sweep_markdown,
     select_examples,
 )
-from evaluation.constrained import heads_from_reference
+from evaluation.constrained import AnswerWords, heads_from_reference, report_words
 from evaluation.real_set import read_real_set, real_rows, render_real_markdown, score_real_filings
-from finetune.analysis import filing_heads, filing_measures
+from finetune.analysis import filing_heads, filing_words
 from finetune.config import EvalConfig, RunConfig
 from foundation.memory_reuse import reusing_freed_memory
 from foundation.paths import resolve_input, write_json_atomic
 from regulator.analyze import FilingResult, analyze_report
 from regulator.prompts import render_prompt
-from regulator.render import remedies
-from regulator.rules import rendered_regime
 from regulator.xbrl import ParsedReport, render_report
 from tasks.general_answers import general_answers_file
 from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault, transient_only
@@ -83,8 +81,8 @@ class EvalInputs:
     real_parsed: list[ParsedReport]
     real_errors: list[FilingResult]
     real_heads: list[list[str]] | None
-    test_measures: list[list[str]] | None = None
-    real_measures: list[list[str]] | None = None
+    test_words: list[AnswerWords] | None = None
+    real_words: list[AnswerWords] | None = None
 
 
 def eval_inputs(ev: EvalConfig, dataset_dir: str) -> EvalInputs:
@@ -97,13 +95,15 @@ def eval_inputs(ev: EvalConfig, dataset_dir: str) -> EvalInputs:
                               len(real_errors))
     # Constrained heads come from the filing (real) or, equivalently, the reference's heads (a dataset row keeps
     # the answer, not the parsed filing): rule code, figure and threshold, never an outcome.
-    # The measures: the law table's remedies in the filing's jurisdiction and US framework (a row's, read back
-    # from its report text's header).
-    on = ev.constrain_heads
-    return EvalInputs(ids, prompts, refs, [heads_from_reference(r) for r in refs] if on else None,
-                      real_path, real_parsed, real_errors, [filing_heads(p) for p in real_parsed] if on else None,
-                      [remedies(*rendered_regime(t)) for t in reports] if on else None,
-                      [filing_measures(p) for p in real_parsed] if on else None)
+    # The words: the law table's remedies in the filing's jurisdiction and US framework, and the closings
+    # addressed to its bank (a row's read back from its report text's header).
+    if not ev.constrain_heads:
+        return EvalInputs(ids, prompts, refs, None, real_path, real_parsed, real_errors, None)
+    test_heads = [heads_from_reference(r) for r in refs]
+    return EvalInputs(ids, prompts, refs, test_heads, real_path, real_parsed, real_errors,
+                      [filing_heads(p) for p in real_parsed],
+                      [report_words(t, h) for t, h in zip(reports, test_heads)],
+                      [filing_words(p) for p in real_parsed])
 
 
 def system_answers(model, tokenizer, inputs: EvalInputs, ev: EvalConfig, bound: int
@@ -112,14 +112,14 @@ def system_answers(model, tokenizer, inputs: EvalInputs, ev: EvalConfig, bound: 
     seconds the test split's generation took."""
     started = time.monotonic()
     answers = generate_answers(model, tokenizer, inputs.prompts, max_new_tokens=bound, batch_size=ev.batch_size,
-                               heads=inputs.test_heads, measures=inputs.test_measures)
+                               heads=inputs.test_heads, words=inputs.test_words)
     seconds = time.monotonic() - started
     if not inputs.real_parsed:
         return answers, None, seconds
     real = generate_answers(model, tokenizer,
                             [render_prompt(tokenizer, render_report(p)) for p in inputs.real_parsed],
                             max_new_tokens=bound, batch_size=ev.batch_size, heads=inputs.real_heads,
-                            measures=inputs.real_measures)
+                            words=inputs.real_words)
     return answers, _review_real(inputs.real_parsed, real), seconds
 
 

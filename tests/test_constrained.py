@@ -13,15 +13,15 @@ import pytest
 import torch
 
 from evaluation.constrained import (
-    COMPARED, FREE_CODE, HeadConstraint, TokenStrings, allowed_heads, apply_constraints,
-    heads_from_reference, next_line_openings, outcomes_for,
+    COMPARED, FREE_CODE, AnswerWords, HeadConstraint, TokenStrings, allowed_heads, apply_constraints,
+    heads_from_reference, next_line_openings, outcomes_for, report_words,
 )
 from regulator.generator import generate_dataset, us_instance
 from regulator.packages import read_zip
 from regulator.render import family_for_bank, render_target
-from finetune.analysis import filing_measures
-from regulator.render import remedies
-from regulator.rules import evaluate_rules, regime, rendered_regime
+from finetune.analysis import filing_words
+from regulator.render import TEMPLATE_FAMILIES, closings, finding_phrases, remedies
+from regulator.rules import evaluate_rules, regime, rendered_entity, rendered_regime
 from regulator.xbrl import parse_xbrl_file, render_report
 from tests.test_xbrl import US_FIGURES
 
@@ -203,19 +203,20 @@ def test_every_reference_answer_is_allowed_token_by_token(vocab, tmp_path: Path)
     tokenizer, strings = vocab
     table = generate_dataset(120, 12, tmp_path, eu_fraction=0.5, n_train_balanced=120, eu_csv_fraction=0.25,
                              eu_module_fraction=0.3)
-    answers = [(heads_from_reference(t), remedies(*rendered_regime(r)), t)
+    answers = [(heads_from_reference(t), report_words(r, heads_from_reference(t)), t)
                for t, r in zip(table["target"], table["report_text"])]
     real = Path(__file__).parent / "fixtures" / "real"
     for path in sorted(p for p in real.rglob("*") if p.is_file() and p.suffix in (".xml", ".xbrl", ".zip")):
         for parsed in (read_zip(path) if path.suffix == ".zip" else [parse_xbrl_file(path)]):
             result = evaluate_rules(parsed)
             assert rendered_regime(render_report(parsed)) == (parsed.jurisdiction, regime(parsed))
-            answers.append((allowed_heads(result.checks), filing_measures(parsed),
+            assert rendered_entity(render_report(parsed)) == parsed.entity_name
+            answers.append((allowed_heads(result.checks), filing_words(parsed),
                             render_target(parsed, result, family_for_bank(parsed.entity_id))))
     assert {rendered_regime(r)[1] for r in table["report_text"]} == {"EU", "US", "US-CBLR"}
     constrained_steps = 0
-    for heads, measures, answer in answers:
-        constraint = HeadConstraint(heads, strings, measures)
+    for heads, words, answer in answers:
+        constraint = HeadConstraint(heads, strings, words, stops=(0,))
         for i in tokenizer(answer, add_special_tokens=False)["input_ids"]:
             allowed = constraint.allowed()
             assert allowed is None or i in allowed, ("".join(constraint.written)[-80:], strings.text[i])
@@ -233,7 +234,7 @@ def test_a_measure_cites_the_law_of_the_filings_jurisdiction(vocab) -> None:
     us, cblr = remedies("US", "US"), remedies("US", "US-CBLR")
     eu_text = remedies("EU", "EU")[0]
     assert eu_text not in us and "12 CFR 324.12(c)" in " ".join(cblr) and "12 CFR 324.12(c)" not in " ".join(us)
-    constraint = HeadConstraint(["CET1_RATIO 3.6126% vs 4.5% min"], strings, us)
+    constraint = HeadConstraint(["CET1_RATIO 3.6126% vs 4.5% min"], strings, AnswerWords(tuple(us)))
     _write(constraint, tokenizer, "ANALYSIS:\n- CET1_RATIO 3.6126% vs 4.5% min: BREACH\n  measure:")
     written = ""
     while not written.partition("\n")[2] and len(written) < 400:  # until the measure line is closed, one more
@@ -241,3 +242,38 @@ def test_a_measure_cites_the_law_of_the_filings_jurisdiction(vocab) -> None:
     line, _, after = written.partition("\n")
     assert line.strip() in us and "CRD" not in written, written
     assert after.startswith(("-", "D")), written  # then the next check line or the directive
+
+
+def test_the_closing_is_addressed_to_the_bank_and_agrees_with_the_measures(vocab) -> None:
+    """The real failure this guards (bench/NOTES.md lever 38): on real FFIEC extracts (no name filed, so the bank is
+    its RSSD id) the demo's model closed ``Escalation for 451965: no measure is required.`` under five measures, or
+    addressed ``CET1 capital``. With the filing's closings a model that prefers those writes a closing to the bank
+    that calls for the measures above (its house style stays its choice), then the answer ends."""
+    tokenizer, strings = vocab
+    head = "CET1_RATIO 3.6126% vs 4.5% min"
+    words = report_words("US FFIEC 031 2026-06-30 451965 (USD m)\nCET1 ratio 3.61%", [head])
+    assert rendered_entity("US FFIEC 031 2026-06-30 First Bank (Indiana) (USD m)") == "First Bank (Indiana)"
+    assert "Given the reported CET1 ratio 3.6126%, 451965 must take the measures above." in words.closings_due
+    assert all("451965" in c for c in words.closings_due + words.closings_none)
+    answer = f"ANALYSIS:\n- {head}: BREACH\n  measure: {remedies('US', 'US')[0]}\nDIRECTIVE:"
+    for wrong in (" Escalation for 451965: no measure is required.", " CET1 capital: take the measures above."):
+        constraint = HeadConstraint([head], strings, words, stops=(0,))
+        _write(constraint, tokenizer, answer)
+        written = _prefer(constraint, strings, tokenizer, wrong + "\n", steps=40)
+        closing, stop, _ = written.partition(strings.text[0])
+        assert closing.strip() in words.closings_due and stop, written  # a closing to the bank, then the end
+    # no measure written: only a no-measure closing
+    constraint = HeadConstraint([head], strings, words, stops=(0,))
+    _write(constraint, tokenizer, f"ANALYSIS:\n- {head}: OK\nDIRECTIVE:")
+    written = _prefer(constraint, strings, tokenizer, " 451965 is directed to take the measures above.", steps=80)
+    assert written.partition(strings.text[0])[0].strip() in words.closings_none, written
+
+
+def test_closings_cover_every_family_and_finding() -> None:
+    """Each house style's two closings, the finding-citing one once per finding phrase; the reference's finding
+    (``regulator.render._finding``) is among the phrases of its heads."""
+    due, none = closings("B", finding_phrases(["LEVERAGE 3.7293% vs 9% min"]))
+    assert len(due) == len(none) and "B: take the measures above." in due and "No escalation for B." in none
+    assert "Given the reported CBLR leverage ratio 3.7293%, B must take the measures above." in due
+    assert "Given the data-quality findings, no measure is required from B." in none
+    assert len(due) == len(TEMPLATE_FAMILIES) - 1 + len(finding_phrases(["LEVERAGE 3.7293% vs 9% min"]))
