@@ -1,11 +1,13 @@
-"""Probe: a model on the real filings and on real-derived breach cases, with free and with constrained check-line
+"""Probe: a model on the real filings and on real-derived cases, with free and with constrained check-line
 heads (``eval.constrain_heads``), scored as the evaluation scores real filings (``evaluation.real_set``).
 
     python -m bench.probe_real --model registry/production [--real tests/fixtures/real] [--precision fp32] \
         [--modes free constrained]
 
 The derived cases are the FFIEC extracts with their capital scaled (``regulator.derive``): 0.3 for every bank (all
-capital minimums breached), 0.7 for the CBLR electors (just under the framework's 9%). Prints one table per set and
+capital minimums breached), 0.7 for the CBLR electors (just under the framework's 9%); the completed cases are the
+same extracts with the two RC-R items they leave out derived from their own figures (``complete_extract``): every
+rule in force assessable, all compliant, so ``analyze`` can clear them (``auto_ok``). Prints one table per set and
 writes ``bench/results/probe_real.json``.
 """
 
@@ -20,7 +22,7 @@ from pathlib import Path
 from evaluation.real_set import REAL_COLUMNS, score_real_filings
 from finetune.analysis import analyze_filings, resolve_model_ref
 from foundation.paths import code_root, default_registry_dir, write_json_atomic
-from regulator.derive import scale_capital
+from regulator.derive import complete_extract, scale_capital
 from regulator.xbrl import parse_xbrl_file
 
 RESULTS = Path(__file__).resolve().parent / "results" / "probe_real.json"
@@ -40,15 +42,27 @@ def derived_cases(ffiec: Path, out: Path) -> list[Path]:
     return paths
 
 
+def completed_cases(ffiec: Path, out: Path) -> list[Path]:
+    """Write every FFIEC extract completed (``regulator.derive.complete_extract``) into ``out``; return the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for source in sorted(ffiec.glob("*.xml")):
+        path = out / f"{source.stem}-completed.xml"
+        path.write_text(complete_extract(source.read_text()))
+        paths.append(path)
+    return paths
+
+
 def run(model: str, real: Path, precision: str, modes: tuple[str, ...] = ("free", "constrained")) -> dict:
     """Both sets, each decoding of ``modes``: scores, answers' statuses and seconds."""
     model_dir = resolve_model_ref(model, default_registry_dir())
     out: dict = {"model": str(model_dir), "real": str(real), "precision": precision}
     with tempfile.TemporaryDirectory() as tmp:
         derived = derived_cases(real / "ffiec", Path(tmp) / "derived")
+        completed = completed_cases(real / "ffiec", Path(tmp) / "completed")
         for mode in modes:
             constrain = mode == "constrained"
-            for name, paths in (("real", [real]), ("derived", derived)):
+            for name, paths in (("real", [real]), ("derived", derived), ("completed", completed)):
                 started = time.monotonic()
                 results = analyze_filings(paths, model_dir=model_dir, precision=precision, constrain=constrain)
                 readable = [r for r in results if r.status != "error"]
