@@ -124,6 +124,7 @@ def generate_dataset(
     n_examples: int, seed: int, out_dir: Path, eu_fraction: float = 0.5, n_train_balanced: int = 0,
     eu_csv_fraction: float = 0.0, balanced_compliant: float = 0.0, eu_module_fraction: float = 0.0,
     us_extract_fraction: float = 0.0,
+    us_no_at1_fraction: float = 0.0,
 ) -> pd.DataFrame:
     """Write ``n_examples`` (+ ``n_train_balanced``) XBRL instances under ``out_dir/xbrl/``; return the labelled table.
 
@@ -138,14 +139,16 @@ def generate_dataset(
     EU reports are module-wise submissions, as EBA reporters file COREP: one module of ``COREP_MODULES`` (its filing
     indicators and facts only), so the rules of the other templates are ``not filed``. About ``us_extract_fraction``
     of the US reports of the rebalanced pool are filed as the public extracts of real Call Reports are, without
-    ``US_EXTRACT_OMITS`` (validation and test keep full reports). Deterministic for a given ``seed``; each filing is
-    parsed back and labelled by the rule engine.
+    ``US_EXTRACT_OMITS`` (validation and test keep full reports). About ``us_no_at1_fraction`` of the US reports of
+    the rebalanced pool come from banks without additional Tier 1 capital, as most US banks file: Tier 1 is CET1, so
+    two check lines quote the same ratio against different minimums (``without_additional_tier1``). Deterministic for
+    a given ``seed``; each filing is parsed back and labelled by the rule engine.
     """
-    shares = (eu_csv_fraction, balanced_compliant, eu_module_fraction, us_extract_fraction)
+    shares = (eu_csv_fraction, balanced_compliant, eu_module_fraction, us_extract_fraction, us_no_at1_fraction)
     if (n_examples < 0 or n_train_balanced < 0 or n_examples + n_train_balanced < 1 or not 0.0 <= eu_fraction <= 1.0
             or not all(0.0 <= f <= 1.0 for f in shares)):
         raise ValueError(f"need n_examples >= 0, n_train_balanced >= 0, at least one report, and 0 <= eu_fraction, "
-                         f"eu_csv_fraction, balanced_compliant, eu_module_fraction, us_extract_fraction <= 1; got "
+                         f"eu_csv_fraction, balanced_compliant, eu_module_fraction, us_extract_fraction, us_no_at1_fraction <= 1; got "
                          f"{n_examples}, {n_train_balanced}, {eu_fraction}, {', '.join(map(str, shares))}")
     rng = random.Random(seed)
     xbrl_dir = Path(out_dir) / "xbrl"
@@ -172,6 +175,8 @@ def generate_dataset(
         # the extract draw has its own stream too: the share changes which US pool reports omit items, nothing else
         omit = US_EXTRACT_OMITS if (train_only and bank.jurisdiction == "US" and random.Random(
             f"{seed}/{stem.name}/extract").random() < us_extract_fraction) else ()
+        no_at1 = train_only and bank.jurisdiction == "US" and random.Random(
+            f"{seed}/{stem.name}/no_at1").random() < us_no_at1_fraction
         if as_csv:
             figures = report_figures(bank, intent, rng)
             path = stem.with_suffix(".zip")
@@ -181,7 +186,7 @@ def generate_dataset(
         else:
             path = stem.with_suffix(".xml")
             path.write_text(build_instance(bank, report_date, intent, rng, templates=COREP_MODULES.get(module),
-                                           omit=omit), encoding="utf-8")
+                                           omit=omit, no_at1=no_at1), encoding="utf-8")
             parsed = parse_xbrl_file(path)
         row = label_instance(parsed, family=bank.family, bank_name=bank.name)
         rows.append({**row, TRAIN_ONLY: train_only})
@@ -469,6 +474,21 @@ def _figures_us(rng: random.Random, bank: Bank, states: dict[str, str]) -> dict[
     return figures
 
 
+def without_additional_tier1(figures: dict[str, float]) -> dict[str, float]:
+    """A US bank's figures as it files them when it holds no additional Tier 1 capital, as most US banks do (the
+    real extracts of tests/fixtures/real: Tier 1 ratio = CET1 ratio in 4 of 4 risk-based filers): Tier 1 capital
+    and its ratio are the CET1 ones, and the leverage ratio and the conservation buffer follow from them. A CBLR
+    elector (no CET1 filed) is left as it is."""
+    if "RCOAP859" not in figures or "RCOAP793" not in figures:
+        return figures
+    out = dict(figures, RCOA8274=figures["RCOAP859"], RCOA7206=figures["RCOAP793"])
+    if out.get("RCOAA224"):
+        out["RCOA7204"] = round(out["RCOA8274"] / out["RCOAA224"], 4)
+    if "RCOAH311" in out:
+        out["RCOAH311"] = min(out["RCOAP793"] - 0.045, out["RCOA7206"] - 0.06, out["RCOA7205"] - 0.08)
+    return out
+
+
 def _round(value: float, step: int) -> float:
     return float(round(value / step) * step)
 
@@ -504,21 +524,25 @@ def _inject_data_quality(rng: random.Random, figures: dict, jur: str) -> dict[st
 # XBRL writing
 
 
-def report_figures(bank: Bank, intent: str, rng: random.Random) -> dict[str, float | None]:
-    """The reported figures of one synthetic report (datapoint code -> value), broken as ``intent`` says."""
+def report_figures(bank: Bank, intent: str, rng: random.Random, no_at1: bool = False) -> dict[str, float | None]:
+    """The reported figures of one synthetic report (datapoint code -> value), broken as ``intent`` says; with
+    ``no_at1`` a US bank's Tier 1 is its CET1 (``without_additional_tier1``), before any data-quality break."""
     states = _states(rng, bank.jurisdiction, intent)
     figures = _figures_eu(rng, bank, states) if bank.jurisdiction == "EU" else _figures_us(rng, bank, states)
+    if no_at1 and bank.jurisdiction == "US":
+        figures = without_additional_tier1(figures)
     if intent == "data_quality" or (intent == BALANCED and rng.random() < _BALANCED_DQ):
         figures = _inject_data_quality(rng, figures, bank.jurisdiction)
     return figures
 
 
 def build_instance(bank: Bank, report_date: date, intent: str, rng: random.Random,
-                   templates: Iterable[str] | None = None, omit: Iterable[str] = ()) -> str:
+                   templates: Iterable[str] | None = None, omit: Iterable[str] = (), no_at1: bool = False) -> str:
     """The XBRL instance text of one synthetic report (EBA COREP for EU banks, FFIEC Call Report for US banks);
     ``templates`` limits an EU instance to those templates (a module-wise submission, see ``eu_instance``); the
-    items of ``omit`` are left out of it (an extract, see ``US_EXTRACT_OMITS``)."""
-    figures = report_figures(bank, intent, rng)
+    items of ``omit`` are left out of it (an extract, see ``US_EXTRACT_OMITS``); ``no_at1``: a US bank without
+    additional Tier 1 capital."""
+    figures = report_figures(bank, intent, rng, no_at1)
     for code in omit:
         figures.pop(code, None)
     if bank.jurisdiction == "EU":

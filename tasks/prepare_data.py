@@ -73,7 +73,8 @@ def prepare_data(cfg: dict, model_dir: str, out_dir: str, key: str) -> dict:
         raw = generate_dataset(n_examples=n_examples, seed=d.seed, out_dir=tmp / "raw", eu_fraction=d.eu_fraction,
                                n_train_balanced=d.train_balanced, eu_csv_fraction=d.eu_csv_fraction,
                                balanced_compliant=d.train_balanced_compliant, eu_module_fraction=d.eu_module_fraction,
-                               us_extract_fraction=d.train_us_extract_fraction)
+                               us_extract_fraction=d.train_us_extract_fraction,
+                               us_no_at1_fraction=d.train_us_no_at1_fraction)
         raw["source_file"] = [os.path.relpath(p, tmp) if p else "" for p in raw["source_file"]]
         return raw
 

@@ -10,7 +10,7 @@ import pytest
 
 from foundation.errors import XBRLError
 from regulator.answers import parse_answer
-from regulator.generator import RAW_COLUMNS, TRAIN_ONLY, generate_dataset, load_xbrl_folder
+from regulator.generator import RAW_COLUMNS, TRAIN_ONLY, generate_dataset, load_xbrl_folder, without_additional_tier1
 from regulator.render import TEMPLATE_FAMILIES
 from regulator.rules import RULE_CODES, evaluate_rules
 from regulator.xbrl import parse_xbrl_file, render_report
@@ -166,6 +166,32 @@ def test_us_extracts_in_the_pool_leave_out_what_real_extracts_leave_out(tmp_path
     assert any("COMBINED_BUFFER not reported vs 2.5% min: DATA_QUALITY" in t for t in changed["target"])
     with pytest.raises(ValueError, match="us_extract_fraction"):
         generate_dataset(16, seed=5, out_dir=tmp_path / "bad", n_train_balanced=4, us_extract_fraction=-0.1)
+
+
+def test_us_banks_without_additional_tier1_quote_one_ratio_against_two_minimums(tmp_path: Path) -> None:
+    """us_no_at1_fraction: US pool reports of banks without additional Tier 1 capital, as the real risk-based
+    extracts file (Tier 1 ratio = CET1 ratio): the T1 line quotes the CET1 line's figure against its own minimum, and
+    a ratio between 4.5% and 6% is OK on one line and a BREACH on the other; natural and EU reports are untouched."""
+    import re
+
+    base = generate_dataset(16, seed=5, out_dir=tmp_path / "base", n_train_balanced=64)
+    df = generate_dataset(16, seed=5, out_dir=tmp_path / "at1", n_train_balanced=64, us_no_at1_fraction=1.0)
+    changed = df[df["target"] != base["target"]]
+    assert len(changed) >= 10 and changed[TRAIN_ONLY].all() and (changed["jurisdiction"] == "US").all()
+    pairs = []
+    for target in changed["target"]:
+        cet1 = re.search(r"- CET1_RATIO (\S+) vs 4.5% min: (\w+)", target)
+        t1 = re.search(r"- T1_RATIO (\S+) vs 6% min: (\w+)", target)
+        if cet1 and t1:  # not a CBLR elector
+            pairs.append((cet1.group(1) == t1.group(1), cet1.group(2), t1.group(2)))
+    assert pairs and sum(same for same, _, _ in pairs) >= 0.8 * len(pairs)  # a data-quality break may split them
+    assert (True, "OK", "BREACH") in pairs
+    figures = {"RCOAP859": 50.0, "RCOAP793": 0.05, "RCOA8274": 60.0, "RCOA7206": 0.06, "RCOA7205": 0.09,
+               "RCOAA224": 1000.0, "RCOA7204": 0.06, "RCOAH311": 0.005}
+    out = without_additional_tier1(figures)
+    assert (out["RCOA8274"], out["RCOA7206"], out["RCOA7204"]) == (50.0, 0.05, 0.05)
+    assert out["RCOAH311"] == pytest.approx(-0.01)  # T1 5% is 1 point short of its 6% minimum
+    assert without_additional_tier1({"RCOA8274": 60.0, "RCOA7204": 0.1}) == {"RCOA8274": 60.0, "RCOA7204": 0.1}
 
 
 def test_a_pool_alone_and_bad_counts(tmp_path: Path) -> None:
