@@ -331,10 +331,13 @@ def _quarter_end(index: int) -> date:
 # Figures
 
 
-def _margin(rng: random.Random, state: str, healthy_max: int = 900, wide_max: int = WIDE_MAX_BP) -> int:
+def _margin(rng: random.Random, state: str, healthy_max: int = 900, wide_max: int = WIDE_MAX_BP,
+            deep_max: int = 300) -> int:
     """A margin in bp over a threshold for a rule in ``state`` (healthy, near miss, breach).
 
-    A healthy margin is drawn up to ``healthy_max``, or, with probability ``WIDE_SHARE``, log-uniformly from there
+    A breach falls short by up to 60 bp, up to 3 points or, when ``deep_max`` (bp) is larger, by up to that: a bank
+    whose capital has halved files a ratio far under its minimum (a CBLR elector at 3.7% against 9%), and a model
+    that has seen only shortfalls of a few points reads a deep one as the healthy side. A healthy margin is drawn up to ``healthy_max``, or, with probability ``WIDE_SHARE``, log-uniformly from there
     to ``wide_max`` (0: never): real banks hold from a few points over a minimum to several times it (small US banks
     file CET1 ratios of 30-60% and leverage ratios over 20%), and a model that has only seen the first does not learn
     that far above a minimum is still above it.
@@ -342,7 +345,8 @@ def _margin(rng: random.Random, state: str, healthy_max: int = 900, wide_max: in
     if state == "near":
         return rng.randint(0, 49)
     if state == "breach":
-        return -rng.choice((rng.randint(1, 60), rng.randint(1, 300)))
+        depths = (60, 300, deep_max) if deep_max > 300 else (60, 300)
+        return -rng.randint(1, rng.choice(depths))
     if wide_max > healthy_max and rng.random() < WIDE_SHARE:
         return int(math.exp(rng.uniform(math.log(healthy_max), math.log(wide_max))))
     return rng.randint(60, healthy_max)
@@ -390,12 +394,12 @@ def _capital_bp(rng: random.Random, states: dict[str, str], cbr: int) -> tuple[i
     total = max(t1 + rng.randint(100, 350), 800 + cbr + other)
     # A breach (or, in the rebalanced pool, a near miss) of a minimum pulls the lower tiers down with it.
     if states["CET1_RATIO"] in ("breach", "near"):
-        cet1 = 450 + _margin(rng, states["CET1_RATIO"])
+        cet1 = 450 + _margin(rng, states["CET1_RATIO"], deep_max=400)
     if states["T1_RATIO"] in ("breach", "near"):
-        t1 = 600 + _margin(rng, states["T1_RATIO"])
+        t1 = 600 + _margin(rng, states["T1_RATIO"], deep_max=550)
         cet1 = min(cet1, t1 - rng.randint(0, 100))
     if states["TOTAL_CAPITAL_RATIO"] in ("breach", "near"):
-        total = 800 + _margin(rng, states["TOTAL_CAPITAL_RATIO"])
+        total = 800 + _margin(rng, states["TOTAL_CAPITAL_RATIO"], deep_max=750)
         t1 = min(t1, total - rng.randint(0, 150))
         cet1 = min(cet1, t1 - rng.randint(0, 100))
     return max(cet1, 50), max(t1, 60), max(total, 70)
@@ -408,7 +412,8 @@ def _figures_eu(rng: random.Random, bank: Bank, states: dict[str, str]) -> dict[
     rwa = bank.rwa_units * 10_000_000 * rng.uniform(0.95, 1.05) // 10_000_000 * 10_000_000
     t1_amt = t1 * rwa / 10_000
     # a deep breach, never a zero ratio
-    lev = max(300 + _margin(rng, states["LEVERAGE"], healthy_max=500, wide_max=_WIDE_MAX_LEVERAGE_BP), 50)
+    lev = max(300 + _margin(rng, states["LEVERAGE"], healthy_max=500, wide_max=_WIDE_MAX_LEVERAGE_BP,
+                            deep_max=250), 50)
     lev_exposure = _round(t1_amt * 10_000 / lev, 1000)
     outflow = _round(rwa * rng.uniform(0.05, 0.2), 1000)
     lcr = 10_000 + _spread(rng, _margin(rng, states["LCR"], wide_max=0))
@@ -452,8 +457,9 @@ def _figures_us(rng: random.Random, bank: Bank, states: dict[str, str]) -> dict[
     rwa = bank.rwa_units * 10_000_000 * rng.uniform(0.95, 1.05) // 10_000_000 * 10_000_000
     t1_amt = t1 * rwa / 10_000
     # a CBLR elector's leverage ratio is drawn against the framework's 9% instead of the 4% minimum
-    lev = (900 if cblr_elector(bank) else 400) + _margin(rng, states["LEVERAGE"], healthy_max=500,
-                                                         wide_max=_WIDE_MAX_LEVERAGE_BP)
+    minimum = 900 if cblr_elector(bank) else 400
+    lev = minimum + _margin(rng, states["LEVERAGE"], healthy_max=500, wide_max=_WIDE_MAX_LEVERAGE_BP,
+                            deep_max=minimum - 50)
     lev_assets = _round(t1_amt * 10_000 / lev, 1000)
     buffer = min(cet1 - 450, t1 - 600, total - 800)
     figures = {

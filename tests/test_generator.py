@@ -194,6 +194,23 @@ def test_us_banks_without_additional_tier1_quote_one_ratio_against_two_minimums(
     assert without_additional_tier1({"RCOA8274": 60.0, "RCOA7204": 0.1}) == {"RCOA8274": 60.0, "RCOA7204": 0.1}
 
 
+def test_breaches_reach_far_under_the_minimum(tmp_path: Path) -> None:
+    """A breach falls short by a few bp, a few points, or far: a bank whose capital has halved files a ratio deep
+    under its minimum (a CBLR elector's 3.7% against 9%), as the real-derived breach cases do; the generator used to
+    stop 3 points short, so a deep shortfall was a figure the model had never seen on the breach side."""
+    df = generate_dataset(0, seed=11, out_dir=tmp_path / "pool", n_train_balanced=400)
+    shortfalls: dict[str, list[float]] = {}
+    for target in df["target"]:
+        for code, figure, minimum in re.findall(r"^- ([A-Z0-9_]+) ([0-9.]+)% vs ([0-9.]+)% min: BREACH$", target,
+                                                re.MULTILINE):
+            shortfalls.setdefault(code, []).append(float(minimum) - float(figure))
+    for code in ("CET1_RATIO", "T1_RATIO", "TOTAL_CAPITAL_RATIO", "LEVERAGE"):
+        assert max(shortfalls[code]) > 3.0, (code, max(shortfalls[code]))
+    assert min(min(v) for v in shortfalls.values()) > 0  # a breach is under its minimum, never at or over it
+    elector = [line for t in df["target"] for line in t.splitlines() if "vs 9% min: BREACH" in line]
+    assert any(float(line.split()[2].rstrip("%")) < 6.0 for line in elector), elector[:5]
+
+
 def test_a_pool_alone_and_bad_counts(tmp_path: Path) -> None:
     """The rebalanced pool can be drawn without natural reports (probes train on it alone); nothing at all, or a
     negative count, is refused naming the counts."""
