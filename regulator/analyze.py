@@ -39,6 +39,7 @@ from regulator.answers import ParsedAnswer, check_lines, parse_answer
 from foundation.errors import DataError, XBRLError
 from regulator.rules import (BREACH, DATA_QUALITY, NOT_ASSESSED, RULE_CODES, Rule, RuleResult, applicable_rules,
                              assessable_rules, evaluate_rules, regime)
+from regulator.bulk import is_bulk_schedule
 from regulator.packages import read_filing_file, scan_filings
 from regulator.render import DUE_PHRASE, MEASURED_CODES, measure, remedy_code
 from regulator.taxonomy import BY_CODE, KIND, RATIO
@@ -127,7 +128,7 @@ def expand_paths(paths: list[Path]) -> tuple[list[Path], list[FilingResult]]:
 def read_filings(path: Path) -> list[ParsedReport | FilingResult]:
     """The filings of one file: an XBRL instance, or a zip (an xBRL-CSV report package, or a bulk zip of
     instances such as the FFIEC CDR's); an ``error`` result names each reason instead of raising."""
-    if path.suffix.lower() != ".zip":
+    if path.suffix.lower() != ".zip" and not is_bulk_schedule(path):
         return [read_filing(path)]
     out: list[ParsedReport | FilingResult] = []
     try:

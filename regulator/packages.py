@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from foundation.errors import XBRLError
+from regulator.bulk import is_bulk_schedule, read_bulk_schedule
 from regulator.taxonomy import BY_CODE, DPM_RELEASES, EU_DATAPOINTS, MONETARY, RATIO, SHARED_CELLS
 from regulator.xbrl import (
     MAX_BYTES,
@@ -135,7 +136,8 @@ def find_filings(folder: Path) -> list[Path]:
 def scan_filings(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     """The filings of a folder and what its search skipped, each with why, both sorted.
 
-    Filings are the ``*.xml``, ``*.xbrl`` and ``*.zip`` entries that are not folders, recursive; one that is not a
+    Filings are the ``*.xml``, ``*.xbrl`` and ``*.zip`` entries and the FFIEC CDR bulk RC-R schedules
+    (``regulator.bulk``) that are not folders, recursive; one that is not a
     regular file (a pipe, a device, a dangling link) is kept, so that its reader names the problem. Skipped: every
     folder that cannot be read (``permission denied``) and every symbolic link to a folder, which is not followed
     (it may lead anywhere, or back into the tree): the caller reports them, never skips them silently.
@@ -152,14 +154,18 @@ def scan_filings(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
             if os.path.islink(link := os.path.join(root, name)):
                 skipped.append((Path(link), f"a symbolic link to a folder ({os.readlink(link)}), not followed; "
                                             "pass that folder itself to read it"))
-        files.extend(Path(root, name) for name in names if Path(name).suffix.lower() in FILING_SUFFIXES)
+        files.extend(Path(root, name) for name in names
+                     if Path(name).suffix.lower() in FILING_SUFFIXES or is_bulk_schedule(Path(name)))
     return sorted(files), sorted(skipped)
 
 
 def read_filing_file(path: Path) -> list[ParsedReport | XBRLError]:
-    """The filings of one file: an instance, or every filing of a zip (``read_zip``; also a zip named ``.xml``,
-    known by its signature); a zip that cannot be opened at all raises ``XBRLError``."""
+    """The filings of one file: an instance, every filing of a zip (``read_zip``; also a zip named ``.xml``,
+    known by its signature) or every bank of an FFIEC CDR bulk schedule (``regulator.bulk``); a zip or schedule that
+    cannot be read at all raises ``XBRLError``."""
     path = Path(path)
+    if is_bulk_schedule(path):
+        return read_bulk_schedule(path)
     return list(read_zip(path)) if path.suffix.lower() == ".zip" or starts_like_zip(path) else [parse_xbrl_file(path)]
 
 

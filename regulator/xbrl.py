@@ -53,6 +53,8 @@ ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's local file header, an empt
 PERCENT_UNITS = ("percent", "pct")  # a unit measure (local name) that says a ratio is filed in percent
 # The CBLR election (RCOALE74, Schedule RC-R Part I item 31.a) as filed: an elector, or not.
 _CBLR_ELECTION = {"1": "CBLR", "true": "CBLR", "0": "", "false": ""}
+# A buffer and the (ratio, minimum) pairs it is the lowest margin of (12 CFR 324.11(a)(4)(ii)).
+BUFFER_OVER = {"RCOAH311": (("RCOAP793", 0.045), ("RCOA7206", 0.06), ("RCOA7205", 0.08))}
 _RSSD_ID = re.compile(r"[1-9][0-9]{0,9}")  # an FFIEC RSSD ID: a positive integer
 _LEI = re.compile(r"[A-Z0-9]{18}[0-9]{2}")  # ISO 17442: 18 alphanumerics and two check digits
 
@@ -182,17 +184,13 @@ def parse_xbrl_bytes(data: bytes, *, source: str = "<bytes>", max_bytes: int = M
         facts[dp.code] = value
         fact_units[dp.code] = unit
     normalise_ratios(facts, fact_units, warnings)
-    normalise_ratios(advanced, advanced_units, warnings, approach=" (RCFW, advanced approaches)")
-    both = {code for code in advanced if code in facts and KIND.get(code) == RATIO}
-    for code, value in advanced.items():  # RCFW* alone (some extracts carry CET1 only as RCFWP859): used as filed
-        if code not in facts:
-            facts[code], fact_units[code] = value, advanced_units[code]
+    both = merge_advanced(facts, fact_units, advanced, advanced_units, warnings)
     currency = check_currency(facts, fact_units, jurisdiction, warnings)
     filed = {(el.text or "").strip() for el in root.iter("{%s}filingIndicator" % NS["find"])
              if el.get("filed", "true") != "false"}
     unreadable = unreadable_datapoints(filed, release, facts, warnings) if jurisdiction == "EU" else {}
-    if framework == "CBLR":  # an elector reports no risk-based figure (Schedule RC-R Part I, items 32-53)
-        unreadable = {code: "n/a" for code in CBLR_NOT_REPORTED if code not in facts}
+    if framework == "CBLR":
+        unreadable = cblr_unreadable(facts)
     return ParsedReport(
         source=source,
         jurisdiction=jurisdiction,
@@ -207,8 +205,27 @@ def parse_xbrl_bytes(data: bytes, *, source: str = "<bytes>", max_bytes: int = M
         unreadable=unreadable,
         release=release,
         framework=framework,
-        advanced={code: advanced[code] for code in sorted(both)},
+        advanced=both,
     )
+
+
+def merge_advanced(facts: dict[str, float | None], fact_units: dict[str, str], advanced: dict[str, float | None],
+                   advanced_units: dict[str, str], warnings: list[str]) -> dict[str, float | None]:
+    """Read an FFIEC 031 filer's advanced-approaches items (RCFW*, by RCOA code) as decimals; one filed without its
+    standardized RCFA twin joins ``facts`` as filed (some extracts carry CET1 only as RCFWP859); return the ratios
+    filed under both approaches (``ParsedReport.advanced``), which the rules compare at the lower."""
+    normalise_ratios(advanced, advanced_units, warnings, approach=" (RCFW, advanced approaches)")
+    both = {code for code in advanced if code in facts and KIND.get(code) == RATIO}
+    for code, value in advanced.items():
+        if code not in facts:
+            facts[code], fact_units[code] = value, advanced_units[code]
+    return {code: advanced[code] for code in sorted(both)}
+
+
+def cblr_unreadable(facts: dict[str, float | None]) -> dict[str, str]:
+    """What a CBLR elector's filing cannot give: it reports no risk-based figure (Schedule RC-R Part I, items
+    32-53), so those rules are not applicable (``n/a``) rather than missing."""
+    return {code: "n/a" for code in CBLR_NOT_REPORTED if code not in facts}
 
 
 def _fact_elements(root: Element) -> list[tuple[Element, str, str, str | None]]:
@@ -529,15 +546,19 @@ def normalise_ratios(facts: dict[str, float | None], units: dict[str, str], warn
                      approach: str = "") -> None:
     """Read every ratio of ``facts`` as the decimal the rules use (in place), deciding its unit (``ratio_as_decimal``).
     ``approach`` follows the datapoint code in the warnings (`` (RCFW, advanced approaches)``)."""
-    for code, value in facts.items():
+    for code in sorted(facts, key=lambda c: c in BUFFER_OVER):  # a buffer after the ratios it is read against
+        value = facts[code]
         if value is not None and KIND.get(code) == RATIO:
             facts[code] = ratio_as_decimal(code, value, units.get(code, ""), facts, warnings, approach)
 
 
 def ratio_as_decimal(code: str, value: float, unit: str, facts: dict[str, float | None], warnings: list[str],
                      approach: str = "") -> float | None:
-    """A ratio fact as a decimal (0.95 = 95%): a unit that says percent is divided by 100; otherwise the value's
-    plausibility decides (``RATIO_UNIT_BOUNDS``), with a warning naming the fact, the value and what was assumed.
+    """A ratio fact as a decimal (0.95 = 95%): a unit that says percent is divided by 100, whatever its size (real
+    trust banks file CET1 ratios of 300% and more); otherwise the value's plausibility decides
+    (``RATIO_UNIT_BOUNDS``), with a warning naming the fact, the value and what was assumed. A buffer over its bound
+    is read the way that agrees with the bank's own ratios (``implied_buffer``): 1.09 is a 109% buffer beside a 113.5%
+    CET1 ratio and a 1.09% one beside a 5.59% ratio.
 
     A ratio filed with its components (``RATIO_COMPONENTS``) is left as filed below the bound of no plausible
     figure: the data-quality checks compare it with them and name a x100 scale error. A value plausible neither as
@@ -553,13 +574,18 @@ def ratio_as_decimal(code: str, value: float, unit: str, facts: dict[str, float 
         warnings.append(f"{name} is not a plausible ratio (below {RATIO_MIN:g}, under any unit: a scale or a unit "
                         "error); treated as not reported")
         return None
-    if size <= decimal_max:
+    if size <= decimal_max or in_percent:  # its unit says what it is: a trust bank's 370% CET1 ratio is real
         return decimal
-    if size > percent_above * (1 if in_percent else 100):
+    implied = implied_buffer(code, facts)
+    if implied is not None:  # a buffer over 100%: the bank's own ratios say which reading it is
+        if abs(value - implied) <= abs(value / 100 - implied):
+            return value
+        warnings.append(f"{name} is not plausible as a decimal ratio ({value * 100:.6g}%) and the bank's ratios "
+                        f"give a buffer of {implied * 100:.4g}%: read as a percent, {value:.6g}% = {value / 100:.6g}")
+        return value / 100
+    if size > percent_above * 100:
         warnings.append(f"{name} is not plausible as a decimal ratio or as a percent; treated as not reported")
         return None
-    if in_percent:  # its unit says what it is: no plausibility reading
-        return decimal
     num, den = RATIO_COMPONENTS.get(code, ("", ""))
     if facts.get(num) is not None and facts.get(den):  # the data-quality check compares it with its components
         if size > percent_above:
@@ -573,6 +599,17 @@ def ratio_as_decimal(code: str, value: float, unit: str, facts: dict[str, float 
     warnings.append(f"{name}: cannot tell a decimal ratio ({value * 100:.6g}%) from a percent ({value:.6g}%); read as "
                     "a decimal, as ratios are filed")
     return value
+
+
+def implied_buffer(code: str, facts: dict[str, float | None]) -> float | None:
+    """The buffer ``code`` must equal by its definition from the ratios ``facts`` holds (``BUFFER_OVER``: the
+    conservation buffer is the lowest of CET1 - 4.5%, Tier 1 - 6% and total - 8%, 12 CFR 324.11(a)(4)(ii)), or None
+    when ``code`` is no such buffer or a ratio is not filed."""
+    over = BUFFER_OVER.get(code)
+    ratios = [facts.get(ratio) for ratio, _ in over] if over else []
+    if not over or any(r is None for r in ratios):
+        return None
+    return min(r - minimum for r, (_, minimum) in zip(ratios, over))
 
 
 def check_currency(facts: dict, units: dict[str, str], jurisdiction: str, warnings: list[str]) -> str:

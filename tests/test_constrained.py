@@ -17,7 +17,7 @@ from evaluation.constrained import (
     heads_from_reference, next_line_openings, outcomes_for, report_words,
 )
 from regulator.generator import generate_dataset, us_instance
-from regulator.packages import read_zip
+from regulator.packages import read_filing_file, scan_filings
 from regulator.render import family_for_bank, render_target
 from finetune.analysis import filing_words
 from regulator.render import TEMPLATE_FAMILIES, closings, finding_phrases, remedies
@@ -140,8 +140,8 @@ def test_the_rule_engine_writes_within_the_vocabulary(tmp_path: Path) -> None:
                              eu_module_fraction=0.3)
     lines = [line for answer in table["target"] for line in _check_lines(answer)]
     real = Path(__file__).parent / "fixtures" / "real"
-    for path in sorted(p for p in real.rglob("*") if p.is_file() and p.suffix in (".xml", ".xbrl", ".zip")):
-        for parsed in (read_zip(path) if path.suffix == ".zip" else [parse_xbrl_file(path)]):
+    for path in scan_filings(real)[0]:  # instances, zips and the FFIEC bulk schedule's banks
+        for parsed in read_filing_file(path):
             lines += [tuple(c.line().rsplit(": ", 1)) for c in evaluate_rules(parsed).checks if c.code != FREE_CODE]
     assert len(lines) > 1000 and {o for _, o in lines} >= {"OK", "BREACH", "NOT_ASSESSED", "DATA_QUALITY"}
     assert [(h, o) for h, o in lines if o not in outcomes_for(h)] == []
@@ -206,8 +206,8 @@ def test_every_reference_answer_is_allowed_token_by_token(vocab, tmp_path: Path)
     answers = [(heads_from_reference(t), report_words(r, heads_from_reference(t)), t)
                for t, r in zip(table["target"], table["report_text"])]
     real = Path(__file__).parent / "fixtures" / "real"
-    for path in sorted(p for p in real.rglob("*") if p.is_file() and p.suffix in (".xml", ".xbrl", ".zip")):
-        for parsed in (read_zip(path) if path.suffix == ".zip" else [parse_xbrl_file(path)]):
+    for path in scan_filings(real)[0]:  # instances, zips and the FFIEC bulk schedule's banks
+        for parsed in read_filing_file(path):
             result = evaluate_rules(parsed)
             assert rendered_regime(render_report(parsed)) == (parsed.jurisdiction, regime(parsed))
             assert rendered_entity(render_report(parsed)) == parsed.entity_name
