@@ -158,6 +158,21 @@ def _bank(path: Path, number: int, header: list[str], cells: list[str], report_d
     )
 
 
+def trim_schedule(source: Path, out_dir: Path, rssd_ids: list[str], header_lines: int = 2) -> Path:
+    """Write ``source``'s first ``header_lines`` lines (2 for a schedule, 1 for a panel of reporters) and the lines
+    of the banks ``rssd_ids`` (in the source's order) byte for byte to ``out_dir`` under the same name, so a sample
+    of the banks is still the FFIEC's text; ``ValueError`` naming any id the source does not hold."""
+    lines = Path(source).read_bytes().splitlines(keepends=True)
+    wanted = set(rssd_ids)
+    kept = [line for line in lines[header_lines:] if line.split(b"\t", 1)[0].strip().decode() in wanted]
+    missing = wanted - {line.split(b"\t", 1)[0].strip().decode() for line in kept}
+    if missing:
+        raise ValueError(f"{source}: no line for RSSD {', '.join(sorted(missing))}")
+    out = Path(out_dir) / Path(source).name
+    out.write_bytes(b"".join(lines[:header_lines] + kept))
+    return out
+
+
 def _datapoint_code(mdrm: str) -> str | None:
     """The datapoint an RC-R item is (as ``regulator.xbrl`` reads an instance's concepts), or None."""
     if mdrm[:4] in ("RCFA", "RCFW"):

@@ -16,19 +16,7 @@ import hashlib
 import sys
 from pathlib import Path
 
-
-def trim(source: Path, out_dir: Path, rssd_ids: list[str], header_lines: int) -> Path:
-    """Write ``source``'s first ``header_lines`` lines and the lines of ``rssd_ids`` (in the source's order) to
-    ``out_dir`` under the same name; fail naming any id the source does not hold."""
-    lines = source.read_bytes().splitlines(keepends=True)
-    wanted = set(rssd_ids)
-    kept = [line for line in lines[header_lines:] if line.split(b"\t", 1)[0].strip().decode() in wanted]
-    found = {line.split(b"\t", 1)[0].strip().decode() for line in kept}
-    if found != wanted:
-        raise SystemExit(f"{source}: no line for RSSD {', '.join(sorted(wanted - found))}")
-    out = out_dir / source.name
-    out.write_bytes(b"".join(lines[:header_lines] + kept))
-    return out
+from regulator.bulk import trim_schedule
 
 
 def main(argv: list[str]) -> None:
@@ -37,7 +25,7 @@ def main(argv: list[str]) -> None:
     schedule, panel, out_dir, ids = Path(argv[0]), Path(argv[1]), Path(argv[2]), argv[3:]
     out_dir.mkdir(parents=True, exist_ok=True)
     for source, header_lines in ((schedule, 2), (panel, 1)):  # a schedule has a line of descriptions too
-        out = trim(source, out_dir, ids, header_lines)
+        out = trim_schedule(source, out_dir, ids, header_lines)
         for path in (source, out):
             print(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.stat().st_size:>9,}  {path}")
 

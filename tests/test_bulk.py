@@ -10,7 +10,7 @@ import pytest
 
 from foundation.errors import XBRLError
 from regulator.analyze import analyze_report, expand_paths, read_filings
-from regulator.bulk import is_bulk_schedule, read_bulk_schedule
+from regulator.bulk import is_bulk_schedule, read_bulk_schedule, trim_schedule
 from regulator.generator import load_xbrl_folder
 from regulator.rules import evaluate_rules, regime
 from regulator.xbrl import ParsedReport, normalise_ratios, render_report
@@ -123,3 +123,16 @@ def test_a_buffer_over_100_percent_is_read_the_way_the_banks_ratios_agree_with()
         normalise_ratios(facts, {code: "pure" for code in facts}, warnings)
         assert facts["RCOAH311"] == pytest.approx(want)
         assert any("RCOAH311" in w for w in warnings) == (want < 1)  # reading it as a percent is said
+
+
+def test_a_sample_of_banks_is_the_ffiecs_text_byte_for_byte(tmp_path: Path) -> None:
+    """trim_schedule (the fixture's and bench/probe_bulk's sampler) keeps the header lines and the chosen banks'
+    lines as they are (CRLF too); an id the source does not hold is named."""
+    out = trim_schedule(SCHEDULE, tmp_path, ["927134", "852218"])
+    lines = SCHEDULE.read_bytes().splitlines(keepends=True)
+    kept = out.read_bytes().splitlines(keepends=True)
+    assert kept[:2] == lines[:2] and len(kept) == 4 and all(line in lines for line in kept)
+    assert kept[2].endswith(b"\r\n")
+    assert [p.entity_id for p in read_bulk_schedule(out)] == ["852218", "927134"]  # the source's order
+    with pytest.raises(ValueError, match="no line for RSSD 1"):
+        trim_schedule(SCHEDULE, tmp_path, ["1"])
