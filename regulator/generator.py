@@ -125,6 +125,7 @@ def generate_dataset(
     eu_csv_fraction: float = 0.0, balanced_compliant: float = 0.0, eu_module_fraction: float = 0.0,
     us_extract_fraction: float = 0.0,
     us_no_at1_fraction: float = 0.0,
+    us_elector_extract_fraction: float | None = None,
 ) -> pd.DataFrame:
     """Write ``n_examples`` (+ ``n_train_balanced``) XBRL instances under ``out_dir/xbrl/``; return the labelled table.
 
@@ -139,16 +140,21 @@ def generate_dataset(
     EU reports are module-wise submissions, as EBA reporters file COREP: one module of ``COREP_MODULES`` (its filing
     indicators and facts only), so the rules of the other templates are ``not filed``. About ``us_extract_fraction``
     of the US reports of the rebalanced pool are filed as the public extracts of real Call Reports are, without
-    ``US_EXTRACT_OMITS`` (validation and test keep full reports). About ``us_no_at1_fraction`` of the US reports of
+    ``US_EXTRACT_OMITS`` (validation and test keep full reports); of its CBLR electors, about
+    ``us_elector_extract_fraction`` (None: the same share): an elector's extract files its leverage ratio but not the
+    assets behind it, a finding the model meets in few pool reports otherwise. About ``us_no_at1_fraction`` of the US reports of
     the rebalanced pool come from banks without additional Tier 1 capital, as most US banks file: Tier 1 is CET1, so
     two check lines quote the same ratio against different minimums (``without_additional_tier1``). Deterministic for
     a given ``seed``; each filing is parsed back and labelled by the rule engine.
     """
-    shares = (eu_csv_fraction, balanced_compliant, eu_module_fraction, us_extract_fraction, us_no_at1_fraction)
+    elector_share = us_extract_fraction if us_elector_extract_fraction is None else us_elector_extract_fraction
+    shares = (eu_csv_fraction, balanced_compliant, eu_module_fraction, us_extract_fraction, us_no_at1_fraction,
+              elector_share)
     if (n_examples < 0 or n_train_balanced < 0 or n_examples + n_train_balanced < 1 or not 0.0 <= eu_fraction <= 1.0
             or not all(0.0 <= f <= 1.0 for f in shares)):
         raise ValueError(f"need n_examples >= 0, n_train_balanced >= 0, at least one report, and 0 <= eu_fraction, "
-                         f"eu_csv_fraction, balanced_compliant, eu_module_fraction, us_extract_fraction, us_no_at1_fraction <= 1; got "
+                         f"eu_csv_fraction, balanced_compliant, eu_module_fraction, us_extract_fraction, us_no_at1_fraction, "
+                         f"us_elector_extract_fraction <= 1; got "
                          f"{n_examples}, {n_train_balanced}, {eu_fraction}, {', '.join(map(str, shares))}")
     rng = random.Random(seed)
     xbrl_dir = Path(out_dir) / "xbrl"
@@ -173,8 +179,9 @@ def generate_dataset(
         if module:
             stem = stem.with_name(f"{stem.name}_{module}")
         # the extract draw has its own stream too: the share changes which US pool reports omit items, nothing else
+        share = elector_share if bank.jurisdiction == "US" and cblr_elector(bank) else us_extract_fraction
         omit = US_EXTRACT_OMITS if (train_only and bank.jurisdiction == "US" and random.Random(
-            f"{seed}/{stem.name}/extract").random() < us_extract_fraction) else ()
+            f"{seed}/{stem.name}/extract").random() < share) else ()
         no_at1 = train_only and bank.jurisdiction == "US" and random.Random(
             f"{seed}/{stem.name}/no_at1").random() < us_no_at1_fraction
         if as_csv:

@@ -168,6 +168,23 @@ def test_us_extracts_in_the_pool_leave_out_what_real_extracts_leave_out(tmp_path
         generate_dataset(16, seed=5, out_dir=tmp_path / "bad", n_train_balanced=4, us_extract_fraction=-0.1)
 
 
+def test_the_electors_share_of_extracts_is_its_own(tmp_path: Path) -> None:
+    """us_elector_extract_fraction: the CBLR electors of the pool filed as extracts (leverage ratio without the
+    assets behind it) at their own share; the risk-based banks keep us_extract_fraction's."""
+    df = generate_dataset(16, seed=5, out_dir=tmp_path / "el", n_train_balanced=96, us_extract_fraction=0.0,
+                          us_elector_extract_fraction=1.0)
+    pool = df[df[TRAIN_ONLY] & (df["jurisdiction"] == "US")]
+    electors = pool["report_text"].str.split("\n").str[0].str.contains("CBLR")
+    assert electors.sum() >= 3 and (~electors).sum() >= 3
+    assert pool.loc[electors, "report_text"].str.contains("leverage assets not reported").all()
+    risk_based = pool.loc[~electors, "report_text"]
+    assert not (risk_based.str.contains("conservation buffer not reported")
+                & risk_based.str.contains("leverage assets not reported")).any()  # no extract among them
+    assert pool.loc[electors, "target"].str.contains("DATA_QUALITY leverage assets not reported: DATA_QUALITY").all()
+    with pytest.raises(ValueError, match="us_elector_extract_fraction"):
+        generate_dataset(16, seed=5, out_dir=tmp_path / "bad", n_train_balanced=4, us_elector_extract_fraction=2.0)
+
+
 def test_us_banks_without_additional_tier1_quote_one_ratio_against_two_minimums(tmp_path: Path) -> None:
     """us_no_at1_fraction: US pool reports of banks without additional Tier 1 capital, as the real risk-based
     extracts file (Tier 1 ratio = CET1 ratio): the T1 line quotes the CET1 line's figure against its own minimum, and
