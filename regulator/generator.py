@@ -126,6 +126,7 @@ def generate_dataset(
     us_extract_fraction: float = 0.0,
     us_no_at1_fraction: float = 0.0,
     us_elector_extract_fraction: float | None = None,
+    us_total_bound_fraction: float = 0.0,
 ) -> pd.DataFrame:
     """Write ``n_examples`` (+ ``n_train_balanced``) XBRL instances under ``out_dir/xbrl/``; return the labelled table.
 
@@ -144,17 +145,20 @@ def generate_dataset(
     ``us_elector_extract_fraction`` (None: the same share): an elector's extract files its leverage ratio but not the
     assets behind it, a finding the model meets in few pool reports otherwise. About ``us_no_at1_fraction`` of the US reports of
     the rebalanced pool come from banks without additional Tier 1 capital, as most US banks file: Tier 1 is CET1, so
-    two check lines quote the same ratio against different minimums (``without_additional_tier1``). Deterministic for
+    two check lines quote the same ratio against different minimums (``without_additional_tier1``). About
+    ``us_total_bound_fraction`` of them hold little additional Tier 1 and Tier 2, so the total capital ratio binds
+    the conservation buffer and a buffer shortfall comes with a healthy CET1 ratio (``bound_by_total_capital``).
+    Deterministic for
     a given ``seed``; each filing is parsed back and labelled by the rule engine.
     """
     elector_share = us_extract_fraction if us_elector_extract_fraction is None else us_elector_extract_fraction
     shares = (eu_csv_fraction, balanced_compliant, eu_module_fraction, us_extract_fraction, us_no_at1_fraction,
-              elector_share)
+              elector_share, us_total_bound_fraction)
     if (n_examples < 0 or n_train_balanced < 0 or n_examples + n_train_balanced < 1 or not 0.0 <= eu_fraction <= 1.0
             or not all(0.0 <= f <= 1.0 for f in shares)):
         raise ValueError(f"need n_examples >= 0, n_train_balanced >= 0, at least one report, and 0 <= eu_fraction, "
                          f"eu_csv_fraction, balanced_compliant, eu_module_fraction, us_extract_fraction, us_no_at1_fraction, "
-                         f"us_elector_extract_fraction <= 1; got "
+                         f"us_elector_extract_fraction, us_total_bound_fraction <= 1; got "
                          f"{n_examples}, {n_train_balanced}, {eu_fraction}, {', '.join(map(str, shares))}")
     rng = random.Random(seed)
     xbrl_dir = Path(out_dir) / "xbrl"
@@ -184,6 +188,9 @@ def generate_dataset(
             f"{seed}/{stem.name}/extract").random() < share) else ()
         no_at1 = train_only and bank.jurisdiction == "US" and random.Random(
             f"{seed}/{stem.name}/no_at1").random() < us_no_at1_fraction
+        total_draws = random.Random(f"{seed}/{stem.name}/total_bound")
+        total_bound = total_draws if (train_only and bank.jurisdiction == "US"
+                                      and total_draws.random() < us_total_bound_fraction) else None
         if as_csv:
             figures = report_figures(bank, intent, rng)
             path = stem.with_suffix(".zip")
@@ -193,7 +200,7 @@ def generate_dataset(
         else:
             path = stem.with_suffix(".xml")
             path.write_text(build_instance(bank, report_date, intent, rng, templates=COREP_MODULES.get(module),
-                                           omit=omit, no_at1=no_at1), encoding="utf-8")
+                                           omit=omit, no_at1=no_at1, total_bound=total_bound), encoding="utf-8")
             parsed = parse_xbrl_file(path)
         row = label_instance(parsed, family=bank.family, bank_name=bank.name)
         rows.append({**row, TRAIN_ONLY: train_only})
@@ -502,6 +509,29 @@ def without_additional_tier1(figures: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def bound_by_total_capital(figures: dict[str, float], rng: random.Random) -> dict[str, float]:
+    """A US bank's figures as most real risk-based filers have them: little additional Tier 1 and Tier 2 capital,
+    so the Tier 1 ratio lies 0.3 to 2 points under the total capital ratio, CET1 at most a point under Tier 1, and
+    the conservation buffer (the lowest headroom, 12 CFR 324.11(a)(4)(ii)) is the total ratio's: a bank 0.04 points
+    short of its buffer files a CET1 ratio of 9%, not 7% (the 2024-06-30 bulk data: 2594240, CET1 9.34%, total
+    10.46%, buffer 2.46%). Raises CET1 and Tier 1 (amounts and leverage ratio follow) and keeps the total ratio;
+    left as it is when a ratio is under its minimum (a breach stays the breach it was) or not filed."""
+    codes = ("RCOAP793", "RCOA7206", "RCOA7205", "RCOA7204", "RCOAA223")
+    if any(figures.get(c) is None for c in codes) or figures["RCOAP793"] < 0.045 or figures["RCOA7206"] < 0.06 \
+            or figures["RCOA7205"] < 0.08 or figures["RCOA7204"] < 0.04:
+        return figures
+    total, rwa = figures["RCOA7205"], figures["RCOAA223"]
+    t1 = max(figures["RCOA7206"], round(total - rng.uniform(0.003, 0.02), 4))
+    cet1 = max(figures["RCOAP793"], round(t1 - rng.choice((0.0, 0.0, rng.uniform(0.0, 0.01))), 4))
+    out = dict(figures, RCOAP793=cet1, RCOA7206=t1, RCOAP859=_round(cet1 * rwa, 1000),
+               RCOA8274=_round(t1 * rwa, 1000))
+    if out.get("RCOAA224"):
+        out["RCOA7204"] = round(out["RCOA8274"] / out["RCOAA224"], 4)
+    if "RCOAH311" in out:
+        out["RCOAH311"] = round(min(cet1 - 0.045, t1 - 0.06, total - 0.08), 4)
+    return out
+
+
 def _round(value: float, step: int) -> float:
     return float(round(value / step) * step)
 
@@ -537,25 +567,30 @@ def _inject_data_quality(rng: random.Random, figures: dict, jur: str) -> dict[st
 # XBRL writing
 
 
-def report_figures(bank: Bank, intent: str, rng: random.Random, no_at1: bool = False) -> dict[str, float | None]:
+def report_figures(bank: Bank, intent: str, rng: random.Random, no_at1: bool = False,
+                   total_bound: random.Random | None = None) -> dict[str, float | None]:
     """The reported figures of one synthetic report (datapoint code -> value), broken as ``intent`` says; with
-    ``no_at1`` a US bank's Tier 1 is its CET1 (``without_additional_tier1``), before any data-quality break."""
+    ``no_at1`` a US bank's Tier 1 is its CET1 (``without_additional_tier1``); with a ``total_bound`` draw its
+    buffer is bound by the total capital ratio (``bound_by_total_capital``); both before any data-quality break."""
     states = _states(rng, bank.jurisdiction, intent)
     figures = _figures_eu(rng, bank, states) if bank.jurisdiction == "EU" else _figures_us(rng, bank, states)
     if no_at1 and bank.jurisdiction == "US":
         figures = without_additional_tier1(figures)
+    if total_bound is not None and bank.jurisdiction == "US":
+        figures = bound_by_total_capital(figures, total_bound)
     if intent == "data_quality" or (intent == BALANCED and rng.random() < _BALANCED_DQ):
         figures = _inject_data_quality(rng, figures, bank.jurisdiction)
     return figures
 
 
 def build_instance(bank: Bank, report_date: date, intent: str, rng: random.Random,
-                   templates: Iterable[str] | None = None, omit: Iterable[str] = (), no_at1: bool = False) -> str:
+                   templates: Iterable[str] | None = None, omit: Iterable[str] = (), no_at1: bool = False,
+                   total_bound: random.Random | None = None) -> str:
     """The XBRL instance text of one synthetic report (EBA COREP for EU banks, FFIEC Call Report for US banks);
     ``templates`` limits an EU instance to those templates (a module-wise submission, see ``eu_instance``); the
     items of ``omit`` are left out of it (an extract, see ``US_EXTRACT_OMITS``); ``no_at1``: a US bank without
-    additional Tier 1 capital."""
-    figures = report_figures(bank, intent, rng, no_at1)
+    additional Tier 1 capital; ``total_bound``: the draws of a US bank whose buffer its total capital ratio binds."""
+    figures = report_figures(bank, intent, rng, no_at1, total_bound)
     for code in omit:
         figures.pop(code, None)
     if bank.jurisdiction == "EU":

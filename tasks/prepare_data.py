@@ -75,7 +75,8 @@ def prepare_data(cfg: dict, model_dir: str, out_dir: str, key: str) -> dict:
                                balanced_compliant=d.train_balanced_compliant, eu_module_fraction=d.eu_module_fraction,
                                us_extract_fraction=d.train_us_extract_fraction,
                                us_no_at1_fraction=d.train_us_no_at1_fraction,
-                               us_elector_extract_fraction=d.train_us_elector_extract_fraction)
+                               us_elector_extract_fraction=d.train_us_elector_extract_fraction,
+                               us_total_bound_fraction=d.train_us_total_bound_fraction)
         raw["source_file"] = [os.path.relpath(p, tmp) if p else "" for p in raw["source_file"]]
         return raw
 

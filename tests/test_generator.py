@@ -10,7 +10,8 @@ import pytest
 
 from foundation.errors import XBRLError
 from regulator.answers import parse_answer
-from regulator.generator import RAW_COLUMNS, TRAIN_ONLY, generate_dataset, load_xbrl_folder, without_additional_tier1
+from regulator.generator import (RAW_COLUMNS, TRAIN_ONLY, bound_by_total_capital, generate_dataset, load_xbrl_folder,
+                                 without_additional_tier1)
 from regulator.render import TEMPLATE_FAMILIES
 from regulator.rules import RULE_CODES, evaluate_rules
 from regulator.xbrl import parse_xbrl_file, render_report
@@ -226,6 +227,27 @@ def test_breaches_reach_far_under_the_minimum(tmp_path: Path) -> None:
     assert min(min(v) for v in shortfalls.values()) > 0  # a breach is under its minimum, never at or over it
     elector = [line for t in df["target"] for line in t.splitlines() if "vs 9% min: BREACH" in line]
     assert any(float(line.split()[2].rstrip("%")) < 6.0 for line in elector), elector[:5]
+
+
+def test_a_buffer_bound_by_total_capital_comes_with_a_healthy_cet1_ratio(tmp_path: Path) -> None:
+    """us_total_bound_fraction: pool banks with little additional Tier 1 and Tier 2, as real filers (the 2024-06-30
+    bulk data's 2594240: CET1 9.34%, total 10.46%, buffer 2.46%): a buffer shortfall whose CET1 ratio is far over
+    4.5% + 2.5%, which the rest of the generator never writes; a breach of a minimum stays that breach."""
+    import random
+
+    figures = {"RCOAP859": 570.0, "RCOA8274": 800.0, "RCOA3792": 1020.0, "RCOAA223": 10_000.0, "RCOAA224": 12_000.0,
+               "RCOAP793": 0.057, "RCOA7206": 0.08, "RCOA7205": 0.102, "RCOA7204": 0.0667, "RCOAH311": 0.012}
+    out = bound_by_total_capital(figures, random.Random(1))
+    assert out["RCOA7205"] == 0.102 and out["RCOAH311"] == pytest.approx(0.022)  # total binds: 10.2% - 8%
+    assert 0.082 <= out["RCOA7206"] <= 0.099 and out["RCOA7206"] - 0.01 <= out["RCOAP793"] <= out["RCOA7206"]
+    assert out["RCOA8274"] == pytest.approx(out["RCOA7206"] * 10_000, abs=1000)
+    assert out["RCOA7204"] == round(out["RCOA8274"] / 12_000, 4)
+    assert bound_by_total_capital(dict(figures, RCOAP793=0.04), random.Random(1))["RCOAP793"] == 0.04
+    df = generate_dataset(0, seed=5, out_dir=tmp_path / "tb", n_train_balanced=160, us_total_bound_fraction=1.0)
+    shortfalls = [(float(cet1), float(buf)) for t in df["target"] for cet1, buf in re.findall(
+        r"CET1_RATIO ([0-9.]+)% vs 4.5% min: OK\n- T1_RATIO .*\n- TOTAL_CAPITAL_RATIO .*\n- COMBINED_BUFFER "
+        r"([0-9.]+)% vs 2.5% min: BREACH", t)]
+    assert shortfalls and any(cet1 > 8.0 for cet1, _ in shortfalls), shortfalls
 
 
 def test_a_pool_alone_and_bad_counts(tmp_path: Path) -> None:
