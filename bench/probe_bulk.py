@@ -21,11 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.probe_real import print_and_write
 from evaluation.real_set import score_real_filings
 from finetune.analysis import analyze_filings, resolve_model_ref
 from foundation.paths import code_root, default_registry_dir
 from regulator.analyze import analyze_report
-from bench.probe_real import print_and_write
 from regulator.bulk import POR_NAME, SCHEDULE_NAME, read_bulk_schedule, trim_schedule
 from regulator.xbrl import ParsedReport
 

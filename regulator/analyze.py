@@ -126,8 +126,9 @@ def expand_paths(paths: list[Path]) -> tuple[list[Path], list[FilingResult]]:
 
 
 def read_filings(path: Path) -> list[ParsedReport | FilingResult]:
-    """The filings of one file: an XBRL instance, or a zip (an xBRL-CSV report package, or a bulk zip of
-    instances such as the FFIEC CDR's); an ``error`` result names each reason instead of raising."""
+    """The filings of one file: an XBRL instance, a zip (an xBRL-CSV report package, or a bulk zip of instances
+    such as the FFIEC CDR's) or an FFIEC CDR bulk schedule (a filing per bank); an ``error`` result names each reason
+    instead of raising."""
     if path.suffix.lower() != ".zip" and not is_bulk_schedule(path):
         return [read_filing(path)]
     out: list[ParsedReport | FilingResult] = []
@@ -138,7 +139,8 @@ def read_filings(path: Path) -> list[ParsedReport | FilingResult]:
     except XBRLError as exc:
         out.append(FilingResult(str(path), ERROR, [str(exc)]))
     except Exception as exc:  # one odd zip must never stop the other filings; the reason names the failure
-        out.append(FilingResult(str(path), ERROR, [f"{path}: the zip reader failed ({type(exc).__name__}: {exc})"]))
+        reader = "bulk schedule reader" if is_bulk_schedule(path) else "zip reader"
+        out.append(FilingResult(str(path), ERROR, [f"{path}: the {reader} failed ({type(exc).__name__}: {exc})"]))
     return out
 
 

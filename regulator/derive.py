@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import re
 
+from regulator.xbrl import BUFFER_OVER
+
 # RC-R Part I items that move with capital (amounts and the ratios on them); assets and RWA stay as filed.
 CAPITAL_AMOUNTS = ("P859", "8274", "3792")  # CET1, Tier 1, total capital
 CAPITAL_RATIOS = ("P793", "7206", "7205", "7204")  # CET1, Tier 1, total capital ratios, leverage ratio
@@ -48,7 +50,8 @@ def scale_capital(instance: str, factor: float) -> str:
 
 
 # the minimums the conservation buffer is measured over (12 CFR 324.11(a)(4)(ii)): CET1, Tier 1, total capital ratios
-_BUFFER_OVER = (("P793", 0.045), ("7206", 0.06), ("7205", 0.08))
+# The ratios (MDRM item, minimum) the conservation buffer is the lowest headroom over, as the parser reads it.
+_BUFFER_OVER = tuple((code[4:], minimum) for code, minimum in BUFFER_OVER["RCOAH311"])
 
 
 def _fact(instance: str, items: tuple[str, ...]) -> re.Match | None:

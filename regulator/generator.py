@@ -34,7 +34,7 @@ from regulator.taxonomy import (
     dimension_namespace,
 )
 from regulator.packages import filing_scope, read_filing_file, read_zip, scan_filings, write_report_package
-from regulator.xbrl import CBLR_NOT_REPORTED, ParsedReport, parse_xbrl_file, render_report
+from regulator.xbrl import CBLR_NOT_REPORTED, ParsedReport, implied_buffer, parse_xbrl_file, render_report
 
 RAW_COLUMNS: tuple[str, ...] = (
     "id",
@@ -143,13 +143,12 @@ def generate_dataset(
     of the US reports of the rebalanced pool are filed as the public extracts of real Call Reports are, without
     ``US_EXTRACT_OMITS`` (validation and test keep full reports); of its CBLR electors, about
     ``us_elector_extract_fraction`` (None: the same share): an elector's extract files its leverage ratio but not the
-    assets behind it, a finding the model meets in few pool reports otherwise. About ``us_no_at1_fraction`` of the US reports of
-    the rebalanced pool come from banks without additional Tier 1 capital, as most US banks file: Tier 1 is CET1, so
-    two check lines quote the same ratio against different minimums (``without_additional_tier1``). About
-    ``us_total_bound_fraction`` of them hold little additional Tier 1 and Tier 2, so the total capital ratio binds
-    the conservation buffer and a buffer shortfall comes with a healthy CET1 ratio (``bound_by_total_capital``).
-    Deterministic for
-    a given ``seed``; each filing is parsed back and labelled by the rule engine.
+    assets behind it, a finding the model meets in few pool reports otherwise. About ``us_no_at1_fraction`` of the
+    US reports of the rebalanced pool come from banks without additional Tier 1 capital, as most US banks file: Tier 1
+    is CET1, so two check lines quote the same ratio against different minimums (``without_additional_tier1``).
+    About ``us_total_bound_fraction`` of them hold little additional Tier 1 and Tier 2, so the total capital ratio
+    binds the conservation buffer and a buffer shortfall comes with a healthy CET1 ratio (``bound_by_total_capital``).
+    Deterministic for a given ``seed``; each filing is parsed back and labelled by the rule engine.
     """
     elector_share = us_extract_fraction if us_elector_extract_fraction is None else us_elector_extract_fraction
     shares = (eu_csv_fraction, balanced_compliant, eu_module_fraction, us_extract_fraction, us_no_at1_fraction,
@@ -157,8 +156,8 @@ def generate_dataset(
     if (n_examples < 0 or n_train_balanced < 0 or n_examples + n_train_balanced < 1 or not 0.0 <= eu_fraction <= 1.0
             or not all(0.0 <= f <= 1.0 for f in shares)):
         raise ValueError(f"need n_examples >= 0, n_train_balanced >= 0, at least one report, and 0 <= eu_fraction, "
-                         f"eu_csv_fraction, balanced_compliant, eu_module_fraction, us_extract_fraction, us_no_at1_fraction, "
-                         f"us_elector_extract_fraction, us_total_bound_fraction <= 1; got "
+                         "eu_csv_fraction, balanced_compliant, eu_module_fraction, us_extract_fraction, "
+                         "us_no_at1_fraction, us_elector_extract_fraction, us_total_bound_fraction <= 1; got "
                          f"{n_examples}, {n_train_balanced}, {eu_fraction}, {', '.join(map(str, shares))}")
     rng = random.Random(seed)
     xbrl_dir = Path(out_dir) / "xbrl"
@@ -351,8 +350,8 @@ def _margin(rng: random.Random, state: str, healthy_max: int = 900, wide_max: in
 
     A breach falls short by up to 60 bp, up to 3 points or, when ``deep_max`` (bp) is larger, by up to that: a bank
     whose capital has halved files a ratio far under its minimum (a CBLR elector at 3.7% against 9%), and a model
-    that has seen only shortfalls of a few points reads a deep one as the healthy side. A healthy margin is drawn up to ``healthy_max``, or, with probability ``WIDE_SHARE``, log-uniformly from there
-    to ``wide_max`` (0: never): real banks hold from a few points over a minimum to several times it (small US banks
+    that has seen only shortfalls of a few points reads a deep one as the healthy side. A healthy margin is drawn up
+    to ``healthy_max``, or, with probability ``WIDE_SHARE``, log-uniformly from there to ``wide_max`` (0: never): real banks hold from a few points over a minimum to several times it (small US banks
     file CET1 ratios of 30-60% and leverage ratios over 20%), and a model that has only seen the first does not learn
     that far above a minimum is still above it.
     """
@@ -505,7 +504,7 @@ def without_additional_tier1(figures: dict[str, float]) -> dict[str, float]:
     if out.get("RCOAA224"):
         out["RCOA7204"] = round(out["RCOA8274"] / out["RCOAA224"], 4)
     if "RCOAH311" in out:
-        out["RCOAH311"] = min(out["RCOAP793"] - 0.045, out["RCOA7206"] - 0.06, out["RCOA7205"] - 0.08)
+        out["RCOAH311"] = implied_buffer("RCOAH311", out)
     return out
 
 
@@ -528,7 +527,7 @@ def bound_by_total_capital(figures: dict[str, float], rng: random.Random) -> dic
     if out.get("RCOAA224"):
         out["RCOA7204"] = round(out["RCOA8274"] / out["RCOAA224"], 4)
     if "RCOAH311" in out:
-        out["RCOAH311"] = round(min(cet1 - 0.045, t1 - 0.06, total - 0.08), 4)
+        out["RCOAH311"] = round(implied_buffer("RCOAH311", out), 4)
     return out
 
 
