@@ -151,7 +151,7 @@ def _bank(path: Path, number: int, header: list[str], cells: list[str], report_d
                         f"{POR_NAME.format(mmddyyyy='MMDDYYYY')}): form read as FFIEC {form} from the items filed "
                         "and the bank's name left out")
     return ParsedReport(
-        source=f"{path}#{rssd}", jurisdiction="US", form=form, entity_id=rssd, entity_name=name or rssd,
+        source=f"{path}#{rssd}", jurisdiction="US", form=f"FFIEC {form}", entity_id=rssd, entity_name=name or rssd,
         report_date=report_date, currency=check_currency(facts, units, "US", warnings), facts=facts, units=units,
         warnings=tuple(warnings), unreadable=cblr_unreadable(facts) if framework == "CBLR" else {},
         framework=framework, advanced=both,

@@ -34,7 +34,8 @@ from regulator.taxonomy import (
     dimension_namespace,
 )
 from regulator.packages import filing_scope, read_filing_file, read_zip, scan_filings, write_report_package
-from regulator.xbrl import CBLR_NOT_REPORTED, ParsedReport, implied_buffer, parse_xbrl_file, render_report
+from regulator.xbrl import (CBLR_NOT_REPORTED, CBLR_NOT_REQUIRED, ParsedReport, implied_buffer, parse_xbrl_file,
+                            render_report)
 
 RAW_COLUMNS: tuple[str, ...] = (
     "id",
@@ -488,8 +489,8 @@ def _figures_us(rng: random.Random, bank: Bank, states: dict[str, str]) -> dict[
         "RCOA7204": round(t1_amt / lev_assets, 4),
         "RCOAH311": buffer / 10_000,
     }
-    if cblr_elector(bank):
-        return {code: value for code, value in figures.items() if code not in CBLR_NOT_REPORTED}
+    if cblr_elector(bank):  # an elector files its CET1 capital, equal to its Tier 1 (no additional Tier 1)
+        return {code: value for code, value in dict(figures, RCOAP859=t1_amt).items() if code not in CBLR_NOT_REPORTED}
     return figures
 
 
@@ -497,7 +498,7 @@ def without_additional_tier1(figures: dict[str, float]) -> dict[str, float]:
     """A US bank's figures as it files them when it holds no additional Tier 1 capital, as most US banks do (the
     real extracts of tests/fixtures/real: Tier 1 ratio = CET1 ratio in 4 of 4 risk-based filers): Tier 1 capital
     and its ratio are the CET1 ones, and the leverage ratio and the conservation buffer follow from them. A CBLR
-    elector (no CET1 filed) is left as it is."""
+    elector (no CET1 ratio filed; its CET1 capital is its Tier 1 already) is left as it is."""
     if "RCOAP859" not in figures or "RCOAP793" not in figures:
         return figures
     out = dict(figures, RCOA8274=figures["RCOAP859"], RCOA7206=figures["RCOAP793"])
@@ -542,7 +543,9 @@ def _inject_data_quality(rng: random.Random, figures: dict, jur: str) -> dict[st
     amounts = ["C 01.00 r0020 c0010", "C 01.00 r0010 c0010", "C 02.00 r0010 c0010"] if jur == "EU" else \
         ["RCOAP859", "RCOA3792", "RCOAA223", "RCOAA224"]
     ratios = [c for c in ratios if c in figures] or ratios  # a CBLR elector reports no risk-based ratio
-    amounts = [c for c in amounts if c in figures] or amounts
+    # and no rule of its framework reads its CET1 capital: a break there would be no finding
+    amounts = [c for c in amounts if c in figures and not (c in CBLR_NOT_REQUIRED and "RCOAP793" not in figures)] \
+        or amounts
     out: dict[str, float | None | str] = dict(figures)
     kind = rng.choice(("mismatch", "ratio_scale", "amount_scale", "missing", "nil"))
     if kind == "mismatch":

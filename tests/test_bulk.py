@@ -33,10 +33,10 @@ def banks() -> dict[str, ParsedReport]:
 def test_every_bank_of_the_schedule_is_read_with_its_name_form_and_date(banks: dict[str, ParsedReport]) -> None:
     assert len(banks) == 17
     assert {p.report_date for p in banks.values()} == {"2024-06-30"}
-    assert {p.form for p in banks.values()} == {"031", "041", "051"}
+    assert {p.form for p in banks.values()} == {"FFIEC 031", "FFIEC 041", "FFIEC 051"}
     jpm = banks["852218"]
     assert (jpm.entity_name, jpm.form, jpm.currency, jpm.warnings) == (
-        "JPMORGAN CHASE BANK, NATIONAL ASSOCIATION", "031", "USD", ())
+        "JPMORGAN CHASE BANK, NATIONAL ASSOCIATION", "FFIEC 031", "USD", ())
     assert jpm.source == f"{SCHEDULE}#852218"
     # RCFA read as RCOA, thousands as dollars, percent as decimals; RCFW (advanced approaches) beside them
     assert jpm.facts["RCOA8274"] == 277_099_000_000 and jpm.facts["RCOAA223"] == 1_692_925_260_000
@@ -91,7 +91,7 @@ def test_a_cut_line_is_an_error_naming_it_and_the_other_banks_are_read(tmp_path:
 
 def test_without_its_panel_of_reporters_the_form_is_read_from_the_items_with_a_warning(tmp_path: Path) -> None:
     banks = {p.entity_id: p for p in read_bulk_schedule(_copy(tmp_path, with_panel=False))}
-    assert banks["852218"].form == "031" and banks["956554"].form == "041"
+    assert banks["852218"].form == "FFIEC 031" and banks["956554"].form == "FFIEC 041"
     assert banks["852218"].entity_name == "852218"
     assert "not in a panel of reporters beside the schedule" in banks["852218"].warnings[0]
     assert analyze_report(banks["852218"]).status == "needs_review"  # a parser warning is a human's call

@@ -186,6 +186,30 @@ def test_the_electors_share_of_extracts_is_its_own(tmp_path: Path) -> None:
         generate_dataset(16, seed=5, out_dir=tmp_path / "bad", n_train_balanced=4, us_elector_extract_fraction=2.0)
 
 
+def test_cblr_electors_file_their_cet1_capital_as_real_electors_do(generated: tuple[pd.DataFrame, Path]) -> None:
+    """A CBLR elector files its CET1 capital, equal to its Tier 1, and no risk-based figure: so do the 7 real
+    electors of tests/fixtures/real (two CDR extracts, five bulk banks). A data-quality break of an elector's report
+    lands on a figure its framework's rule reads (the leverage ratio or its assets), never on its CET1 capital."""
+    import random
+
+    from regulator.analyze import expand_paths, read_filings
+    from regulator.generator import _inject_data_quality
+
+    df, _ = generated
+    amounts = re.compile(r"\nCET1 (\S+); T1 (\S+); total capital n/a; RWA n/a;")
+    electors = [t for t in df["report_text"] if "CBLR" in t.split("\n", 1)[0]]
+    assert len(electors) >= 5
+    assert all((m := amounts.search(t)) and m.group(1) == m.group(2) != "n/a" for t in electors), electors[:2]
+    real = Path(__file__).resolve().parent / "fixtures" / "real"
+    paths, _ = expand_paths([real / "ffiec", real / "ffiec-bulk"])
+    texts = [render_report(p) for path in paths for p in read_filings(path) if getattr(p, "framework", "") == "CBLR"]
+    assert len(texts) == 7 and all((m := amounts.search(t)) and m.group(1) == m.group(2) for t in texts), texts
+    elector = {"RCOAP859": 58e6, "RCOA8274": 58e6, "RCOAA224": 466e6, "RCON2170": 455e6, "RCOA7204": 0.1243}
+    broken = [_inject_data_quality(random.Random(i), elector, "US") for i in range(60)]
+    assert all(b["RCOAP859"] == 58e6 for b in broken)
+    assert {c for b in broken for c in elector if b.get(c) != elector[c]} == {"RCOAA224", "RCOA7204"}
+
+
 def test_us_banks_without_additional_tier1_quote_one_ratio_against_two_minimums(tmp_path: Path) -> None:
     """us_no_at1_fraction: US pool reports of banks without additional Tier 1 capital, as the real risk-based
     extracts file (Tier 1 ratio = CET1 ratio): the T1 line quotes the CET1 line's figure against its own minimum, and
