@@ -11,15 +11,17 @@ reported``) or files empty (``nil``) is a ``DATA_QUALITY`` finding, and a figure
 template ``not filed`` in a module-wise submission, ``not mapped`` by the taxonomy) is ``NOT_ASSESSED``. The words of
 the head the model wrote (the filing's own, as the report text shows them) say which. The line after a check line
 keeps to the answer format too: a finding (``BREACH``, ``DATA_QUALITY``) is followed by its ``  measure:`` line,
-anything else by the next check line or the ``DIRECTIVE:`` (a line that finds nothing carries no measure). A measure
+anything else by the next check line or the ``DIRECTIVE:`` (a line that finds nothing carries no measure), and the
+``DIRECTIVE:`` only once every rule in force has its line (the format's "one check line per rule that applies to
+the report, breach or not"; until then the next line is a check line, whose rule and outcome are the model's). A measure
 line, when the constraint is given the filing's ``measures`` (``regulator.render.remedies``: every remedy of the law
 table with its legal basis in the filing's jurisdiction and US framework), writes one of them: no legal basis of
 another jurisdiction, no invented remedy; which one stays the model's. The ``DIRECTIVE:`` line, given the filing's
 closings (``regulator.render.closings``: every house style's sentence addressed to the filing's bank), writes one
 that agrees with the answer's own measures (``the measures above`` after a measure, a no-measure closing
-otherwise), then the answer ends. The model still decides every comparison, which rules it checks and in what
-order, whether a ``DATA_QUALITY`` line is due (its text is left free), which measure, and the closing's house style
-and cited finding. No verdict of the rule engine enters the constraint.
+otherwise), then the answer ends. The model still decides every comparison, the order of its check lines, whether
+a ``DATA_QUALITY`` line is due (its text is left free), which measure, and the closing's house style and cited
+finding. No verdict of the rule engine enters the constraint: the heads are the rule table's for the filing.
 
 The constraint works on decoded text, so it holds whatever the tokenizer (SmolLM2 writes digits one token each).
 """
@@ -181,6 +183,12 @@ class HeadConstraint:
             return None  # the outcome is written: the line's end is the model's
         return sorted({i for r in remainders for i in self.tokens.prefixes_of(r)})
 
+    def _after_nothing(self) -> tuple[str, ...]:
+        """How the line after a non-finding or a measure may open: the next check line, or the ``DIRECTIVE:`` once
+        every allowed head's rule has its line."""
+        checked = self._checked()
+        return AFTER_NOTHING if all(h.split(" ", 1)[0] in checked for h in self.heads) else AFTER_NOTHING[:1]
+
     def _measure_tokens(self) -> list[int] | None:
         """Token ids that continue an open measure line as one of ``measures``; once one is written, the line break
         to the next check line or the directive. None without measures, outside a measure line, or off them."""
@@ -190,7 +198,7 @@ class HeadConstraint:
             return None
         partial = line[len(MEASURE_OPENING):]
         if any(partial == f" {m}" for m in self.words.measures):  # written: the next opens as after OK
-            return sorted({i for o in AFTER_NOTHING for i in self.tokens.breaks_before(o)})
+            return sorted({i for o in self._after_nothing() for i in self.tokens.breaks_before(o)})
         return self._continuing(partial, self.words.measures)
 
     def _closing_tokens(self) -> list[int] | None:
@@ -222,17 +230,25 @@ class HeadConstraint:
         text = "".join(self.written)
         cut = text.rfind("\n")
         line = text[cut + 1:]
-        openings = next_line_openings(line)
+        openings = self._held_openings(line, measure_done=False)
         if openings is not None:  # the outcome is written: the line ends here
             return sorted({i for o in openings for i in self.tokens.breaks_before(o)})
         previous = text[text.rfind("\n", 0, cut) + 1:cut] if cut >= 0 else ""
-        openings = next_line_openings(previous) or (AFTER_NOTHING if previous.startswith(MEASURE_OPENING) else None)
+        openings = self._held_openings(previous, measure_done=True)
         if openings is None:
             return None
         remainders = [o[len(line):] for o in openings if o.startswith(line) and len(o) > len(line)]
         if not remainders:
             return None  # the next line is open: what follows is the model's (or a head's)
         return sorted({i for r in remainders for i in self.tokens.prefixes_of(r)})
+
+    def _held_openings(self, line: str, measure_done: bool) -> tuple[str, ...] | None:
+        """``next_line_openings`` of ``line`` (with ``measure_done``, a measure line opens what follows as a
+        non-finding does), the directive held back while a rule has no line yet; None when what follows is free."""
+        openings = next_line_openings(line)
+        if openings is None and measure_done and line.startswith(MEASURE_OPENING):
+            openings = AFTER_NOTHING
+        return self._after_nothing() if openings == AFTER_NOTHING else openings
 
     def allowed(self) -> list[int] | None:
         """The token ids allowed next, or None when the answer is free here."""

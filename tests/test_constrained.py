@@ -196,6 +196,28 @@ def test_only_a_finding_carries_a_measure(vocab, filing) -> None:
         assert constraint.allowed() is None  # the measure's words are the model's
 
 
+def test_the_directive_waits_for_every_rule_in_force(vocab, filing) -> None:
+    """The real failure this guards (bench/NOTES.md lever 44): a model that closed after the buffer line, leaving
+    a compliant 051 filer's LEVERAGE rule without its line, sends the filing to review. While a rule in force has
+    no line, the line after a non-finding or a measure is a check line (which rule, and its outcome, stay the
+    model's); once every rule has its line, the directive may come (or a data-quality line)."""
+    tokenizer, strings = vocab
+    heads = allowed_heads(filing[1].checks)
+    closing = "\nDIRECTIVE: No measure is imposed on Granite State Bank."
+    first = heads[:-1]
+    constraint = HeadConstraint(heads, strings)
+    _write(constraint, tokenizer, "ANALYSIS:\n" + "".join(f"- {h}: OK\n" for h in first)[:-1])
+    written = _prefer(constraint, strings, tokenizer, closing, steps=30)
+    assert written.startswith("\n- ") and "DIRECTIVE" not in written, written  # LEVERAGE's or a data-quality line
+    measure = "  measure: restore the leverage ratio above the minimum (12 CFR 324.11(a)(1)(iv)) within 30 days"
+    constraint = HeadConstraint(heads, strings, AnswerWords(measures=(measure[len("  measure: "):],)))
+    _write(constraint, tokenizer, f"ANALYSIS:\n- {first[0]}: BREACH\n{measure}")
+    assert _prefer(constraint, strings, tokenizer, closing).startswith("\n-")
+    constraint = HeadConstraint(heads, strings)
+    _write(constraint, tokenizer, "ANALYSIS:\n" + "".join(f"- {h}: OK\n" for h in heads)[:-1])
+    assert _prefer(constraint, strings, tokenizer, closing).startswith("\nDIRECTIVE:")
+
+
 def test_every_reference_answer_is_allowed_token_by_token(vocab, tmp_path: Path) -> None:
     """The rule engine's whole answers (check lines, measures, directive; generated reports of every kind and every
     real filing), fed token by token, never meet a token the constraint forbids: it never rules out the right
