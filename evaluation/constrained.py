@@ -230,11 +230,12 @@ class HeadConstraint:
         text = "".join(self.written)
         cut = text.rfind("\n")
         line = text[cut + 1:]
-        openings = self._held_openings(line, measure_done=False)
+        openings = self._held(next_line_openings(line))
         if openings is not None:  # the outcome is written: the line ends here
             return sorted({i for o in openings for i in self.tokens.breaks_before(o)})
         previous = text[text.rfind("\n", 0, cut) + 1:cut] if cut >= 0 else ""
-        openings = self._held_openings(previous, measure_done=True)
+        openings = self._held(next_line_openings(previous)
+                              or (AFTER_NOTHING if previous.startswith(MEASURE_OPENING) else None))
         if openings is None:
             return None
         remainders = [o[len(line):] for o in openings if o.startswith(line) and len(o) > len(line)]
@@ -242,12 +243,8 @@ class HeadConstraint:
             return None  # the next line is open: what follows is the model's (or a head's)
         return sorted({i for r in remainders for i in self.tokens.prefixes_of(r)})
 
-    def _held_openings(self, line: str, measure_done: bool) -> tuple[str, ...] | None:
-        """``next_line_openings`` of ``line`` (with ``measure_done``, a measure line opens what follows as a
-        non-finding does), the directive held back while a rule has no line yet; None when what follows is free."""
-        openings = next_line_openings(line)
-        if openings is None and measure_done and line.startswith(MEASURE_OPENING):
-            openings = AFTER_NOTHING
+    def _held(self, openings: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        """``openings`` with the directive held back while a rule has no line yet (``_after_nothing``)."""
         return self._after_nothing() if openings == AFTER_NOTHING else openings
 
     def allowed(self) -> list[int] | None:

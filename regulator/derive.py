@@ -49,8 +49,8 @@ def scale_capital(instance: str, factor: float) -> str:
     return out
 
 
-# the minimums the conservation buffer is measured over (12 CFR 324.11(a)(4)(ii)): CET1, Tier 1, total capital ratios
-# The ratios (MDRM item, minimum) the conservation buffer is the lowest headroom over, as the parser reads it.
+# The ratios (MDRM item, minimum) the conservation buffer is the lowest headroom over (12 CFR 324.11(a)(4)(ii)), as
+# the parser reads it.
 _BUFFER_OVER = tuple((code[4:], minimum) for code, minimum in BUFFER_OVER["RCOAH311"])
 
 

@@ -352,9 +352,10 @@ def _margin(rng: random.Random, state: str, healthy_max: int = 900, wide_max: in
     A breach falls short by up to 60 bp, up to 3 points or, when ``deep_max`` (bp) is larger, by up to that: a bank
     whose capital has halved files a ratio far under its minimum (a CBLR elector at 3.7% against 9%), and a model
     that has seen only shortfalls of a few points reads a deep one as the healthy side. A healthy margin is drawn up
-    to ``healthy_max``, or, with probability ``WIDE_SHARE``, log-uniformly from there to ``wide_max`` (0: never): real banks hold from a few points over a minimum to several times it (small US banks
-    file CET1 ratios of 30-60% and leverage ratios over 20%), and a model that has only seen the first does not learn
-    that far above a minimum is still above it.
+    to ``healthy_max``, or, with probability ``WIDE_SHARE``, log-uniformly from there to ``wide_max`` (0: never):
+    real banks hold from a few points over a minimum to several times it (small US banks file CET1 ratios of 30-60%
+    and leverage ratios over 20%), and a model that has only seen the first does not learn that far above a minimum
+    is still above it.
     """
     if state == "near":
         return rng.randint(0, 49)
@@ -490,7 +491,8 @@ def _figures_us(rng: random.Random, bank: Bank, states: dict[str, str]) -> dict[
         "RCOAH311": buffer / 10_000,
     }
     if cblr_elector(bank):  # an elector files its CET1 capital, equal to its Tier 1 (no additional Tier 1)
-        return {code: value for code, value in dict(figures, RCOAP859=t1_amt).items() if code not in CBLR_NOT_REPORTED}
+        figures["RCOAP859"] = t1_amt
+        return {code: value for code, value in figures.items() if code not in CBLR_NOT_REPORTED}
     return figures
 
 
@@ -501,12 +503,7 @@ def without_additional_tier1(figures: dict[str, float]) -> dict[str, float]:
     elector (no CET1 ratio filed; its CET1 capital is its Tier 1 already) is left as it is."""
     if "RCOAP859" not in figures or "RCOAP793" not in figures:
         return figures
-    out = dict(figures, RCOA8274=figures["RCOAP859"], RCOA7206=figures["RCOAP793"])
-    if out.get("RCOAA224"):
-        out["RCOA7204"] = round(out["RCOA8274"] / out["RCOAA224"], 4)
-    if "RCOAH311" in out:
-        out["RCOAH311"] = implied_buffer("RCOAH311", out)
-    return out
+    return _leverage_and_buffer_follow(dict(figures, RCOA8274=figures["RCOAP859"], RCOA7206=figures["RCOAP793"]))
 
 
 def bound_by_total_capital(figures: dict[str, float], rng: random.Random) -> dict[str, float]:
@@ -523,13 +520,18 @@ def bound_by_total_capital(figures: dict[str, float], rng: random.Random) -> dic
     total, rwa = figures["RCOA7205"], figures["RCOAA223"]
     t1 = max(figures["RCOA7206"], round(total - rng.uniform(0.003, 0.02), 4))
     cet1 = max(figures["RCOAP793"], round(t1 - rng.choice((0.0, 0.0, rng.uniform(0.0, 0.01))), 4))
-    out = dict(figures, RCOAP793=cet1, RCOA7206=t1, RCOAP859=_round(cet1 * rwa, 1000),
-               RCOA8274=_round(t1 * rwa, 1000))
-    if out.get("RCOAA224"):
-        out["RCOA7204"] = round(out["RCOA8274"] / out["RCOAA224"], 4)
-    if "RCOAH311" in out:
-        out["RCOAH311"] = round(implied_buffer("RCOAH311", out), 4)
-    return out
+    return _leverage_and_buffer_follow(dict(figures, RCOAP793=cet1, RCOA7206=t1, RCOAP859=_round(cet1 * rwa, 1000),
+                                            RCOA8274=_round(t1 * rwa, 1000)))
+
+
+def _leverage_and_buffer_follow(figures: dict[str, float]) -> dict[str, float]:
+    """``figures`` with the leverage ratio (Tier 1 over the leverage assets, when filed) and the conservation buffer
+    (``regulator.xbrl.implied_buffer``, when filed) as its Tier 1 amount and risk-based ratios give them."""
+    if figures.get("RCOAA224"):
+        figures["RCOA7204"] = round(figures["RCOA8274"] / figures["RCOAA224"], 4)
+    if "RCOAH311" in figures:
+        figures["RCOAH311"] = round(implied_buffer("RCOAH311", figures), 4)
+    return figures
 
 
 def _round(value: float, step: int) -> float:
