@@ -23,20 +23,11 @@ import torch
 from foundation.paths import code_root
 from regulator.analyze import expand_paths, read_filings
 from regulator.derive import complete_extract, scale_capital
+from regulator.drills import DECISION_OPENINGS, decision_point
 from regulator.prompts import render_prompt
 from regulator.render import family_for_bank, render_target
 from regulator.rules import evaluate_rules
 from regulator.xbrl import ParsedReport, parse_xbrl_bytes, render_report
-
-OPENINGS = ("- DATA_QUALITY", "DIRECTIVE")
-
-
-def decision_point(parsed: ParsedReport) -> tuple[str, str]:
-    """The reference answer up to the line after the last rule's check line (with its measure), and that line."""
-    lines = render_target(parsed, evaluate_rules(parsed), family_for_bank(parsed.entity_id)).split("\n")
-    cut = next(i for i, line in enumerate(lines) if line.startswith(OPENINGS))
-    return "\n".join(lines[:cut]) + "\n", lines[cut]
-
 
 def continuation_logprob(model: Any, tokenizer: Any, prefix_ids: list[int], text: str) -> float:
     """Log-probability of ``text`` (its tokens, no special ones) right after ``prefix_ids``."""
@@ -49,11 +40,13 @@ def continuation_logprob(model: Any, tokenizer: Any, prefix_ids: list[int], text
 
 
 def p_data_quality(model: Any, tokenizer: Any, parsed: ParsedReport) -> tuple[float, str]:
-    """P(``- DATA_QUALITY`` | one of the two openings) at the decision point, and what the reference writes there."""
-    prefix, truth = decision_point(parsed)
+    """P(``- DATA_QUALITY``) against P(the first rule's ``- CODE``) as the answer's first line, and what the reference
+    writes there."""
+    prefix, truth, rule_opening = decision_point(
+        render_target(parsed, evaluate_rules(parsed), family_for_bank(parsed.entity_id)))
     ids = tokenizer(render_prompt(tokenizer, render_report(parsed)) + prefix, add_special_tokens=False)["input_ids"]
-    dq, close = (continuation_logprob(model, tokenizer, ids, opening) for opening in OPENINGS)
-    return 1.0 / (1.0 + math.exp(close - dq)), truth
+    dq, rule = (continuation_logprob(model, tokenizer, ids, opening) for opening in (DECISION_OPENINGS[0], rule_opening))
+    return 1.0 / (1.0 + math.exp(rule - dq)), truth
 
 
 def cases(real: Path) -> list[tuple[str, ParsedReport]]:

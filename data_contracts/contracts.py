@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from foundation.errors import DataContractError
-from regulator.drills import DRILL
+from regulator.drills import DRILL_KINDS
 from regulator.generator import RAW_COLUMNS
 from regulator.rules import CASE_KINDS, RULE_CODES
 
@@ -79,7 +79,7 @@ def validate_raw(df: pd.DataFrame, limits: ContractLimits = ContractLimits()) ->
             suite.add("raw", view, E.ExpectColumnValuesToNotBeNull(column=column))
     suite.add("raw", view, E.ExpectColumnValuesToBeUnique(column="id"))
     suite.add("raw", view, E.ExpectColumnValuesToBeInSet(column="jurisdiction", value_set=["EU", "US"]))
-    suite.add("raw", view, E.ExpectColumnValuesToBeInSet(column="case_kind", value_set=[*CASE_KINDS, DRILL]))
+    suite.add("raw", view, E.ExpectColumnValuesToBeInSet(column="case_kind", value_set=[*CASE_KINDS, *DRILL_KINDS]))
     suite.add("raw", view, E.ExpectColumnDistinctValuesToContainSet(
         column="case_kind", value_set=list(limits.required_case_kinds)))
     suite.add("raw", view, E.ExpectColumnValuesToMatchRegex(column="report_date", regex=r"^\d{4}-\d{2}-\d{2}$"))

@@ -18,7 +18,7 @@ from data_contracts.contracts import ContractLimits, validate_raw, validate_spli
 from foundation.errors import DataError
 from foundation.hashing import hash_path
 from regulator.generator import RAW_COLUMNS, TRAIN_ONLY, load_xbrl_folder
-from regulator.drills import DRILL, outcome_spans
+from regulator.drills import DRILL_KINDS, loss_spans
 from regulator.prompts import render_prompt
 
 SPLITS = ("train", "validation", "test")
@@ -108,7 +108,7 @@ def provenance(parts: dict[str, pd.DataFrame]) -> dict[str, dict[str, Any]]:
         if df is None or df.empty:
             continue
         dates = sorted(str(d) for d in df["report_date"] if str(d))
-        forms = pd.Series([DRILL if kind == DRILL else _form_of(text)
+        forms = pd.Series([kind if kind in DRILL_KINDS else _form_of(text)
                            for kind, text in zip(df["case_kind"], df["report_text"])]).value_counts()
         out[name] = {"rows": int(len(df)), "forms": {str(k): int(v) for k, v in forms.items()},
                      "first_report_date": dates[0] if dates else None,
@@ -130,7 +130,7 @@ def _form_of(report_text: str) -> str:
 def held_out_families(df: pd.DataFrame, seed: int) -> list[str]:
     """The template families kept for the test split only (one, chosen by ``seed``; none if fewer than two).
     Drill rows have no directive and so no family to hold out."""
-    families = sorted(df.loc[df["case_kind"] != DRILL, "template_family"].astype(str).unique())
+    families = sorted(df.loc[~df["case_kind"].isin(DRILL_KINDS), "template_family"].astype(str).unique())
     return [random.Random(seed).choice(families)] if len(families) >= 2 else []
 
 
@@ -191,12 +191,13 @@ def tokenise(df: pd.DataFrame, tokenizer: Any, max_seq_len: int) -> pd.DataFrame
     targets = list(df["target"])
     encoded = tokenizer(targets, add_special_tokens=False, return_offsets_mapping=True) if prompts else {}
     target_ids = encoded["input_ids"] if prompts else []
-    drills = (df["case_kind"] == DRILL).tolist()
+    kinds = list(df["case_kind"])
     input_ids, labels, n_tokens, truncated = [], [], [], []
     for n, (p, t) in enumerate(zip(prompt_ids, target_ids)):
         ids = [*p, *t, tokenizer.eos_token_id]
-        if drills[n]:  # a drill's loss is its outcome words only, and it has no end to learn
-            lab = [IGNORE_INDEX] * len(p) + _outcome_labels(t, encoded["offset_mapping"][n], targets[n])
+        spans = loss_spans(kinds[n], targets[n])
+        if spans is not None:  # a drill's loss is its outcome words (or decision) only, and it has no end to learn
+            lab = [IGNORE_INDEX] * len(p) + _span_labels(t, encoded["offset_mapping"][n], spans, kinds[n])
             lab.append(IGNORE_INDEX)
         else:
             lab = [IGNORE_INDEX] * len(p) + [*t, tokenizer.eos_token_id]
@@ -213,12 +214,12 @@ def tokenise(df: pd.DataFrame, tokenizer: Any, max_seq_len: int) -> pd.DataFrame
     return out
 
 
-def _outcome_labels(ids: list[int], offsets: list[tuple[int, int]], target: str) -> list[int]:
-    """``ids`` where a token overlaps an outcome word of ``target`` (``regulator.drills.outcome_spans``), else -100."""
-    spans = outcome_spans(target)
+def _span_labels(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]], kind: str) -> list[int]:
+    """``ids`` where a token overlaps one of the character ``spans`` of a drill's target
+    (``regulator.drills.loss_spans``), else -100."""
     keep = [any(start < e and s < end for s, e in spans) for start, end in offsets]
     if sum(keep) < len(spans):
-        raise DataError(f"drill target: {len(spans)} outcome words but only {sum(keep)} of its tokens cover them")
+        raise DataError(f"{kind} target: {len(spans)} spans to learn but only {sum(keep)} of its tokens cover them")
     return [i if k else IGNORE_INDEX for i, k in zip(ids, keep)]
 
 

@@ -259,7 +259,7 @@ class HeadConstraint:
             if held is not None:
                 return held
         partial = self._open_head()
-        if partial is None or partial.startswith(f" {FREE_CODE} "):
+        if partial is None or partial.startswith(f" {FREE_CODE}"):
             return None  # outside a head, or in a data-quality line (its wording is the model's)
         checked = self._checked()
         targets = [f" {h}:" for h in self.heads if h.split(" ", 1)[0] not in checked]

@@ -11,6 +11,13 @@ minimum rule right, the large-exposure limit mostly wrong), where 160 reports of
 
 Drills are rows of the raw table (``case_kind`` ``drill``, ``train_only``), so they pass the same data contract;
 they never reach validation or test.
+
+Gap drills (``case_kind`` ``gap_drill``) teach the one decision the missing-denominator finding needs: after the
+last rule's check line, does the answer open a data-quality line (``- DATA_QUALITY leverage assets not reported``)
+or close (``DIRECTIVE``)? Each is a pair of generated US Call Reports of one bank and quarter with the same figures,
+one filed with the item, one without (as the public extracts of real Call Reports are), their answers cut at that
+decision and the loss on it alone: the only difference between the two rows is the item, so the gradient can only
+teach reading it (bench/NOTES.md, lever 48: the finding was not learned from ~30 pool reports seen once).
 """
 
 from __future__ import annotations
@@ -21,11 +28,23 @@ import re
 
 import pandas as pd
 
-from regulator.generator import RAW_COLUMNS, TRAIN_ONLY, WIDE_MAX_BP, WIDE_SHARE
+from regulator.generator import (BALANCED, RAW_COLUMNS, TRAIN_ONLY, US_EXTRACT_OMITS, WIDE_MAX_BP, WIDE_SHARE, Bank,
+                                 _make_banks, _quarter_end, cblr_elector, label_instance, report_figures,
+                                 us_form, us_instance)
 from regulator.rules import BREACH, CBLR, Rule, applicable_rules, check_rule
-from regulator.xbrl import ParsedReport
+from regulator.xbrl import ParsedReport, parse_xbrl_bytes
 
 DRILL = "drill"  # the case_kind (and template family) of a drill row
+GAP_DRILL = "gap_drill"  # the case_kind (and template family) of a gap drill row
+DRILL_KINDS = (DRILL, GAP_DRILL)
+# The answer's first line: a data-quality finding (a required fact left out) or the first rule's check line.
+DECISION_OPENINGS = ("- DATA_QUALITY", "- ")
+_LEVERAGE_ASSETS, _BUFFER = "RCOAA224", "RCOAH311"
+# A gap drill's pair: what the filing with the gap leaves out, and what its twin leaves out (items no rule reads, or
+# whose absence is a finding on the rule's own check line, not after it). Risk-based filers, then CBLR electors.
+_GAPS = {"US": (((_LEVERAGE_ASSETS,), US_EXTRACT_OMITS), ((), (_BUFFER,))),
+         CBLR: (((_LEVERAGE_ASSETS,),), ((),))}
+_GAP_ELECTOR_SHARE = 0.5  # of the gap drills' banks: real extracts and bulk data hold many electors
 DRILL_PROMPT = ("Rule drill, training only: each line states a figure and its threshold; say whether the figure "
                 "meets it (OK) or not (BREACH).")
 # Report dates the drills draw their rule versions from: the generator's quarters (2022-2025).
@@ -98,3 +117,84 @@ def generate_drills(n: int, seed: int, lines: int = 24, eu_fraction: float = 0.5
 def outcome_spans(target: str) -> list[tuple[int, int]]:
     """Character spans of the outcome words (``OK``, ``BREACH``) of ``target``'s check lines: a drill's loss."""
     return [match.span(1) for match in _OUTCOME.finditer(target)]
+
+
+def decision_point(target: str) -> tuple[str, str, str]:
+    """Where an answer decides whether the filing leaves a required fact out: its first line, a data-quality finding
+    (``- DATA_QUALITY leverage assets not reported: DATA_QUALITY``) or the first rule's check line. Returns the
+    answer before it (``ANALYSIS:\n``), that line, and the first rule's line opening (``- LEVERAGE``): the other
+    way the answer could have gone."""
+    lines = target.split("\n")
+    rule_line = next((line for line in lines[1:] if line.startswith("- ") and not line.startswith(
+        DECISION_OPENINGS[0])), None)
+    if len(lines) < 2 or rule_line is None:
+        raise ValueError(f"no rule's check line in the answer {target[:80]!r}...")
+    return lines[0] + "\n", lines[1], rule_line.split(" ", 2)[0] + " " + rule_line.split(" ", 2)[1]
+
+
+def _gap_bank(rng: random.Random, elector: bool, taken: list[Bank]) -> Bank:
+    """A generated US bank (a CBLR elector or a risk-based filer, as asked), unique among ``taken``."""
+    while True:
+        (bank,) = _make_banks(rng, 1, 0.0, taken)
+        if cblr_elector(bank) == elector:
+            taken.append(bank)
+            return bank
+
+
+def _gap_row(bank: Bank, report_date, figures: dict, omit: tuple[str, ...], seed: int, i: int, side: str,
+             xml_seed: str) -> dict:
+    """One gap drill row: the report filed without ``omit``, its answer cut after its first line (the decision)."""
+    kept = {code: value for code, value in figures.items() if code not in omit}
+    xml = us_instance(bank.bank_id, bank.name, report_date, kept, random.Random(xml_seed), form=us_form(bank),
+                      cblr=cblr_elector(bank))
+    parsed = parse_xbrl_bytes(xml.encode(), source=f"gap-drill-{seed}-{i}-{side}")
+    row = label_instance(parsed, family=bank.family, bank_name=bank.name)
+    prefix, line, _ = decision_point(row["target"])
+    return {**row, "id": f"GAPDRILL-{seed}-{i:05d}-{side}", "bank_id": f"GAPDRILL-{seed}-{i:05d}",
+            "template_family": GAP_DRILL, "case_kind": GAP_DRILL, "directive": "", "source_file": "",
+            "target": prefix + line, TRAIN_ONLY: True}
+
+
+def generate_gap_drills(n: int, seed: int) -> pd.DataFrame:
+    """``2 * n`` gap drill rows (``n`` pairs), deterministic for ``seed``: a generated US report (a CBLR elector for
+    about ``_GAP_ELECTOR_SHARE`` of the banks; half of the risk-based filers without additional Tier 1, as most US
+    banks file) with its leverage assets (and, for half of the risk-based pairs, its conservation buffer too: the
+    public extracts) left out, and the same report with them filed (and maybe without total assets, which no rule
+    reads, or without the buffer, whose finding is the buffer's own line). Reports that break by their draw
+    (a data-quality finding of their own) are drawn again. Columns are the raw table's, ``train_only`` True."""
+    if n < 0:
+        raise ValueError(f"need n >= 0 gap drills, got {n}")
+    rng = random.Random(f"gap-drills/{seed}")
+    taken: list[Bank] = []
+    rows: list[dict] = []
+    for i in range(n):
+        elector = rng.random() < _GAP_ELECTOR_SHARE
+        bank = _gap_bank(rng, elector, taken)
+        report_date = _quarter_end(bank.first_quarter + rng.randrange(8))
+        gaps, twins = _GAPS[CBLR if elector else "US"]
+        gap, twin = rng.choice(gaps), rng.choice(twins)
+        while True:
+            figures = report_figures(bank, rng.choice(("compliant", BALANCED)), rng,
+                                     no_at1=not elector and rng.random() < 0.5)
+            pair = [_gap_row(bank, report_date, figures, omit, seed, i, side, f"gap-drills/{seed}/{i}")
+                    for omit, side in ((gap, "gap"), (twin, "twin"))]
+            if pair[0]["target"].endswith(": DATA_QUALITY") and DECISION_OPENINGS[0] not in pair[1]["target"]:
+                break
+        rows += pair
+    return pd.DataFrame(rows, columns=[*RAW_COLUMNS, TRAIN_ONLY])
+
+
+def gap_spans(target: str) -> list[tuple[int, int]]:
+    """Character span of a gap drill's decision: the opening of its one line (``- DATA_QUALITY`` or the first
+    rule's ``- CODE``), the one place its loss looks."""
+    start = target.index("\n") + 1
+    return [(start, start + len(" ".join(target[start:].split(" ", 2)[:2])))]
+
+
+def loss_spans(case_kind: str, target: str) -> list[tuple[int, int]] | None:
+    """Where a drill row's loss looks (character spans of ``target``); None for a report, whose loss is all of it."""
+    if case_kind == DRILL:
+        return outcome_spans(target)
+    if case_kind == GAP_DRILL:
+        return gap_spans(target)
+    return None

@@ -656,6 +656,12 @@ def render_value(code: str, value: float | None, present: bool, absent: str = "n
     return format_ratio(value) if KIND.get(code) == RATIO else format_amount(value)
 
 
+# Facts parsed but not shown to the model: a call report's total assets (RCON2170), which no rule of the table reads
+# (analyze's PCA category does, from the parsed facts) and which the FFIEC's bulk RC-R data never gives a risk-based
+# filer: shown, its gap made every real bulk bank look like a filing that leaves a required fact out (lever 49).
+UNRENDERED = frozenset({"RCON2170"})
+
+
 def render_report(parsed: ParsedReport) -> str:
     """Compact, stable text the model reads (about 60-110 tokens), the same for every filing format.
 
@@ -666,9 +672,15 @@ def render_report(parsed: ParsedReport) -> str:
     form = f"{parsed.form} {parsed.framework}" if parsed.framework else parsed.form
     header = f"{parsed.jurisdiction} {form} {parsed.report_date} {parsed.entity_name} ({parsed.currency} m)"
     groups: dict[str, list[str]] = {}
+    gaps: dict[str, list[str]] = {"not reported": [], "nil": []}
     for dp in DATAPOINTS[parsed.jurisdiction]:
+        if dp.code in UNRENDERED:
+            continue
         value = render_value(dp.code, parsed.facts.get(dp.code), dp.code in parsed.facts,
                              parsed.unreadable.get(dp.code, "not reported"))
         key = dp.code[:7] if parsed.jurisdiction == "EU" else dp.kind
         groups.setdefault(key, []).append(f"{dp.label} {value}")
-    return "\n".join([header, *("; ".join(items) for items in groups.values())])
+        if value in gaps:
+            gaps[value].append(dp.label)
+    gap_lines = [f"{state.capitalize()}: {', '.join(labels)}" for state, labels in gaps.items() if labels]
+    return "\n".join([header, *("; ".join(items) for items in groups.values()), *gap_lines])

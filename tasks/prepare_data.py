@@ -17,7 +17,7 @@ from finetune.config import RunConfig
 from foundation.errors import DataContractError
 from foundation.hashing import hash_file
 from foundation.paths import resolve_input, reviews_dir
-from regulator.drills import generate_drills
+from regulator.drills import generate_drills, generate_gap_drills
 from regulator.generator import RAW_COLUMNS, TRAIN_ONLY, generate_dataset
 from regulator.reviews import trainable
 from tasks.stage import RETRIES, RETRY_DELAY_S, build_stage, maybe_inject_fault, transient_only
@@ -132,6 +132,8 @@ def prepare_data(cfg: dict, model_dir: str, out_dir: str, key: str) -> dict:
             parts["reviews"] = reviewed(tmp)
         if d.train_drills:
             parts["drills"] = generate_drills(d.train_drills, d.seed, d.drill_lines, d.eu_fraction)
+        if d.train_gap_drills:
+            parts["gap_drills"] = generate_gap_drills(d.train_gap_drills, d.seed)
         raw = pd.concat(list(parts.values()), ignore_index=True)
         origin = provenance(parts)
         try:

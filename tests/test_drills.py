@@ -11,7 +11,8 @@ import pytest
 from data_contracts.contracts import ContractLimits
 from data_contracts.prepare import held_out_families, prepare_dataset, tokenise
 from regulator.answers import check_lines
-from regulator.drills import DRILL, generate_drills, outcome_spans
+from regulator.drills import (DRILL, GAP_DRILL, decision_point, gap_spans, generate_drills, generate_gap_drills,
+                              outcome_spans)
 from regulator.generator import RAW_COLUMNS, TRAIN_ONLY, generate_dataset
 
 # "- CODE 4.30% vs 4.5% min: BREACH": the figure, the threshold, its kind and the outcome, as written
@@ -98,3 +99,79 @@ def test_drills_stay_in_train_and_change_neither_validation_test_nor_the_held_ou
 def test_bad_drill_sizes_are_refused(n: int, lines: int) -> None:
     with pytest.raises(ValueError, match="n >= 0 and lines >= 1"):
         generate_drills(n, seed=1, lines=lines)
+
+
+def test_gap_drills_are_pairs_that_differ_only_in_what_the_filing_leaves_out() -> None:
+    """Each pair: the same bank, quarter and figures; one filing without its leverage assets (its answer cut after
+    its first line, the missing-denominator finding), its twin with them (cut after its first rule's check line,
+    the same in both); every row training-only."""
+    a = generate_gap_drills(40, seed=5)
+    pd.testing.assert_frame_equal(a, generate_gap_drills(40, seed=5))
+    assert list(a.columns) == [*RAW_COLUMNS, TRAIN_ONLY] and len(a) == 80 and a["id"].is_unique
+    assert a[TRAIN_ONLY].all() and (a["case_kind"] == GAP_DRILL).all() and set(a["jurisdiction"]) == {"US"}
+    electors = 0
+    for (_, gap), (_, twin) in zip(a.iloc[::2].iterrows(), a.iloc[1::2].iterrows()):
+        assert gap["bank_id"] == twin["bank_id"] and gap["report_date"] == twin["report_date"]
+        gap_lines, twin_lines = gap["report_text"].split("\n"), twin["report_text"].split("\n")
+        assert gap_lines[0] == twin_lines[0]  # same bank, form and date
+        assert gap_lines[-1].startswith("Not reported: leverage assets")
+        assert "leverage assets not reported" not in twin["report_text"]
+        assert gap["target"] == "ANALYSIS:\n- DATA_QUALITY leverage assets not reported: DATA_QUALITY"
+        assert twin["target"].startswith("ANALYSIS:\n- ") and twin["target"].count("\n") == 1
+        assert "DATA_QUALITY" not in twin["target"].split(":")[1]  # the first rule's line, not a finding
+        assert "DATA_QUALITY" in gap["violations"]
+        electors += "CBLR" in gap_lines[0]
+        assert twin["target"].startswith("ANALYSIS:\n- LEVERAGE " if "CBLR" in gap_lines[0] else "ANALYSIS:\n- CET1_RATIO ")
+    assert 10 <= electors <= 30  # about half of the banks elect the CBLR framework
+    assert not generate_gap_drills(40, seed=6)["report_text"].equals(a["report_text"])
+    with pytest.raises(ValueError, match="n >= 0"):
+        generate_gap_drills(-1, seed=1)
+
+
+def test_a_gap_drill_carries_loss_on_its_decision_only(tokenizer_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    out = tokenise(generate_gap_drills(6, seed=2), tok, 1024)
+    for row in out.itertuples():
+        learned = tok.decode([t for t, lab in zip(row.input_ids, row.labels) if lab != -100])
+        expected = row.target.split("\n")[1].split(" ", 2)
+        assert learned.strip() == f"{expected[0]} {expected[1]}", learned  # "- DATA_QUALITY" or "- LEVERAGE"
+        assert row.labels[-1] == -100
+
+
+def test_the_decision_point_of_a_real_extract_is_its_missing_denominator_finding() -> None:
+    """The decision gap drills teach is where the reference answer of a real elector's extract writes its finding:
+    the first line, right after the report's line naming what it leaves out."""
+    from regulator.render import family_for_bank, render_target
+    from regulator.rules import evaluate_rules
+    from regulator.xbrl import parse_xbrl_file, render_report
+
+    parsed = parse_xbrl_file(Path(__file__).parent / "fixtures" / "real" / "ffiec" / "bank-493741-2026-06-30.xml")
+    assert render_report(parsed).splitlines()[-1] == "Not reported: leverage assets"
+    prefix, line, other = decision_point(render_target(parsed, evaluate_rules(parsed),
+                                                       family_for_bank(parsed.entity_id)))
+    assert (prefix, line, other) == ("ANALYSIS:\n", "- DATA_QUALITY leverage assets not reported: DATA_QUALITY",
+                                     "- LEVERAGE")
+    target = "ANALYSIS:\n- LEVERAGE 9.50% vs 9% min: OK"
+    assert [target[s:e] for s, e in gap_spans(target)] == ["- LEVERAGE"]
+    with pytest.raises(ValueError, match="no rule's check line"):
+        decision_point("ANALYSIS:\n- DATA_QUALITY leverage assets not reported: DATA_QUALITY")
+
+
+def test_gap_drills_stay_in_train_and_change_neither_validation_test_nor_the_held_out_family(
+        tokenizer_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    raw = generate_dataset(60, seed=3, out_dir=tmp_path / "raw", n_train_balanced=20)
+    with_gaps = pd.concat([raw, generate_gap_drills(10, seed=3)], ignore_index=True)
+    assert held_out_families(with_gaps, 3) == held_out_families(raw, 3)
+    limits = ContractLimits(max_tokens=1024)
+    kw = dict(tokenizer=tok, seed=3, max_seq_len=1024, limits=limits, split_fractions=(0.4, 0.3, 0.3))
+    plain = prepare_dataset(raw=raw, out_dir=tmp_path / "a", **kw)
+    gapped = prepare_dataset(raw=with_gaps, out_dir=tmp_path / "b", **kw)
+    splits_a, splits_b = plain["stats"]["splits"], gapped["stats"]["splits"]
+    assert splits_b["train"]["case_kind"][GAP_DRILL] == 20 and splits_b["train"]["rows"] == splits_a["train"]["rows"] + 20
+    for name in ("validation", "test"):
+        assert splits_b[name] == splits_a[name]

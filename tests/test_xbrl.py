@@ -107,7 +107,13 @@ def test_render_is_compact_stable_and_marks_missing() -> None:
     assert text == render_report(parse_xbrl_bytes(xml.encode()))
     assert text.splitlines()[0] == "US FFIEC 041 2023-03-31 Granite State Bank (USD m)"
     assert "; RWA not reported;" in text and "CET1 ratio 11.60%" in text
-    assert len(text.splitlines()) == 3 and len(text) < 400
+    # the last line names what the filing leaves out (the gap a data-quality finding answers); total assets, which
+    # no rule reads, is not shown
+    assert text.splitlines()[-1] == "Not reported: RWA" and "total assets" not in text
+    assert len(text.splitlines()) == 4 and len(text) < 400
+    full = render_report(parse_xbrl_bytes(us_instance("123456", "Granite State Bank", date(2023, 3, 31), US_FIGURES,
+                                                      random.Random(1)).encode()))
+    assert len(full.splitlines()) == 3 and "Not reported" not in full  # a complete filing has no gap line
 
 
 def test_unknown_concepts_and_bad_values_are_ignored_with_warnings() -> None:
