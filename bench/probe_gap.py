@@ -1,12 +1,13 @@
-"""Probe: after its last rule's check line, does a model open a data-quality line or close the answer?
+"""Probe: does a model open its answer with the data-quality finding a filing's missing item calls for?
 
-The missing-denominator finding (``DATA_QUALITY leverage assets not reported``) is one decision: the line after the
-last rule's check line opens ``- DATA_QUALITY`` or ``DIRECTIVE``. This teacher-forces each filing's reference answer
-(the rule engine's) up to that point and prints the model's probability of the first against the second, for the
-real filings (``--real``: the FFIEC extracts and bulk banks; EU filings are left out) and for the extracts completed
-and scaled (``regulator.derive``). Greedy decoding writes the line where the probability is over 0.5; how far it is
-from 0.5, and how it differs between filings that leave the item out and those that file it, says whether a lever
-moved the decision before a whole demo is spent on it (bench/NOTES.md, lever 46).
+The missing-denominator finding (``DATA_QUALITY leverage assets not reported``) is one decision: the answer's first
+line opens ``- DATA_QUALITY`` or the first rule's check line (``- CET1_RATIO``, ``- LEVERAGE``). This teacher-forces
+each filing's reference answer (the rule engine's) to that point and prints the model's probability of the first
+against the second, for the real filings (``--real``: the FFIEC extracts and bulk banks; EU filings are left out)
+and for the extracts completed and scaled (``regulator.derive``). Greedy decoding writes the finding where the
+probability is over 0.5; how far it is from 0.5, and how it differs between filings that leave the item out and
+those that file it, says whether a lever moved the decision before a whole demo is spent on it (bench/NOTES.md,
+levers 46-49; until lever 49 the decision was the line after the last rule's, ``- DATA_QUALITY`` or ``DIRECTIVE``).
 
     python -m bench.probe_gap --model runs/<run>/train_full/model [--real tests/fixtures/real]
 """

@@ -12,12 +12,14 @@ minimum rule right, the large-exposure limit mostly wrong), where 160 reports of
 Drills are rows of the raw table (``case_kind`` ``drill``, ``train_only``), so they pass the same data contract;
 they never reach validation or test.
 
-Gap drills (``case_kind`` ``gap_drill``) teach the one decision the missing-denominator finding needs: after the
-last rule's check line, does the answer open a data-quality line (``- DATA_QUALITY leverage assets not reported``)
-or close (``DIRECTIVE``)? Each is a pair of generated US Call Reports of one bank and quarter with the same figures,
-one filed with the item, one without (as the public extracts of real Call Reports are), their answers cut at that
-decision and the loss on it alone: the only difference between the two rows is the item, so the gradient can only
-teach reading it (bench/NOTES.md, lever 48: the finding was not learned from ~30 pool reports seen once).
+Gap drills (``case_kind`` ``gap_drill``) teach the one decision the missing-denominator finding needs: does the
+answer open with a data-quality line (``- DATA_QUALITY leverage assets not reported``, right after the report's last
+line ``Not reported: leverage assets``) or with the first rule's check line? Each is a pair of generated US Call
+Reports of one bank and quarter with the same figures, one filed without its leverage assets (as the public
+extracts of real Call Reports are), one with them, their answers cut after that first line and the loss on its
+opening alone: the only difference between the two rows is the item, so the gradient can only teach reading it
+(bench/NOTES.md, levers 48-49: the finding was not learned from ~30 pool reports seen once, nor, at the end of the
+answer, from these pairs).
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ from __future__ import annotations
 import math
 import random
 import re
+from datetime import date
 
 import pandas as pd
 
 from regulator.generator import (BALANCED, RAW_COLUMNS, TRAIN_ONLY, US_EXTRACT_OMITS, WIDE_MAX_BP, WIDE_SHARE, Bank,
-                                 _make_banks, _quarter_end, cblr_elector, label_instance, report_figures,
-                                 us_form, us_instance)
+                                 cblr_elector, label_instance, make_banks, quarter_end, report_figures, us_form,
+                                 us_instance)
 from regulator.rules import BREACH, CBLR, Rule, applicable_rules, check_rule
 from regulator.xbrl import ParsedReport, parse_xbrl_bytes
 
@@ -40,8 +43,8 @@ DRILL_KINDS = (DRILL, GAP_DRILL)
 # The answer's first line: a data-quality finding (a required fact left out) or the first rule's check line.
 DECISION_OPENINGS = ("- DATA_QUALITY", "- ")
 _LEVERAGE_ASSETS, _BUFFER = "RCOAA224", "RCOAH311"
-# A gap drill's pair: what the filing with the gap leaves out, and what its twin leaves out (items no rule reads, or
-# whose absence is a finding on the rule's own check line, not after it). Risk-based filers, then CBLR electors.
+# A gap drill's pair: what the filing with the gap leaves out, and what its twin leaves out (an item whose absence is
+# a finding on its rule's own check line, not a first line). Risk-based filers, then CBLR electors.
 _GAPS = {"US": (((_LEVERAGE_ASSETS,), US_EXTRACT_OMITS), ((), (_BUFFER,))),
          CBLR: (((_LEVERAGE_ASSETS,),), ((),))}
 _GAP_ELECTOR_SHARE = 0.5  # of the gap drills' banks: real extracts and bulk data hold many electors
@@ -135,14 +138,14 @@ def decision_point(target: str) -> tuple[str, str, str]:
 def _gap_bank(rng: random.Random, elector: bool, taken: list[Bank]) -> Bank:
     """A generated US bank (a CBLR elector or a risk-based filer, as asked), unique among ``taken``."""
     while True:
-        (bank,) = _make_banks(rng, 1, 0.0, taken)
+        (bank,) = make_banks(rng, 1, 0.0, taken)
         if cblr_elector(bank) == elector:
             taken.append(bank)
             return bank
 
 
-def _gap_row(bank: Bank, report_date, figures: dict, omit: tuple[str, ...], seed: int, i: int, side: str,
-             xml_seed: str) -> dict:
+def _gap_row(bank: Bank, report_date: date, figures: dict[str, float | None], omit: tuple[str, ...], seed: int,
+             i: int, side: str, xml_seed: str) -> dict:
     """One gap drill row: the report filed without ``omit``, its answer cut after its first line (the decision)."""
     kept = {code: value for code, value in figures.items() if code not in omit}
     xml = us_instance(bank.bank_id, bank.name, report_date, kept, random.Random(xml_seed), form=us_form(bank),
@@ -159,8 +162,8 @@ def generate_gap_drills(n: int, seed: int) -> pd.DataFrame:
     """``2 * n`` gap drill rows (``n`` pairs), deterministic for ``seed``: a generated US report (a CBLR elector for
     about ``_GAP_ELECTOR_SHARE`` of the banks; half of the risk-based filers without additional Tier 1, as most US
     banks file) with its leverage assets (and, for half of the risk-based pairs, its conservation buffer too: the
-    public extracts) left out, and the same report with them filed (and maybe without total assets, which no rule
-    reads, or without the buffer, whose finding is the buffer's own line). Reports that break by their draw
+    public extracts) left out, and the same report with them filed (for half of the risk-based pairs without the
+    buffer, whose finding is the buffer's own check line, not a first line). Reports that break by their draw
     (a data-quality finding of their own) are drawn again. Columns are the raw table's, ``train_only`` True."""
     if n < 0:
         raise ValueError(f"need n >= 0 gap drills, got {n}")
@@ -170,7 +173,7 @@ def generate_gap_drills(n: int, seed: int) -> pd.DataFrame:
     for i in range(n):
         elector = rng.random() < _GAP_ELECTOR_SHARE
         bank = _gap_bank(rng, elector, taken)
-        report_date = _quarter_end(bank.first_quarter + rng.randrange(8))
+        report_date = quarter_end(bank.first_quarter + rng.randrange(8))
         gaps, twins = _GAPS[CBLR if elector else "US"]
         gap, twin = rng.choice(gaps), rng.choice(twins)
         while True:

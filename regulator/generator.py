@@ -164,8 +164,8 @@ def generate_dataset(
     xbrl_dir = Path(out_dir) / "xbrl"
     xbrl_dir.mkdir(parents=True, exist_ok=True)
     n_natural_banks = math.ceil(n_examples / REPORTS_PER_BANK)
-    banks = _make_banks(rng, n_natural_banks, eu_fraction)
-    extra = _make_banks(rng, math.ceil(n_train_balanced / REPORTS_PER_BANK), eu_fraction, taken=banks)
+    banks = make_banks(rng, n_natural_banks, eu_fraction)
+    extra = make_banks(rng, math.ceil(n_train_balanced / REPORTS_PER_BANK), eu_fraction, taken=banks)
     plan = [(banks[i // REPORTS_PER_BANK], i % REPORTS_PER_BANK, intent, False)
             for i, intent in enumerate(_intents(rng, n_examples))]
     # which pool reports are compliant has its own stream, so the rest of the generation does not depend on the share
@@ -175,7 +175,7 @@ def generate_dataset(
              for i in range(n_train_balanced)]
     rows = []
     for bank, nth, intent, train_only in plan:
-        report_date = _quarter_end(bank.first_quarter + nth)
+        report_date = quarter_end(bank.first_quarter + nth)
         stem = xbrl_dir / f"{bank.jurisdiction}_{bank.bank_id}_{report_date.isoformat()}"
         # the format draw has its own stream, so the figures are the same whatever the share of packages
         as_csv = bank.jurisdiction == "EU" and random.Random(f"{seed}/{stem.name}").random() < eu_csv_fraction
@@ -286,7 +286,7 @@ def _intents(rng: random.Random, n: int) -> list[str]:
     return intents
 
 
-def _make_banks(rng: random.Random, n_banks: int, eu_fraction: float, taken: Sequence[Bank] = ()) -> list[Bank]:
+def make_banks(rng: random.Random, n_banks: int, eu_fraction: float, taken: Sequence[Bank] = ()) -> list[Bank]:
     """``n_banks`` banks with ids and names unique among themselves and ``taken``."""
     families = sorted(TEMPLATE_FAMILIES)
     n_eu = round(n_banks * eu_fraction)
@@ -335,7 +335,8 @@ def _lei(rng: random.Random) -> str:
     return f"{base}{98 - number % 97:02d}"
 
 
-def _quarter_end(index: int) -> date:
+def quarter_end(index: int) -> date:
+    """The ``index``-th quarter end of the generator's 16 quarters (0: 2022-03-31)."""
     year = _FIRST_QUARTER.year + index // 4
     month = 3 * (index % 4) + 3
     return date(year, month, 30 if month in (6, 9) else 31)

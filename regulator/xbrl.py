@@ -666,8 +666,11 @@ def render_report(parsed: ParsedReport) -> str:
     """Compact, stable text the model reads (about 60-110 tokens), the same for every filing format.
 
     A header (jurisdiction, form, report date, entity name, currency), then one line per COREP template
-    (``CET1 ratio 12.82%; T1 ratio 13.41%; ...``) or, for a call report, one line of amounts and one of ratios. Amounts are in millions, ratios in percent; a nil fact shows ``nil``, an absent one ``not reported``.
-    Identifiers (LEI, RSSD, MDRM codes) are left out: the model needs the figures, and ``analyze`` keeps the ids.
+    (``CET1 ratio 12.82%; T1 ratio 13.41%; ...``) or, for a call report, one line of amounts and one of ratios.
+    Amounts are in millions, ratios in percent; a nil fact shows ``nil``, an absent one ``not reported``, and a last
+    line names them (``Not reported: leverage assets, conservation buffer``; ``Nil: RWA``): what the filing leaves
+    out, not a verdict, next to where the answer's data-quality findings begin. Identifiers (LEI, RSSD, MDRM codes)
+    and ``UNRENDERED`` facts are left out: the model needs the figures, and ``analyze`` keeps the ids.
     """
     form = f"{parsed.form} {parsed.framework}" if parsed.framework else parsed.form
     header = f"{parsed.jurisdiction} {form} {parsed.report_date} {parsed.entity_name} ({parsed.currency} m)"
