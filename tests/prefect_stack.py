@@ -33,7 +33,7 @@ def small_overrides(model_dir: Path, **extra: Any) -> dict[str, Any]:
     """Overrides that make the CPU demo config finish in a few minutes on a busy 2-core machine."""
     return {
         "model.ref": str(model_dir), "model.max_seq_len": 1024, "data.n_examples": 120, "data.train_balanced": 16,
-        "data.train_drills": 8,
+        "data.train_drills": 8, "data.train_gap_drills": 4,
         "train.max_steps": 4, "train.curve_points": 0, "lora.sweep_lrs": [], "eval.base_max_new_tokens": 8,
         "eval.max_examples": 4, "eval.max_new_tokens": 24, "eval.bootstrap_samples": 100,
         "gate.f1_floor": 0, "gate.rouge_floor": 0, "gate.forgetting_ceiling": 100,

@@ -135,11 +135,14 @@ def test_a_folder_of_filings_mixed_with_generated_reports_is_prepared(tmp_path: 
     for src in files[32:]:
         (folder / src.name).write_bytes(src.read_bytes())
     overrides = {"name": "spine-filings", "data.source": str(folder), "data.mix_synthetic": 160,
-                 "data.train_balanced": 0, "data.train_drills": 16}
+                 "data.train_balanced": 0, "data.train_drills": 16, "data.train_gap_drills": 4}
     state = finetune(config_path=CONFIG, overrides=overrides, stop_after="prepare_data", return_state=True)
     assert state.is_completed(), state.message
     rows = state.result()["stages"]["prepare_data"]["figures"]["rows"]
-    assert sum(rows.values()) == 48 + 160 + 16, rows  # decision drills go with any source, to train only
+    # decision drills and gap drill pairs go with any source, to train only
+    assert sum(rows.values()) == 48 + 160 + 16 + 2 * 4, rows
+    assert set(state.result()["stages"]["prepare_data"]["figures"]["provenance"]) == {
+        "filings", "generated", "drills", "gap_drills"}
 
 
 def test_an_empty_drop_folder_trains_on_the_generated_and_real_set_banks_are_left_out(tmp_path: Path) -> None:
@@ -152,7 +155,7 @@ def test_an_empty_drop_folder_trains_on_the_generated_and_real_set_banks_are_lef
     drop.mkdir()
     (drop / "README.md").write_text("not a filing")
     overrides = {"name": "spine-drop", "data.source": str(drop), "data.mix_synthetic": 160, "data.train_balanced": 0,
-                 "data.train_drills": 0}
+                 "data.train_drills": 0, "data.train_gap_drills": 0}
     state = finetune(config_path=CONFIG, overrides=overrides, stop_after="prepare_data", return_state=True)
     assert state.is_completed(), state.message
     figures = state.result()["stages"]["prepare_data"]["figures"]

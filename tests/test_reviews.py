@@ -104,7 +104,7 @@ def test_the_flow_asks_a_supervisor_and_prepare_data_trains_on_the_answer(filing
         assert "Rule engine" in answered[0] and "The model's answer" in answered[0]
 
         overrides = {"name": "reviews", "data.reviews": str(store), "data.n_examples": 120, "data.train_balanced": 16,
-                     "data.train_drills": 0, "eval.real_source": None}
+                     "data.train_drills": 0, "data.train_gap_drills": 0, "eval.real_source": None}
         state = finetune(config_path=str(ROOT / "configs" / "regulator-cpu.yaml"), overrides=overrides,
                          stop_after="prepare_data", return_state=True)
     assert state.is_completed(), state.message
