@@ -224,7 +224,8 @@ def meets(value: float, threshold: float, comparison: str) -> bool:
 
 def evaluate_rules(parsed: ParsedReport) -> RuleResult:
     """Evaluate every rule in force on the reported figures (``NOT_ASSESSED`` where the filing cannot give a figure
-    or threshold), then the data-quality checks of the assessable ones; return the result."""
+    or threshold) and the data-quality checks of the assessable ones: the checks in answer order, a missing required
+    fact's finding first, then the rules, then a ratio that disagrees with its components; return the result."""
     rules = assessable_rules(parsed)
     # A required fact the filing leaves out is found first, right after the report whose last line names it
     # (``render_report``'s gap line): a small model copies that finding where it cannot recall it after every rule's
