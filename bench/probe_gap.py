@@ -24,7 +24,7 @@ import torch
 from foundation.paths import code_root
 from regulator.analyze import expand_paths, read_filings
 from regulator.derive import complete_extract, scale_capital
-from regulator.drills import DECISION_OPENINGS, decision_point
+from regulator.drills import DQ_OPENING, decision_point
 from regulator.prompts import render_prompt
 from regulator.render import family_for_bank, render_target
 from regulator.rules import evaluate_rules
@@ -46,7 +46,7 @@ def p_data_quality(model: Any, tokenizer: Any, parsed: ParsedReport) -> tuple[fl
     prefix, truth, rule_opening = decision_point(
         render_target(parsed, evaluate_rules(parsed), family_for_bank(parsed.entity_id)))
     ids = tokenizer(render_prompt(tokenizer, render_report(parsed)) + prefix, add_special_tokens=False)["input_ids"]
-    dq, rule = (continuation_logprob(model, tokenizer, ids, opening) for opening in (DECISION_OPENINGS[0], rule_opening))
+    dq, rule = (continuation_logprob(model, tokenizer, ids, opening) for opening in (DQ_OPENING, rule_opening))
     return 1.0 / (1.0 + math.exp(rule - dq)), truth
 
 

@@ -40,8 +40,9 @@ from regulator.xbrl import ParsedReport, parse_xbrl_bytes
 DRILL = "drill"  # the case_kind (and template family) of a drill row
 GAP_DRILL = "gap_drill"  # the case_kind (and template family) of a gap drill row
 DRILL_KINDS = (DRILL, GAP_DRILL)
-# The answer's first line: a data-quality finding (a required fact left out) or the first rule's check line.
-DECISION_OPENINGS = ("- DATA_QUALITY", "- ")
+# How a data-quality finding's line opens; an answer's first line is one (a required fact left out) or its first
+# rule's check line.
+DQ_OPENING = "- DATA_QUALITY"
 _LEVERAGE_ASSETS, _BUFFER = "RCOAA224", "RCOAH311"
 # A gap drill's pair: what the filing with the gap leaves out, and what its twin leaves out (an item whose absence is
 # a finding on its rule's own check line, not a first line). Risk-based filers, then CBLR electors.
@@ -128,11 +129,15 @@ def decision_point(target: str) -> tuple[str, str, str]:
     answer before it (``ANALYSIS:\n``), that line, and the first rule's line opening (``- LEVERAGE``): the other
     way the answer could have gone."""
     lines = target.split("\n")
-    rule_line = next((line for line in lines[1:] if line.startswith("- ") and not line.startswith(
-        DECISION_OPENINGS[0])), None)
-    if len(lines) < 2 or rule_line is None:
+    rule_line = next((line for line in lines[1:] if line.startswith("- ") and not line.startswith(DQ_OPENING)), None)
+    if rule_line is None:
         raise ValueError(f"no rule's check line in the answer {target[:80]!r}...")
-    return lines[0] + "\n", lines[1], rule_line.split(" ", 2)[0] + " " + rule_line.split(" ", 2)[1]
+    return lines[0] + "\n", lines[1], line_opening(rule_line)
+
+
+def line_opening(line: str) -> str:
+    """A check line's opening: its dash and code (``- LEVERAGE``, ``- DATA_QUALITY``)."""
+    return " ".join(line.split(" ", 2)[:2])
 
 
 def _gap_bank(rng: random.Random, elector: bool, taken: list[Bank]) -> Bank:
@@ -181,7 +186,7 @@ def generate_gap_drills(n: int, seed: int) -> pd.DataFrame:
                                      no_at1=not elector and rng.random() < 0.5)
             pair = [_gap_row(bank, report_date, figures, omit, seed, i, side, f"gap-drills/{seed}/{i}")
                     for omit, side in ((gap, "gap"), (twin, "twin"))]
-            if pair[0]["target"].endswith(": DATA_QUALITY") and DECISION_OPENINGS[0] not in pair[1]["target"]:
+            if pair[0]["target"].endswith(": DATA_QUALITY") and DQ_OPENING not in pair[1]["target"]:
                 break
         rows += pair
     return pd.DataFrame(rows, columns=[*RAW_COLUMNS, TRAIN_ONLY])
@@ -191,7 +196,7 @@ def gap_spans(target: str) -> list[tuple[int, int]]:
     """Character span of a gap drill's decision: the opening of its one line (``- DATA_QUALITY`` or the first
     rule's ``- CODE``), the one place its loss looks."""
     start = target.index("\n") + 1
-    return [(start, start + len(" ".join(target[start:].split(" ", 2)[:2])))]
+    return [(start, start + len(line_opening(target[start:])))]
 
 
 def loss_spans(case_kind: str, target: str) -> list[tuple[int, int]] | None:
