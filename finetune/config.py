@@ -8,6 +8,7 @@ schema errors and cross-field checks alike — in one :class:`~foundation.errors
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -186,6 +187,7 @@ class RunConfig(_Section):
     eval: EvalConfig = EvalConfig()
     gate: GateConfig = GateConfig()
     audit: AuditConfig = AuditConfig()
+    fp32_host: dict[str, Any] = Field(default_factory=dict, description="Dotted overrides (as --set takes them, e.g. `train.max_steps: 90`) applied where the run computes in fp32: a CPU run with train.precision 'auto' on a CPU without native bf16 (no AMX/AVX512-BF16, or oneDNN capped below it by ONEDNN_MAX_CPU_ISA). Such a CPU trains and generates ~2.3x slower, so a budget sized for a bf16 CPU would overrun its time there. A --set of the same key wins. Empty: the same run everywhere.")
 
     def world_size(self) -> int:
         """Training processes across all nodes."""
@@ -251,6 +253,7 @@ def cross_field_problems(cfg: RunConfig) -> list[str]:
         problems.append(f"model.ref: {ref} is neither 'packaged', a folder with a config.json, nor a Hugging Face "
                         "Hub id (org/name[@revision])")
     problems.extend(_real_source_problems(cfg))
+    problems.extend(fp32_host_problems(cfg))
     return problems
 
 
@@ -381,10 +384,59 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError([f"override {text!r}: the value is not valid YAML ({problem})"], "--set") from None
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> RunConfig:
-    """Load a YAML run config, apply overrides and validate it."""
+def load_config(path: str | Path, overrides: dict[str, Any] | list[str] | None = None, *,
+                native_bf16: bool | None = None) -> RunConfig:
+    """Load a YAML run config, apply overrides and validate it.
+
+    ``native_bf16``: whether the host computes bf16 natively (``training.infra.native_bf16``). False applies the
+    config's ``fp32_host`` budget where it applies (``fp32_budget_applies``), under ``overrides``, which win; None
+    (a config read away from the machine that runs it) leaves it out.
+    """
     raw = read_config_file(path)
-    return validate_config(apply_overrides(raw, overrides), str(path))
+    cfg = validate_config(apply_overrides(raw, overrides), str(path))
+    if native_bf16 is False and fp32_budget_applies(cfg):
+        cfg = validate_config(apply_overrides(apply_overrides(raw, cfg.fp32_host), overrides),
+                              f"{path} with its fp32_host budget")
+    return cfg
+
+
+def dotted(dumped: dict[str, Any], key: str) -> Any:
+    """The value at a dotted key (``train.max_steps``) of a dumped config."""
+    node: Any = dumped
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def fp32_budget_enabled() -> bool:
+    """``FINETUNE_FP32_HOST=0`` keeps a config's ``fp32_host`` budget off on every host (the test suite sets it, so
+    its runs are the same on every CPU)."""
+    return os.environ.get("FINETUNE_FP32_HOST", "1").strip() != "0"
+
+
+def fp32_budget_applies(cfg: RunConfig) -> bool:
+    """Whether ``cfg.fp32_host`` is for this run on a host without native bf16: a CPU run whose precision follows
+    the hardware (an explicit train.precision is the user's choice, whatever the host)."""
+    return bool(cfg.fp32_host) and cfg.hardware.accelerator == "cpu" and cfg.train.precision == "auto"
+
+
+def fp32_host_problems(cfg: RunConfig) -> list[str]:
+    """``fp32_host`` keys must name config fields (``section.field``) and leave a valid config."""
+    problems = []
+    for key in cfg.fp32_host:
+        section, _, field = key.partition(".")
+        model = RunConfig.model_fields.get(section)
+        kind = model.annotation if model is not None else None
+        if not (isinstance(kind, type) and issubclass(kind, _Section) and field in kind.model_fields):
+            problems.append(f"fp32_host.{key}: not a config field (section.field, e.g. train.max_steps)")
+    if problems or not cfg.fp32_host:
+        return problems
+    dumped = cfg.model_dump(mode="json")
+    try:
+        validate_config(apply_overrides({**dumped, "fp32_host": {}}, cfg.fp32_host), "fp32_host")
+    except ConfigError as err:
+        problems.extend(f"fp32_host: {line}" for line in err.problems)
+    return problems
 
 
 def config_reference() -> str:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 from prefect import flow, get_run_logger
 
-from finetune.config import RunConfig, load_config
+from finetune.config import RunConfig, dotted, fp32_budget_applies, fp32_budget_enabled, load_config
 from foundation.errors import AttemptsExhausted, GateRejected
 from finetune.models import hub_id, model_fingerprint, resolve_model
 from finetune import registry as model_registry
@@ -39,6 +39,7 @@ from tasks.prepare_data import prepare_data
 from tasks.stage import run_stage
 from tasks.train_full import train_full
 from tasks.train_lora import train_lora
+from training.infra import native_bf16, onednn_isa_cap
 
 Stage = Literal["audit", "infra_check", "prepare_data", "train_full", "train_lora", "evaluate", "evaluate_production",
                 "deployment_gate"]
@@ -77,11 +78,16 @@ def finetune(
     if rerun_of:
         log.info("attempt %d of %d: automatic re-run of crashed flow run %s", attempt, max_attempts, rerun_of)
     path = Path(config_path)
-    cfg = load_config(path if path.is_absolute() else project_home() / path, overrides)
+    bf16, bf16_why = native_bf16()
+    cfg = load_config(path if path.is_absolute() else project_home() / path, overrides,
+                      native_bf16=bf16 if fp32_budget_enabled() else None)
     cfg_dict = cfg.model_dump(mode="json")
     run_dir = new_run_dir(cfg.name)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg_dict, sort_keys=False))
     log.info("run folder: %s", run_dir)
+    if not bf16 and fp32_budget_enabled() and fp32_budget_applies(cfg):
+        log.info("no native bf16 here (%s): the config's fp32_host budget applies: %s", bf16_why,
+                 ", ".join(f"{key}={dotted(cfg_dict, key)!r}" for key in cfg.fp32_host))
     log.info("freed-memory reuse %s", reuse_decision()[1])
     model_dir = resolve_model(cfg.model.ref)
     model_hash = model_fingerprint(model_dir)
@@ -240,7 +246,7 @@ def _host_fingerprint() -> dict[str, Any]:
     import torch
 
     return {"node": platform.node(), "cpus": os.cpu_count(), "cuda": torch.cuda.device_count(),
-            "torch": torch.__version__, "deepspeed": version("deepspeed")}
+            "torch": torch.__version__, "deepspeed": version("deepspeed"), "onednn_max_cpu_isa": onednn_isa_cap()}
 
 
 def _summary(run_dir: Path, done: dict[str, Any], no_new_data: str | None = None) -> dict[str, Any]:

@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 _CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+# oneDNN ISA levels (ONEDNN_MAX_CPU_ISA) below its first with bf16 dot products (AVX512_CORE_BF16): capped at one
+# of these, oneDNN runs a bf16 matmul as emulation even on an AMX CPU.
+_ONEDNN_ISA_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
 _DS_OPS = {"cpu_adam": "CPUAdamBuilder", "fused_adam": "FusedAdamBuilder"}
 
 
@@ -66,9 +69,18 @@ def native_bf16() -> tuple[bool, str]:
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported(), "torch.cuda.is_bf16_supported()"
     flags = cpu_bf16_flags()
+    cap = onednn_isa_cap()
+    if flags and cap in _ONEDNN_ISA_WITHOUT_BF16:
+        return False, f"CPU flags {flags}, but ONEDNN_MAX_CPU_ISA={cap} caps oneDNN below bf16: bf16 would be emulated"
     if flags:
         return True, f"CPU flags {flags}"
     return False, "no amx_bf16/avx512_bf16 CPU flag: bf16 would be emulated (slow)"
+
+
+def onednn_isa_cap() -> str | None:
+    """The ISA level ``ONEDNN_MAX_CPU_ISA`` caps oneDNN at (upper case), or None where it is not set."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    return cap or None
 
 
 def _ds_ops_status(on_cpu: bool) -> dict[str, dict]:
