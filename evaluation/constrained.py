@@ -4,7 +4,8 @@ A check line is ``- CODE figure vs threshold kind: OUTCOME``. While the model wr
 opens it to the ``:`` before its outcome), only tokens that continue one of the filing's own check-line heads are
 allowed: the code of a rule in force for this filing that the answer has not checked yet, followed by the figure as
 the filing states it and the threshold of the rule table, exactly as the rule engine renders them
-(``regulator.rules.Check.line``). After the ``:`` the outcome is held to the answer format's vocabulary for
+(``regulator.rules.Check.line``), or ``DATA_QUALITY``; a rule's line is written once, so with every rule checked a
+further check line can only be a data-quality finding. After the ``:`` the outcome is held to the answer format's vocabulary for
 that head (REGULATOR_DOMAIN's outcome table): a line that compares two figures ends ``OK`` or ``BREACH`` — the
 model's decision; a line that compares nothing cannot be either: a required item the filing leaves out (``not
 reported``) or files empty (``nil``) is a ``DATA_QUALITY`` finding, and a figure the submission cannot give (its
@@ -262,10 +263,9 @@ class HeadConstraint:
         if partial is None or partial.startswith(f" {FREE_CODE}"):
             return None  # outside a head, or in a data-quality line (its wording is the model's)
         checked = self._checked()
-        targets = [f" {h}:" for h in self.heads if h.split(" ", 1)[0] not in checked]
-        if not targets:
-            return None  # every rule checked: a further line is the model's (the review names a repeat)
-        targets.append(f" {FREE_CODE} ")
+        # every rule checked: a further line can only be a data-quality finding (no rule's line a second time, where
+        # a degenerate answer would write any figure)
+        targets = [f" {h}:" for h in self.heads if h.split(" ", 1)[0] not in checked] + [f" {FREE_CODE} "]
         remainders = [t[len(partial):] for t in targets if t.startswith(partial) and len(t) > len(partial)]
         if not remainders:
             return None  # a line the constraint did not open: left to the model

@@ -218,6 +218,21 @@ def test_the_directive_waits_for_every_rule_in_force(vocab, filing) -> None:
     assert _prefer(constraint, strings, tokenizer, closing).startswith("\nDIRECTIVE:")
 
 
+def test_with_every_rule_checked_no_rule_line_comes_again(vocab, filing) -> None:
+    """The real failure this guards (bench/NOTES.md lever 50's demo): on the EBA COREP leverage sample a model trained
+    on the fp32 budget wrote every rule's line, then ``- CET1_RATIO 3.5% req: OK``, ``- CET1_RATIO 123456789012
+    not_a_date: OK`` and more: past the last rule the constraint had let the line go free. Now a further line can only
+    be a data-quality finding, whose wording stays the model's."""
+    tokenizer, strings = vocab
+    heads = allowed_heads(filing[1].checks)
+    constraint = HeadConstraint(heads, strings)
+    _write(constraint, tokenizer, "ANALYSIS:\n" + "".join(f"- {h}: OK\n" for h in heads) + "-")
+    code = heads[0].split(" ", 1)[0]
+    written = _prefer(constraint, strings, tokenizer, f" {code} 3.5% req: OK", steps=20)
+    assert written.startswith(f" {FREE_CODE}"), written
+    assert constraint.allowed() is None  # inside the data-quality line: its words are free
+
+
 def test_every_reference_answer_is_allowed_token_by_token(vocab, tmp_path: Path) -> None:
     """The rule engine's whole answers (check lines, measures, directive; generated reports of every kind and every
     real filing), fed token by token, never meet a token the constraint forbids: it never rules out the right
