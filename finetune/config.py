@@ -449,5 +449,6 @@ def config_reference() -> str:
                 default = f.default_factory() if f.default_factory is not None else f.default
                 lines.append(f"| `{section_name}.{name}` | `{default!r}` | {f.description} |")
         else:
-            lines.append(f"| `{section_name}` | `{field.default!r}` | {field.description} |")
+            default = field.default_factory() if field.default_factory is not None else field.default
+            lines.append(f"| `{section_name}` | `{default!r}` | {field.description} |")
     return "\n".join(lines)

@@ -82,6 +82,8 @@ def render_terminal_summary(summary: dict[str, Any]) -> str:
         lines.append(f"Data: {result['no_new_data']}")
     if summary.get("memory_reuse"):
         lines.append(f"Freed-memory reuse: {summary['memory_reuse']}")
+    if summary.get("fp32_host_budget"):
+        lines.append(f"Budget: {summary['fp32_host_budget']}")
     rows = {r["system"]: r for r in result.get("rows", [])}
     if rows:
         systems = [s for s in SYSTEMS if s in rows]

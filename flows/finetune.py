@@ -85,9 +85,12 @@ def finetune(
     run_dir = new_run_dir(cfg.name)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg_dict, sort_keys=False))
     log.info("run folder: %s", run_dir)
+    budget = None
     if not bf16 and fp32_budget_enabled() and fp32_budget_applies(cfg):
-        log.info("no native bf16 here (%s): the config's fp32_host budget applies: %s", bf16_why,
-                 ", ".join(f"{key}={dotted(cfg_dict, key)!r}" for key in cfg.fp32_host))
+        budget = (f"no native bf16 here ({bf16_why}): the config's fp32_host budget applies: "
+                  + ", ".join(f"{key}={dotted(cfg_dict, key)!r}" for key in cfg.fp32_host))
+        log.info(budget)
+    write_json_atomic(run_dir / "host.json", {"native_bf16": bf16, "why": bf16_why, "fp32_host_budget": budget})
     log.info("freed-memory reuse %s", reuse_decision()[1])
     model_dir = resolve_model(cfg.model.ref)
     model_hash = model_fingerprint(model_dir)
@@ -268,6 +271,9 @@ def _summary(run_dir: Path, done: dict[str, Any], no_new_data: str | None = None
                           "shadow_of": gate.get("shadow_of")}
         result.update({"gate_passed": gate["passed"], "promoted_version": gate["version"],
                        "registry": gate["registry_dir"]})
-    summary = {"run_dir": str(run_dir), "result": result, "stages": done, "memory_reuse": reuse_decision()[1]}
+    host_file = run_dir / "host.json"
+    budget = json.loads(host_file.read_text()).get("fp32_host_budget") if host_file.is_file() else None
+    summary = {"run_dir": str(run_dir), "result": result, "stages": done, "memory_reuse": reuse_decision()[1],
+               "fp32_host_budget": budget}
     write_json_atomic(run_dir / "summary.json", summary)
     return summary

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finetune.config import RunConfig, apply_overrides, config_reference, load_config, validate_config
+from finetune.config import (RunConfig, apply_overrides, config_reference, dotted, fp32_budget_enabled, load_config,
+                             validate_config)
 from foundation.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,3 +81,38 @@ def test_every_field_is_documented() -> None:
         for name, f in (sub or {}).items():
             assert f.description, f"{section}.{name} has no description"
             assert f"`{section}.{name}`" in ref
+
+
+def test_the_fp32_host_budget_applies_only_where_bf16_is_not_native() -> None:
+    path = ROOT / "configs/regulator-cpu.yaml"
+    shipped = load_config(path)
+    assert shipped.fp32_host, "the CPU demo config carries a budget for CPUs without native bf16"
+    fp32 = load_config(path, native_bf16=False)
+    for key, value in shipped.fp32_host.items():
+        assert dotted(fp32.model_dump(mode="json"), key) == value
+    assert fp32.train.max_steps < shipped.train.max_steps and fp32.lora.sweep_lrs == []
+    # a bf16 host, a config read away from its host, and an explicit precision: the config as written
+    for cfg in (load_config(path, native_bf16=True), load_config(path),
+                load_config(path, ["train.precision=fp32"], native_bf16=False)):
+        assert cfg.train.max_steps == shipped.train.max_steps and cfg.data.train_drills == shipped.data.train_drills
+    # the user's --set wins over the budget, the budget's other keys still apply
+    mine = load_config(path, ["train.max_steps=70"], native_bf16=False)
+    assert (mine.train.max_steps, mine.data.train_drills) == (70, fp32.data.train_drills)
+
+
+@pytest.mark.parametrize(("budget", "problem"), [
+    ({"train.max_stepz": 3}, "fp32_host.train.max_stepz: not a config field"),
+    ({"max_steps": 3}, "fp32_host.max_steps: not a config field"),
+    ({"train.max_steps": -3}, "fp32_host: train.max_steps: Input should be greater than or equal to 1"),
+])
+def test_a_bad_fp32_host_budget_is_named(budget: dict, problem: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(ROOT / "configs/regulator-cpu.yaml", {"fp32_host": budget})
+    assert any(line.startswith(problem) for line in err.value.problems), err.value.problems
+
+
+def test_the_fp32_host_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FINETUNE_FP32_HOST", raising=False)
+    assert fp32_budget_enabled()
+    monkeypatch.setenv("FINETUNE_FP32_HOST", "0")
+    assert not fp32_budget_enabled()

@@ -79,6 +79,23 @@ def test_bad_config_fails_the_flow_with_the_field_named() -> None:
         state.result()
 
 
+def test_a_cpu_without_native_bf16_runs_the_configs_fp32_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    import flows.finetune as flow_module
+
+    monkeypatch.setenv("FINETUNE_FP32_HOST", "1")  # the suite keeps it off (conftest); on here, on a faked host
+    monkeypatch.setattr(flow_module, "native_bf16", lambda: (False, "no amx_bf16/avx512_bf16 CPU flag (test)"))
+    summary = finetune(config_path=CONFIG, overrides={"name": "spine-fp32", "train.max_steps": 77},
+                       stop_after="audit")
+    written = yaml.safe_load((Path(summary["run_dir"]) / "config.yaml").read_text())
+    budget = written["fp32_host"]
+    assert budget["train.max_steps"] != 77 and written["train"]["max_steps"] == 77  # the caller's override wins
+    assert written["data"]["train_drills"] == budget["data.train_drills"]
+    assert written["lora"]["sweep_lrs"] == budget["lora.sweep_lrs"]
+    assert "fp32_host budget applies" in summary["fp32_host_budget"] and "train.max_steps=77" in summary["fp32_host_budget"]
+
+
 async def _task_runs(flow_run_id) -> dict[str, tuple[str, int]]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 

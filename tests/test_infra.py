@@ -61,3 +61,27 @@ def test_not_enough_disk_for_checkpoints(infra, base_model: Path) -> None:
     cfg = load_config(ROOT / "configs/regulator-cpu.yaml")
     with pytest.raises(InfraError, match="checkpoints need"):
         choose_training_setup(cfg, replace(infra, accelerator="cpu", disk_free_gb=0.1), model_shape(base_model))
+
+
+@pytest.mark.parametrize(("flags", "cap", "native"), [
+    (["amx_bf16", "avx512_bf16"], None, True),
+    (["amx_bf16", "avx512_bf16"], "avx2", False),          # oneDNN capped below bf16: emulated, as on an AVX2 CPU
+    (["amx_bf16", "avx512_bf16"], "AVX512_CORE_AMX", True),
+    (["avx512_bf16"], "AVX512_CORE_VNNI", False),
+    ([], None, False),
+])
+def test_native_bf16_follows_the_cpu_and_the_onednn_cap(monkeypatch: pytest.MonkeyPatch, flags: list[str],
+                                                        cap: str | None, native: bool) -> None:
+    import torch
+
+    from training import infra as infra_module
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(infra_module, "cpu_bf16_flags", lambda: flags)
+    if cap is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    ok, why = infra_module.native_bf16()
+    assert ok is native
+    assert ("ONEDNN_MAX_CPU_ISA" in why) == (bool(flags) and not native)
