@@ -58,10 +58,12 @@ _OUTCOME = re.compile(r": (OK|BREACH)$", re.MULTILINE)
 
 
 def _line(rule: Rule, rng: random.Random, report_date: str, spread: tuple[int, ...] = (1,),
-          wide_share: float = 0.0) -> tuple[str, str]:
+          wide_share: float = 0.0, fine: float = 0.0) -> tuple[str, str]:
     """One check line for ``rule`` with a drawn figure (and, for a bank-specific requirement, a drawn requirement);
     a healthy margin is multiplied by a factor drawn from ``spread``; a margin of 60 bp or more is, with probability
-    ``wide_share``, redrawn log-uniformly from 9 to 60 points (a CET1 ratio of 40% against its 4.5% minimum)."""
+    ``wide_share``, redrawn log-uniformly from 9 to 60 points (a CET1 ratio of 40% against its 4.5% minimum).
+    ``fine`` (0 to 1 bp) moves the figure further from its threshold, on the side it already is: a ratio of a real
+    Call Report's precision (``2.2936%``, four decimals of a percentage) where whole basis points give two."""
     threshold = rule.threshold if rule.threshold is not None else rng.randint(700, 1250) / 10000
     # near (within 60 bp), moderate (to 3 points) or healthy (0.6 to 9 points; ``spread`` (3, 6) would also draw x3
     # and x6 as banks hold LCR and NSFR far above 100%: drills so spread did not teach the comparison in 120 rows
@@ -71,10 +73,11 @@ def _line(rule: Rule, rng: random.Random, report_date: str, spread: tuple[int, .
         margin = int(math.exp(rng.uniform(math.log(900), math.log(WIDE_MAX_BP))))
     breach = rng.random() < 0.5
     upward = rule.comparison in (">=", ">")  # a minimum: a breach is below it; a limit: above it
-    figure = threshold - margin / 10000 if upward == breach else threshold + margin / 10000
+    away = margin / 10000 + fine / 10000
+    figure = threshold - away if upward == breach else threshold + away
     if figure <= 0:  # a small threshold cannot be undershot by more than itself
         figure = threshold * rng.randint(1, 99) / 100
-    facts: dict[str, float | None] = {rule.figure: round(figure, 4)}
+    facts: dict[str, float | None] = {rule.figure: round(figure, 6 if fine else 4)}
     if rule.threshold_fact:
         facts[rule.threshold_fact] = threshold
     parsed = ParsedReport(source="", jurisdiction="", form="", entity_id="", entity_name="",
@@ -85,7 +88,7 @@ def _line(rule: Rule, rng: random.Random, report_date: str, spread: tuple[int, .
 
 def generate_drills(n: int, seed: int, lines: int = 24, eu_fraction: float = 0.5,
                     spread: tuple[int, ...] = (1,), weights: dict[str, int] | None = None,
-                    wide_share: float = WIDE_SHARE) -> pd.DataFrame:
+                    wide_share: float = WIDE_SHARE, fine_share: float = 0.0) -> pd.DataFrame:
     """``n`` drill rows of ``lines`` check lines each, deterministic for ``seed``.
 
     Each drill takes the rules of one regime (EU with probability ``eu_fraction``, else US, a tenth of them US-CBLR)
@@ -94,11 +97,14 @@ def generate_drills(n: int, seed: int, lines: int = 24, eu_fraction: float = 0.5
     (x1 only: the figure stays within 9 points of its threshold, where the comparison is learned). ``wide_share``:
     the share of those healthy margins redrawn from 9 to 60 points, as far over a minimum as real banks are.
     ``weights``: a rule code's draw weight for a line (1 when absent; None draws every rule alike).
+    ``fine_share``: the share of lines whose figure has a real Call Report's precision (four decimals of a
+    percentage) instead of whole basis points; drawn from a stream of its own, so the drills are otherwise the same.
     Columns are the raw table's, with ``train_only`` True.
     """
     if n < 0 or lines < 1:
         raise ValueError(f"need n >= 0 and lines >= 1, got n={n}, lines={lines}")
     rng = random.Random(f"drills/{seed}")
+    precision = random.Random(f"drills/{seed}/precision")
     rows = []
     for i in range(n):
         regime = "EU" if rng.random() < eu_fraction else CBLR if rng.random() < _CBLR_SHARE else "US"
@@ -106,7 +112,7 @@ def generate_drills(n: int, seed: int, lines: int = 24, eu_fraction: float = 0.5
         rules = [r for r in applicable_rules(regime, report_date) if r.code != "DATA_QUALITY"]
         draw = [weights.get(r.code, 1) for r in rules] if weights else None
         drawn = [_line(rng.choices(rules, draw)[0] if draw else rng.choice(rules), rng, report_date, spread,
-                       wide_share)
+                       wide_share, _fine(precision, fine_share))
                  for _ in range(lines)]
         violations = sorted({line.split(" ", 1)[0] for line, outcome in drawn if outcome == BREACH})
         rows.append({
@@ -116,6 +122,11 @@ def generate_drills(n: int, seed: int, lines: int = 24, eu_fraction: float = 0.5
             "violations": violations, "directive": "", "source_file": "", TRAIN_ONLY: True,
         })
     return pd.DataFrame(rows, columns=[*RAW_COLUMNS, TRAIN_ONLY])
+
+
+def _fine(precision: random.Random, share: float) -> float:
+    """A sub-basis-point move (0.01 to 0.99 bp) with probability ``share``, else 0 (whole basis points)."""
+    return precision.randint(1, 99) / 100 if precision.random() < share else 0.0
 
 
 def outcome_spans(target: str) -> list[tuple[int, int]]:

@@ -131,7 +131,8 @@ def prepare_data(cfg: dict, model_dir: str, out_dir: str, key: str) -> dict:
         if d.reviews is not None:
             parts["reviews"] = reviewed(tmp)
         if d.train_drills:
-            parts["drills"] = generate_drills(d.train_drills, d.seed, d.drill_lines, d.eu_fraction)
+            parts["drills"] = generate_drills(d.train_drills, d.seed, d.drill_lines, d.eu_fraction,
+                                              fine_share=d.drill_fine_share)
         if d.train_gap_drills:
             parts["gap_drills"] = generate_gap_drills(d.train_gap_drills, d.seed)
         raw = pd.concat(list(parts.values()), ignore_index=True)

@@ -52,6 +52,25 @@ def test_every_drill_line_is_right_by_arithmetic_and_half_of_them_are_breaches()
     assert len(check_lines(drills["target"][0])) == 24
 
 
+def test_fine_drills_have_a_real_call_reports_precision_and_the_same_outcomes() -> None:
+    """``fine_share``: a share of the figures at four decimals of a percentage (``2.2936%``, as real Call Reports
+    state them), each on the side of its threshold the whole-basis-point draw put it; everything else the same."""
+    plain, fine = generate_drills(60, seed=3, lines=24), generate_drills(60, seed=3, lines=24, fine_share=0.5)
+    four = 0
+    for a, b in zip(plain["target"], fine["target"]):
+        for x, y in zip(a.split("\n")[1:], b.split("\n")[1:]):
+            (code_x, fig_x, thr_x, kind, out_x), (code_y, fig_y, thr_y, _, out_y) = (
+                _LINE.match(x).groups(), _LINE.match(y).groups())
+            assert (code_x, thr_x, out_x) == (code_y, thr_y, out_y), (x, y)
+            if fig_x != fig_y:
+                four += 1
+                assert len(fig_y.split(".")[1]) == 4 and abs(float(fig_y) - float(fig_x)) < 0.01
+                meets = float(fig_y) <= float(thr_y) if kind == "limit" else float(fig_y) >= float(thr_y)
+                assert out_y == ("OK" if meets else "BREACH"), y
+    assert 0.4 < four / (60 * 24) < 0.6
+    assert list(fine["violations"]) == list(plain["violations"])
+
+
 def test_a_drill_carries_loss_on_its_outcome_words_only(tokenizer_dir: Path, tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
