@@ -40,11 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from finetune.models import resolve_model
-    from training.infra import cpu_bf16_flags
+    from training.infra import native_bf16
 
     cores = os.cpu_count() or 1
     model_dir = args.model or str(resolve_model("packaged"))
-    bf16 = bool(cpu_bf16_flags())  # native bf16: autocast, as the demo's precision 'auto'
+    bf16 = native_bf16()[0]  # native bf16: autocast, as the demo's precision 'auto'
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for nproc in (1, cores):

@@ -5,8 +5,8 @@ opens it to the ``:`` before its outcome), only tokens that continue one of the 
 allowed: the code of a rule in force for this filing that the answer has not checked yet, followed by the figure as
 the filing states it and the threshold of the rule table, exactly as the rule engine renders them
 (``regulator.rules.Check.line``), or ``DATA_QUALITY``; a rule's line is written once, so with every rule checked a
-further check line can only be a data-quality finding. After the ``:`` the outcome is held to the answer format's vocabulary for
-that head (REGULATOR_DOMAIN's outcome table): a line that compares two figures ends ``OK`` or ``BREACH`` — the
+further check line can only be a data-quality finding. After the ``:`` the outcome is held to the answer format's
+vocabulary for that head (REGULATOR_DOMAIN's outcome table): a line that compares two figures ends ``OK`` or ``BREACH`` — the
 model's decision; a line that compares nothing cannot be either: a required item the filing leaves out (``not
 reported``) or files empty (``nil``) is a ``DATA_QUALITY`` finding, and a figure the submission cannot give (its
 template ``not filed`` in a module-wise submission, ``not mapped`` by the taxonomy) is ``NOT_ASSESSED``. The words of

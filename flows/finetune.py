@@ -79,14 +79,14 @@ def finetune(
         log.info("attempt %d of %d: automatic re-run of crashed flow run %s", attempt, max_attempts, rerun_of)
     path = Path(config_path)
     bf16, bf16_why = native_bf16()
-    cfg = load_config(path if path.is_absolute() else project_home() / path, overrides,
-                      native_bf16=bf16 if fp32_budget_enabled() else None)
+    host_bf16 = bf16 if fp32_budget_enabled() else None  # None: the config as written, whatever the host
+    cfg = load_config(path if path.is_absolute() else project_home() / path, overrides, native_bf16=host_bf16)
     cfg_dict = cfg.model_dump(mode="json")
     run_dir = new_run_dir(cfg.name)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg_dict, sort_keys=False))
     log.info("run folder: %s", run_dir)
     budget = None
-    if not bf16 and fp32_budget_enabled() and fp32_budget_applies(cfg):
+    if host_bf16 is False and fp32_budget_applies(cfg):
         budget = (f"no native bf16 here ({bf16_why}): the config's fp32_host budget applies: "
                   + ", ".join(f"{key}={dotted(cfg_dict, key)!r}" for key in cfg.fp32_host))
         log.info(budget)
